@@ -1,0 +1,1 @@
+//! Bounded queue between the cycle and the sink, with retries.

@@ -1,0 +1,206 @@
+//! Samples → wire metrics: the one place that turns what a sample is about
+//! into tags and fields, with Kubernetes metadata when there is some.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::model::{About, ContainerIdentity, Sample};
+use crate::sink::wire::Metric;
+
+/// What Kubernetes says about a pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodMeta {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub workload: String,
+    pub workload_kind: String,
+    /// Pod labels (already without `pod-template-hash` and
+    /// `controller-revision-hash`).
+    pub labels: Vec<(String, String)>,
+}
+
+/// A source of pod metadata (the watch cache). Lookups never block.
+pub trait Metadata: Send + Sync {
+    fn pod(&self, uid: &str) -> Option<Arc<PodMeta>>;
+    /// The pod and container name of a container, joined on its id.
+    fn container(&self, id: &ContainerIdentity) -> Option<(Arc<PodMeta>, String)>;
+}
+
+/// Local mode: nothing known beyond the cgroup path.
+pub struct NoMetadata;
+
+impl Metadata for NoMetadata {
+    fn pod(&self, _uid: &str) -> Option<Arc<PodMeta>> {
+        None
+    }
+    fn container(&self, _id: &ContainerIdentity) -> Option<(Arc<PodMeta>, String)> {
+        None
+    }
+}
+
+/// What every metric of a cycle shares.
+#[derive(Debug, Clone)]
+pub struct CycleContext<'a> {
+    pub node: &'a str,
+    pub cluster_id: &'a str,
+    pub timestamp_ms: i64,
+}
+
+/// Turn samples into wire metrics. Non-finite values are dropped; the
+/// number dropped is returned so the caller can count it.
+pub fn to_wire(
+    samples: impl IntoIterator<Item = Sample>,
+    ctx: &CycleContext<'_>,
+    meta: &dyn Metadata,
+    out: &mut Vec<Metric>,
+) -> usize {
+    let mut dropped = 0;
+    for s in samples {
+        if !s.value.is_finite() {
+            dropped += 1;
+            continue;
+        }
+        out.push(one(s, ctx, meta));
+    }
+    dropped
+}
+
+fn add_pod_tags(tags: &mut BTreeMap<String, String>, m: &Metric, pod: Option<&PodMeta>) {
+    if let Some(p) = pod {
+        if !p.workload.is_empty() {
+            tags.insert("workload".into(), p.workload.clone());
+            tags.insert("workload_kind".into(), p.workload_kind.clone());
+        }
+        for (k, v) in &p.labels {
+            tags.insert(format!("label.{k}"), v.clone());
+        }
+    }
+    for (k, v) in [
+        ("namespace", &m.namespace),
+        ("pod", &m.pod_name),
+        ("pod_uid", &m.pod_uid),
+    ] {
+        if !v.is_empty() {
+            tags.insert(k.into(), v.clone());
+        }
+    }
+}
+
+fn one(s: Sample, ctx: &CycleContext<'_>, meta: &dyn Metadata) -> Metric {
+    let mut m = Metric {
+        timestamp: ctx.timestamp_ms,
+        metric_name: s.name.to_string(),
+        value: s.value,
+        unit: s.unit.to_string(),
+        tags: BTreeMap::new(),
+        cluster_id: ctx.cluster_id.to_string(),
+        node_name: ctx.node.to_string(),
+        namespace: String::new(),
+        pod_name: String::new(),
+        container_name: String::new(),
+        pod_uid: String::new(),
+    };
+    let mut tags = BTreeMap::new();
+    match &s.about {
+        About::Node | About::Tags => {}
+        About::Container(id) => {
+            let found = meta.container(id);
+            let pod = match &found {
+                Some((p, _)) => Some(p.clone()),
+                None => id.pod_uid.as_deref().and_then(|u| meta.pod(u)),
+            };
+            m.container_name = match &found {
+                Some((_, name)) => name.clone(),
+                None => id.name.clone(),
+            };
+            m.pod_uid = id.pod_uid.clone().unwrap_or_default();
+            if let Some(p) = &pod {
+                m.namespace = p.namespace.clone();
+                m.pod_name = p.name.clone();
+            }
+            tags.insert("container".into(), m.container_name.clone());
+            if !id.container_id.is_empty() {
+                tags.insert("container_id".into(), id.container_id.clone());
+            }
+            add_pod_tags(&mut tags, &m, pod.as_deref());
+        }
+        About::Pod { pod_uid } => {
+            let pod = meta.pod(pod_uid);
+            m.pod_uid = pod_uid.to_string();
+            if let Some(p) = &pod {
+                m.namespace = p.namespace.clone();
+                m.pod_name = p.name.clone();
+            }
+            tags.insert("container".into(), String::new());
+            add_pod_tags(&mut tags, &m, pod.as_deref());
+        }
+    }
+    for (k, v) in s.tags {
+        tags.insert(k.to_string(), v);
+    }
+    tags.entry("node".into())
+        .or_insert_with(|| ctx.node.to_string());
+    m.tags = tags;
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{QosClass, Runtime};
+
+    fn ctx() -> CycleContext<'static> {
+        CycleContext {
+            node: "n1",
+            cluster_id: "prod",
+            timestamp_ms: 1732650000123,
+        }
+    }
+
+    #[test]
+    fn container_without_metadata_has_path_identity() {
+        let id = Arc::new(ContainerIdentity {
+            runtime: Runtime::Containerd,
+            container_id: "abc".into(),
+            pod_uid: Some("3f0e2b1a-77c4-4d7e-9a51-6c2d8e9f0a12".into()),
+            qos: Some(QosClass::Burstable),
+            name: "abc".into(),
+        });
+        let mut out = vec![];
+        let dropped = to_wire(
+            vec![
+                Sample::new("container.memory.usage", 5.0, "bytes", About::Container(id)),
+                Sample::node("node.load.1", f64::NAN, "count"),
+            ],
+            &ctx(),
+            &NoMetadata,
+            &mut out,
+        );
+        assert_eq!(dropped, 1);
+        let j = serde_json::to_value(&out[0]).unwrap();
+        assert_eq!(j["pod_uid"], "3f0e2b1a-77c4-4d7e-9a51-6c2d8e9f0a12");
+        assert_eq!(j["container_name"], "abc");
+        assert_eq!(j["tags"]["node"], "n1");
+        assert_eq!(j["tags"]["container"], "abc");
+        assert_eq!(j["tags"]["pod_uid"], "3f0e2b1a-77c4-4d7e-9a51-6c2d8e9f0a12");
+        assert!(j.get("namespace").is_none());
+        assert!(j.get("pod_name").is_none());
+    }
+
+    #[test]
+    fn node_metric_shape() {
+        let mut out = vec![];
+        to_wire(
+            vec![Sample::node("node.load.1", 0.5, "count")],
+            &ctx(),
+            &NoMetadata,
+            &mut out,
+        );
+        let s = serde_json::to_string(&out[0]).unwrap();
+        assert_eq!(
+            s,
+            r#"{"timestamp":1732650000123,"metric_name":"node.load.1","value":0.5,"unit":"count","tags":{"node":"n1"},"cluster_id":"prod","node_name":"n1"}"#
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! cased-agent: a Kubernetes node agent. See README.md for the architecture.
+
+pub mod collect;
+pub mod config;
+pub mod delivery;
+pub mod enrich;
+pub mod host;
+pub mod logging;
+pub mod model;
+pub mod rate;
+pub mod sink;
+pub mod telemetry;

@@ -1,0 +1,3 @@
+//! Where batches go: the Cased API or stdout. Wire structs live here only.
+
+pub mod wire;

@@ -1,0 +1,176 @@
+//! The agent's own counters and gauges, served on `/metrics` (SPEC §6).
+//!
+//! One [`Telemetry`] is built at start and shared (`Arc`) with every part
+//! that counts something. Names are prefixed `cased_agent_`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CollectorLabel {
+    pub collector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `metrics` or `spans`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabel {
+    /// `metrics` or `spans`.
+    pub kind: String,
+    /// Why: `permanent` (4xx), `queue_full` (oldest dropped), `shutdown`
+    /// (grace period over, nothing to keep it in), `non_finite` (NaN/inf).
+    pub reason: String,
+}
+
+pub struct Telemetry {
+    registry: Registry,
+    pub cycles: Counter,
+    pub cycle_duration_seconds: Gauge<f64, AtomicU64>,
+    pub last_cycle_timestamp_seconds: Gauge<f64, AtomicU64>,
+    pub metrics_produced: Counter,
+    pub collector_errors: Family<CollectorLabel, Counter>,
+    pub container_errors: Counter,
+    pub containers: Gauge,
+    pub batches_sent: Family<KindLabel, Counter>,
+    pub items_sent: Family<KindLabel, Counter>,
+    pub batches_retried: Family<KindLabel, Counter>,
+    pub batches_dropped: Family<DropLabel, Counter>,
+    pub items_dropped: Family<DropLabel, Counter>,
+    pub queue_bytes: Gauge,
+    pub queue_batches: Gauge,
+    pub queue_capacity_bytes: Gauge,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cased_agent");
+        let t = Telemetry {
+            cycles: Counter::default(),
+            cycle_duration_seconds: Gauge::default(),
+            last_cycle_timestamp_seconds: Gauge::default(),
+            metrics_produced: Counter::default(),
+            collector_errors: Family::default(),
+            container_errors: Counter::default(),
+            containers: Gauge::default(),
+            batches_sent: Family::default(),
+            items_sent: Family::default(),
+            batches_retried: Family::default(),
+            batches_dropped: Family::default(),
+            items_dropped: Family::default(),
+            queue_bytes: Gauge::default(),
+            queue_batches: Gauge::default(),
+            queue_capacity_bytes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("cycles", "Collection cycles completed", t.cycles.clone());
+        registry.register(
+            "cycle_duration_seconds",
+            "Wall time of the last collection cycle",
+            t.cycle_duration_seconds.clone(),
+        );
+        registry.register(
+            "last_cycle_timestamp_seconds",
+            "Unix time the last collection cycle completed",
+            t.last_cycle_timestamp_seconds.clone(),
+        );
+        registry.register(
+            "metrics_produced",
+            "Metrics produced by collection cycles",
+            t.metrics_produced.clone(),
+        );
+        registry.register(
+            "collector_errors",
+            "Collector failures (that collector's part of a cycle was lost)",
+            t.collector_errors.clone(),
+        );
+        registry.register(
+            "container_errors",
+            "Containers whose metrics were lost for a cycle (file vanished, malformed)",
+            t.container_errors.clone(),
+        );
+        registry.register(
+            "containers",
+            "Containers (and services) seen in the last cycle",
+            t.containers.clone(),
+        );
+        registry.register("batches_sent", "Batches delivered", t.batches_sent.clone());
+        registry.register(
+            "items_sent",
+            "Metrics or spans delivered",
+            t.items_sent.clone(),
+        );
+        registry.register(
+            "batches_retried",
+            "Delivery attempts that failed transiently and were retried",
+            t.batches_retried.clone(),
+        );
+        registry.register(
+            "batches_dropped",
+            "Batches dropped, by reason",
+            t.batches_dropped.clone(),
+        );
+        registry.register(
+            "items_dropped",
+            "Metrics or spans dropped, by reason",
+            t.items_dropped.clone(),
+        );
+        registry.register(
+            "queue_bytes",
+            "Bytes waiting in the delivery queue",
+            t.queue_bytes.clone(),
+        );
+        registry.register(
+            "queue_batches",
+            "Batches waiting in the delivery queue",
+            t.queue_batches.clone(),
+        );
+        registry.register(
+            "queue_capacity_bytes",
+            "Bound of the delivery queue in bytes",
+            t.queue_capacity_bytes.clone(),
+        );
+        Telemetry { registry, ..t }
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // writing into a String cannot fail
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn drop_items(&self, kind: &str, reason: &str, batches: u64, items: u64) {
+        let l = DropLabel {
+            kind: kind.to_string(),
+            reason: reason.to_string(),
+        };
+        if batches > 0 {
+            self.batches_dropped.get_or_create(&l).inc_by(batches);
+        }
+        self.items_dropped.get_or_create(&l).inc_by(items);
+    }
+
+    pub fn collector_error(&self, collector: &str) {
+        self.collector_errors
+            .get_or_create(&CollectorLabel {
+                collector: collector.to_string(),
+            })
+            .inc();
+    }
+}
