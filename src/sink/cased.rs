@@ -21,6 +21,10 @@ const BODY_PREFIX: usize = 200;
 #[derive(Clone)]
 pub struct CasedSink {
     client: reqwest::Client,
+    target: std::sync::Arc<Target>,
+}
+
+struct Target {
     metrics_url: url::Url,
     spans_url: url::Url,
     cluster_id: String,
@@ -31,8 +35,8 @@ pub struct CasedSink {
 impl std::fmt::Debug for CasedSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CasedSink")
-            .field("metrics_url", &self.metrics_url.as_str())
-            .field("cluster_id", &self.cluster_id)
+            .field("metrics_url", &self.target.metrics_url.as_str())
+            .field("cluster_id", &self.target.cluster_id)
             .finish_non_exhaustive()
     }
 }
@@ -96,17 +100,19 @@ impl CasedSink {
             .map_err(|e| SinkError::Client(e.to_string()))?;
         Ok(CasedSink {
             client,
-            metrics_url: join_endpoint(endpoint, PayloadKind::Metrics.api_path()),
-            spans_url: join_endpoint(endpoint, PayloadKind::Spans.api_path()),
-            cluster_id: cluster_id.to_string(),
-            api_key: api_key.to_string(),
+            target: std::sync::Arc::new(Target {
+                metrics_url: join_endpoint(endpoint, PayloadKind::Metrics.api_path()),
+                spans_url: join_endpoint(endpoint, PayloadKind::Spans.api_path()),
+                cluster_id: cluster_id.to_string(),
+                api_key: api_key.to_string(),
+            }),
         })
     }
 
     pub fn url(&self, kind: PayloadKind) -> &url::Url {
         match kind {
-            PayloadKind::Metrics => &self.metrics_url,
-            PayloadKind::Spans => &self.spans_url,
+            PayloadKind::Metrics => &self.target.metrics_url,
+            PayloadKind::Spans => &self.target.spans_url,
         }
     }
 
@@ -118,7 +124,7 @@ impl CasedSink {
     ) -> Result<EncodedBatch, SinkError> {
         let body = serde_json::to_vec(&MetricsBatch {
             metrics: std::borrow::Cow::Borrowed(metrics),
-            cluster_id: std::borrow::Cow::Borrowed(&self.cluster_id),
+            cluster_id: std::borrow::Cow::Borrowed(&self.target.cluster_id),
         })?;
         let (encoding, body) = compress(body, compression)?;
         Ok(EncodedBatch {
@@ -158,10 +164,11 @@ impl CasedSink {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let prefix = body_prefix(resp).await;
-        let prefix = if self.api_key.is_empty() {
+        let key = &self.target.api_key;
+        let prefix = if key.is_empty() {
             prefix
         } else {
-            prefix.replace(&self.api_key, "***")
+            prefix.replace(key.as_str(), "***")
         };
         if is_transient_status(status) {
             return Err(SendError::Transient {
