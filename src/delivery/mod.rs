@@ -23,7 +23,8 @@
 //!   length of one request, so memory is at most the bound plus one batch.
 //! - [`Delivery::flush`] waits until everything submitted before the call is
 //!   delivered or dropped; [`Delivery::shutdown`] stops taking new batches,
-//!   keeps sending (backoff waits cut to at most 1 s) for the grace period,
+//!   keeps sending (waits between attempts, backoff or `Retry-After`, cut
+//!   to at most 1 s) for the grace period,
 //!   then stops the task; what is left is dropped and counted
 //!   (`reason="shutdown"`): nothing is kept in memory-only mode.
 //! - Metrics whose value is NaN or infinite are dropped at submission and

@@ -91,8 +91,6 @@ pub enum SendError {
 pub enum SinkError {
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
-    #[error("cannot use endpoint {endpoint}: {why}")]
-    Endpoint { endpoint: String, why: String },
     #[error("cannot encode a batch: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("cannot compress a batch: {0}")]

@@ -439,3 +439,35 @@ async fn stdout_sink_encodes_one_metric_per_line() {
         assert_eq!(*l, serde_json::to_string(&metric(i)).unwrap());
     }
 }
+
+#[tokio::test]
+async fn redirects_keep_the_body_or_are_refused() {
+    let rx = Receiver::start().await;
+    rx.script([
+        Reply::status(308).with_header("Location", "/moved/api/v1/telemetry/metrics"),
+        // a 301 would turn the POST into a GET: refused, reported, dropped
+        Reply::status(301).with_header("Location", "/elsewhere"),
+    ]);
+    let t = Arc::new(Telemetry::new());
+    let (d, _task) = Delivery::start_with(cased_sink(&rx.url()), opts(2, 2000), fast(), t.clone());
+    d.submit_metrics(metrics(0..4));
+    assert_eq!(d.flush(Duration::from_secs(5)).await, report(1, 1, 0));
+    let reqs = rx.requests();
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/telemetry/metrics",
+            "/moved/api/v1/telemetry/metrics",
+            "/api/v1/telemetry/metrics"
+        ]
+    );
+    assert_eq!(reqs[1].method, "POST");
+    assert_eq!(reqs[0].body, reqs[1].body);
+    assert_eq!(
+        reqs[1].header("authorization"),
+        Some("Bearer test-key-0123")
+    );
+    assert_eq!(dropped(&t, "permanent"), (1, 2));
+    assert_eq!(rx.all_metrics().len(), 6);
+}

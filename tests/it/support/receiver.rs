@@ -194,6 +194,17 @@ impl Receiver {
         self.inner.seen.lock().unwrap().clone()
     }
 
+    /// Every metric of every request so far, in arrival order (bodies that
+    /// are not `{"metrics": [...]}` are skipped).
+    pub fn all_metrics(&self) -> Vec<serde_json::Value> {
+        self.requests()
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .filter_map(|v| v.get("metrics").and_then(|m| m.as_array()).cloned())
+            .flatten()
+            .collect()
+    }
+
     /// Wait until at least `n` requests arrived or `timeout` passed; return
     /// what arrived.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
