@@ -471,3 +471,50 @@ async fn redirects_keep_the_body_or_are_refused() {
     assert_eq!(dropped(&t, "permanent"), (1, 2));
     assert_eq!(rx.all_metrics().len(), 6);
 }
+
+/// A writer the test can read back, or one whose reader has gone.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>, bool);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.1 {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn stdout_sink_through_delivery_and_broken_pipe() {
+    use cased_agent::sink::stdout::StdoutSink;
+    let out = Capture::default();
+    let t = Arc::new(Telemetry::new());
+    let sink = AnySink::Stdout(StdoutSink::with_writer(Box::new(out.clone())));
+    let (d, _task) = Delivery::start_with(sink, opts(4, 2000), fast(), t.clone());
+    d.submit_metrics(metrics(0..10));
+    assert_eq!(d.flush(Duration::from_secs(5)).await, report(3, 0, 0));
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let got: Vec<Metric> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got, metrics(0..10));
+    assert_eq!(sent(&t), (3, 10, 0));
+
+    // stdout closed (`| head`): each batch dropped and counted, no panic
+    let t = Arc::new(Telemetry::new());
+    let sink = AnySink::Stdout(StdoutSink::with_writer(Box::new(Capture(
+        Default::default(),
+        true,
+    ))));
+    let (d, _task) = Delivery::start_with(sink, opts(4, 2000), fast(), t.clone());
+    d.submit_metrics(metrics(0..10));
+    assert_eq!(d.flush(Duration::from_secs(5)).await, report(0, 3, 0));
+    assert_eq!(dropped(&t, "permanent"), (3, 10));
+    assert_eq!(sent(&t), (0, 0, 0));
+}
