@@ -350,6 +350,23 @@ impl Delivery {
     }
 }
 
+/// How long to wait after a transient failure: the server's `Retry-After`
+/// (capped) when it gave a positive one, else the jittered backoff for
+/// retry number `failures`; at most [`DRAIN_MAX_WAIT`] while shutting down.
+fn retry_wait<R: rand::Rng + ?Sized>(
+    backoff: &Backoff,
+    retry_after: Option<Duration>,
+    failures: u32,
+    draining: bool,
+    rng: &mut R,
+) -> Duration {
+    let d = match retry_after {
+        Some(d) if !d.is_zero() => backoff.honour_retry_after(d),
+        _ => backoff.delay(failures, rng),
+    };
+    if draining { d.min(DRAIN_MAX_WAIT) } else { d }
+}
+
 /// The sender task.
 async fn run(sh: Arc<Shared>) {
     let mut phase = sh.phase.subscribe();
@@ -422,14 +439,9 @@ async fn run(sh: Arc<Shared>) {
                     retry_after,
                 }) => {
                     sh.telemetry.batches_retried.get_or_create(&label).inc();
-                    let mut delay = match retry_after {
-                        Some(d) if !d.is_zero() => sh.backoff.honour_retry_after(d),
-                        _ => sh.backoff.delay(failures, &mut rng),
-                    };
+                    let draining = *phase.borrow() != Phase::Running;
+                    let delay = retry_wait(&sh.backoff, retry_after, failures, draining, &mut rng);
                     failures = failures.saturating_add(1);
-                    if *phase.borrow() != Phase::Running {
-                        delay = delay.min(DRAIN_MAX_WAIT);
-                    }
                     warn_limited!(
                         "delivery.transient",
                         sink = sh.sink.name(),
@@ -477,4 +489,38 @@ async fn run(sh: Arc<Shared>) {
     drop(st);
     sh.done.send_replace(true);
     sh.progress.send_replace(());
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    #[test]
+    fn retry_wait_prefers_retry_after_and_caps_it() {
+        let b = Backoff::default();
+        let mut rng = StdRng::seed_from_u64(1);
+        let s = Duration::from_secs;
+        assert_eq!(retry_wait(&b, Some(s(7)), 0, false, &mut rng), s(7));
+        assert_eq!(retry_wait(&b, Some(s(7200)), 0, false, &mut rng), s(60));
+        assert_eq!(
+            retry_wait(&b, Some(s(7)), 0, true, &mut rng),
+            DRAIN_MAX_WAIT
+        );
+        // a zero (or past-date) Retry-After falls back to the backoff
+        for n in 0..12 {
+            let d = retry_wait(&b, Some(Duration::ZERO), n, false, &mut rng);
+            assert!(d <= b.ceiling(n));
+            let d = retry_wait(&b, None, n, true, &mut rng);
+            assert!(d <= DRAIN_MAX_WAIT.min(b.ceiling(n)));
+        }
+        // after many failures the waits reach well past the first ones
+        let late: Vec<Duration> = (0..50)
+            .map(|_| retry_wait(&b, None, 20, false, &mut rng))
+            .collect();
+        assert!(late.iter().any(|d| *d > s(10)));
+        assert!(late.iter().all(|d| *d <= s(30)));
+    }
 }
