@@ -100,7 +100,7 @@ impl Cycle {
             self.telemetry
                 .drop_items("metrics", "non_finite", 0, dropped as u64);
             warn_limited!(
-                "non_finite".to_string(),
+                "non_finite",
                 dropped,
                 "dropped samples that were NaN or infinite"
             );
@@ -220,7 +220,6 @@ pub async fn run(cfg: Config) -> ExitCode {
     } else {
         run_loop(cycle, &delivery, &cfg, telemetry).await
     };
-    drop(delivery);
     let _ = tokio::time::timeout(Duration::from_secs(1), delivery_task).await;
     code
 }
