@@ -17,6 +17,8 @@
 //!   ending in digits),
 //!   and `nvme0n1p1`, `mmcblk0p1`, `nbd0p1`, `rbd0p1` (`p<digits>` after a
 //!   digit), and eMMC hardware partitions `mmcblk0boot0`, `mmcblk0rpmb`;
+//! - per-controller paths of a multipath NVMe namespace (`nvme0c0n1`), whose
+//!   I/O is the namespace's (`nvme0n1`);
 //! - memory- and file-backed devices: `loop*`, `ram*`, `zram*`;
 //! - devices stacked on other disks, whose I/O their disks count again:
 //!   `dm-*` (LVM, dm-crypt, multipath), `md*` (software RAID), `drbd*`,
@@ -108,6 +110,17 @@ pub fn is_whole_disk(name: &str) -> bool {
         && !num.is_empty()
         && num.bytes().all(|b| b.is_ascii_digit())
         && head.ends_with(|c: char| c.is_ascii_digit())
+    {
+        return false;
+    }
+    // the per-controller paths of a multipath NVMe namespace (nvme0c0n1):
+    // their I/O is the namespace's (nvme0n1)
+    if let Some(rest) = name.strip_prefix("nvme")
+        && let Some((ctrl, ns)) = rest.split_once('c')
+        && ctrl.bytes().all(|b| b.is_ascii_digit())
+        && ns.split_once('n').is_some_and(|(a, b)| {
+            a.bytes().all(|x| x.is_ascii_digit()) && b.bytes().all(|x| x.is_ascii_digit())
+        })
     {
         return false;
     }
