@@ -1,1 +1,3 @@
+mod cgroup_path;
 mod cli;
+mod node;
