@@ -1,2 +1,5 @@
+mod cgroup_path;
+mod cli;
 mod delivery;
+mod node;
 mod support;
