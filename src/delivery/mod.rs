@@ -323,9 +323,9 @@ impl Delivery {
     /// stop the task; report what was left (discarded: memory only).
     pub async fn shutdown(&self, grace: Duration) -> FlushReport {
         let sh = &self.shared;
-        let (d0, x0) = {
+        let (d0, x0, l0) = {
             let st = sh.lock();
-            (st.delivered, st.dropped)
+            (st.delivered, st.dropped, st.left_at_stop)
         };
         sh.phase.send_if_modified(|p| {
             let change = *p == Phase::Running;
@@ -345,7 +345,7 @@ impl Delivery {
         FlushReport {
             delivered_batches: st.delivered - d0,
             dropped_batches: st.dropped - x0,
-            pending_batches: st.left_at_stop + st.pending(),
+            pending_batches: st.left_at_stop - l0 + st.pending(),
         }
     }
 }

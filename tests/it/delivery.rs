@@ -334,6 +334,8 @@ async fn queue_bound_drops_oldest_while_the_sink_is_down() {
     assert_eq!(dropped(&t, "shutdown"), (3, 12));
     assert_eq!(t.queue_bytes.get(), 0);
     assert_eq!(sent(&t).0, 0);
+    // a second shutdown has nothing left to report
+    assert_eq!(d.shutdown(Duration::from_millis(50)).await, report(0, 0, 0));
     tokio::time::timeout(Duration::from_secs(2), task)
         .await
         .expect("task ends after shutdown")
