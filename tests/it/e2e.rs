@@ -159,7 +159,7 @@ async fn sigterm_delivers_what_is_queued_then_exits_0() {
     .env("CASED_API_KEY", KEY)
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let child = c.spawn().unwrap();
     rx.wait_for(3, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
