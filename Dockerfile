@@ -13,7 +13,7 @@
 
 ARG RUST_VERSION=1.95
 
-FROM rust:${RUST_VERSION}-bookworm AS build
+FROM rust:${RUST_VERSION} AS build
 WORKDIR /src
 COPY . .
 # --target is explicit so that RUSTFLAGS (crt-static) applies to the agent
