@@ -47,7 +47,7 @@ def flags() -> dict[str, dict]:
     p = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
     out: dict[str, dict] = {}
     current = None
-    for line in p.stdout.splitlines():
+    for line in (p.stdout + p.stderr).splitlines():
         m = FLAG_LINE.match(line)
         if m:
             current = m.group(1)
