@@ -1,5 +1,6 @@
-"""Security lint (checkov, Kubernetes checks) of the plain manifests and of the
-chart rendered with every option on: no finding left, every skip justified."""
+"""Security lint (checkov, Kubernetes and Dockerfile checks) of the plain
+manifests, the chart rendered with every option on, and the Dockerfile: no
+finding left, every skip justified. `--skip-download`: no network."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 import pytest
 
 import render_helm
-from conftest import PLAIN, container, plain_objects, rendered
+from conftest import PLAIN, ROOT, container, plain_objects, rendered
 
 # Findings that are the job of a node agent, each skipped with its reason in a
 # `checkov.io/skipN` annotation of the DaemonSet (read by the test below).
 ALLOWED_SKIPS = {
+    "CKV_DOCKER_2",  # no HEALTHCHECK in the image: the probes do it
     "CKV_K8S_15",  # image pull policy IfNotPresent
     "CKV_K8S_17",  # hostPID
     "CKV_K8S_23",  # uid 0
@@ -60,6 +62,7 @@ def _checkov() -> str:
 def results(tmp_path_factory):
     d = tmp_path_factory.mktemp("checkov")
     shutil.copytree(PLAIN, d / "plain")
+    shutil.copy(ROOT / "Dockerfile", d / "Dockerfile")
     (d / "chart-everything.yaml").write_text(
         render_helm.render(
             {
@@ -71,7 +74,7 @@ def results(tmp_path_factory):
         )
     )
     proc = subprocess.run(
-        [_checkov(), "-d", str(d), "--framework", "kubernetes", "-o", "json", "--skip-download"],
+        [_checkov(), "-d", str(d), "--framework", "kubernetes", "dockerfile", "-o", "json", "--skip-download"],
         capture_output=True, text=True, timeout=240,
     )
     assert proc.stdout.strip(), f"checkov printed nothing (exit {proc.returncode}): {proc.stderr[-2000:]}"
@@ -91,7 +94,7 @@ def _short(c):
 def test_checkov_read_every_file(results):
     assert results["parsing_errors"] == []
     files = {c["file_path"].lstrip("/") for c in results["passed_checks"] + results["skipped_checks"]}
-    assert {"plain/daemonset.yaml", "plain/extras/daemonset-ebpf.yaml", "chart-everything.yaml"} <= files
+    assert {"plain/daemonset.yaml", "plain/extras/daemonset-ebpf.yaml", "chart-everything.yaml", "Dockerfile"} <= files
     assert len(results["passed_checks"]) > 100
 
 
