@@ -170,6 +170,9 @@ if [ "$dry_run" = true ]; then
     exit 0
 fi
 
+# Rendered before anything is applied: a failure here applies nothing.
+manifest=$(render)
+
 check_cluster
 
 if [ -z "$api_key" ] && ! kube -n "$NAMESPACE" get secret "$NAME" -o name >/dev/null 2>&1; then
@@ -184,7 +187,7 @@ if [ -n "$api_key" ]; then
     echo "$out"
     case "$out" in *configured*) secret_changed=true ;; esac
 fi
-render | kube apply -f -
+printf '%s\n' "$manifest" | kube apply -f -
 if [ "$secret_changed" = true ]; then
     # Pods read the key at start: restart them so they use the new one.
     kube -n "$NAMESPACE" rollout restart "daemonset/$NAME"
