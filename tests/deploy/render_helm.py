@@ -360,8 +360,9 @@ def objects(text: str) -> list[dict[str, Any]]:
 PLAIN_HEADER = (
     "# GENERATED from deploy/helm/cased-agent (default values, namespace\n"
     "# cased-system) by `python3 tests/deploy/render_helm.py --write-plain`.\n"
-    "# Do not edit: change the chart and regenerate; tests/deploy checks that\n"
-    "# this file equals the chart's rendering.\n"
+    "# Do not edit it in the repository: change the chart and regenerate;\n"
+    "# tests/deploy checks that this file equals the chart's rendering. To\n"
+    "# deploy, install.sh fills in CASED_CLUSTER_ID (or edit your own copy).\n"
 )
 
 # Plain manifest file -> the chart values it is rendered with.
