@@ -11,6 +11,9 @@ use tokio::time::MissedTickBehavior;
 use crate::collect::Collector;
 use crate::collect::node::NodeCollector;
 use crate::config::Config;
+use crate::delivery::backoff::Backoff;
+use crate::delivery::disk::{DiskOptions, DiskQueue};
+use crate::delivery::queue::{BatchQueue, MemoryQueue};
 use crate::delivery::{Delivery, DeliveryOptions};
 use crate::enrich::{self, CycleContext, Metadata, NoMetadata};
 use crate::host::HostPaths;
@@ -161,6 +164,43 @@ async fn shutdown_signal() {
     }
 }
 
+/// The delivery queue: the disk buffer with `--buffer-path` (memory only,
+/// with an error logged and counted, when that directory is unusable).
+fn build_queue(cfg: &Config, telemetry: &Arc<Telemetry>) -> Box<dyn BatchQueue> {
+    let memory = || Box::new(MemoryQueue::new(cfg.queue_max_bytes));
+    let Some(dir) = &cfg.buffer_path else {
+        return memory();
+    };
+    let opts = DiskOptions {
+        max_bytes: cfg.buffer_max_bytes,
+        memory_fallback_bytes: cfg.queue_max_bytes,
+    };
+    match DiskQueue::open(dir, opts, telemetry.clone()) {
+        Ok(q) => {
+            let r = q.recovery();
+            tracing::info!(
+                dir = %dir.display(),
+                max_bytes = cfg.buffer_max_bytes,
+                recovered_batches = r.batches,
+                recovered_items = r.items,
+                corrupt_regions = r.corrupt_regions,
+                corrupt_bytes = r.corrupt_bytes,
+                "disk buffer open"
+            );
+            Box::new(q)
+        }
+        Err(e) => {
+            telemetry.buffer_error("open");
+            telemetry.buffer_memory_fallback.set(1);
+            tracing::error!(
+                error = %e,
+                "disk buffer unusable (--buffer-path): queueing in memory only, nothing survives a restart"
+            );
+            memory()
+        }
+    }
+}
+
 /// The whole agent: returns the process exit code.
 pub async fn run(cfg: Config) -> ExitCode {
     let telemetry = Arc::new(Telemetry::new());
@@ -172,7 +212,8 @@ pub async fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (delivery, delivery_task) = Delivery::start(
+    let queue = build_queue(&cfg, &telemetry);
+    let (delivery, delivery_task) = Delivery::start_with_queue(
         sink,
         DeliveryOptions {
             batch_size: cfg.batch_size,
@@ -180,6 +221,8 @@ pub async fn run(cfg: Config) -> ExitCode {
             request_timeout: cfg.request_timeout,
             compression: cfg.compression,
         },
+        Backoff::default(),
+        queue,
         telemetry.clone(),
     );
     let meta: Arc<dyn Metadata> = Arc::new(NoMetadata);
@@ -207,11 +250,6 @@ pub async fn run(cfg: Config) -> ExitCode {
     if cfg.enable_otel {
         tracing::warn!(
             "--enable-otel: the OTLP receiver is not built into this version yet; running without it"
-        );
-    }
-    if cfg.buffer_path.is_some() {
-        tracing::warn!(
-            "--buffer-path: the disk buffer is not built into this version yet; the queue is memory only"
         );
     }
 

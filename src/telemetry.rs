@@ -27,8 +27,16 @@ pub struct DropLabel {
     /// `metrics` or `spans`.
     pub kind: String,
     /// Why: `permanent` (4xx), `queue_full` (oldest dropped), `shutdown`
-    /// (grace period over, nothing to keep it in), `non_finite` (NaN/inf).
+    /// (grace period over, nothing to keep it in), `non_finite` (NaN/inf),
+    /// `corrupt` (a disk buffer record unreadable when it was due).
     pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// Disk buffer operation: `open`, `write`, `sync`, `read`, `cursor`,
+    /// `delete`.
+    pub op: String,
 }
 
 pub struct Telemetry {
@@ -48,6 +56,12 @@ pub struct Telemetry {
     pub queue_bytes: Gauge,
     pub queue_batches: Gauge,
     pub queue_capacity_bytes: Gauge,
+    pub buffer_disk_bytes: Gauge,
+    pub buffer_memory_fallback: Gauge,
+    pub buffer_recovered_batches: Counter,
+    pub buffer_corrupt_records: Counter,
+    pub buffer_corrupt_bytes: Counter,
+    pub buffer_errors: Family<OpLabel, Counter>,
     undelivered_batches: AtomicU64,
 }
 
@@ -76,6 +90,12 @@ impl Telemetry {
             queue_bytes: Gauge::default(),
             queue_batches: Gauge::default(),
             queue_capacity_bytes: Gauge::default(),
+            buffer_disk_bytes: Gauge::default(),
+            buffer_memory_fallback: Gauge::default(),
+            buffer_recovered_batches: Counter::default(),
+            buffer_corrupt_records: Counter::default(),
+            buffer_corrupt_bytes: Counter::default(),
+            buffer_errors: Family::default(),
             undelivered_batches: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -146,6 +166,36 @@ impl Telemetry {
             "Bound of the delivery queue in bytes",
             t.queue_capacity_bytes.clone(),
         );
+        registry.register(
+            "buffer_disk_bytes",
+            "Bytes of undelivered batches in the disk buffer",
+            t.buffer_disk_bytes.clone(),
+        );
+        registry.register(
+            "buffer_memory_fallback",
+            "1 while the disk buffer is unusable and batches queue in memory only",
+            t.buffer_memory_fallback.clone(),
+        );
+        registry.register(
+            "buffer_recovered_batches",
+            "Batches found in the disk buffer at start (delivered first)",
+            t.buffer_recovered_batches.clone(),
+        );
+        registry.register(
+            "buffer_corrupt_records",
+            "Torn or corrupt regions of the disk buffer skipped",
+            t.buffer_corrupt_records.clone(),
+        );
+        registry.register(
+            "buffer_corrupt_bytes",
+            "Bytes of the disk buffer skipped as torn or corrupt",
+            t.buffer_corrupt_bytes.clone(),
+        );
+        registry.register(
+            "buffer_errors",
+            "Disk buffer I/O failures, by operation (open, write, sync, read, cursor, delete)",
+            t.buffer_errors.clone(),
+        );
         Telemetry { registry, ..t }
     }
 
@@ -177,6 +227,12 @@ impl Telemetry {
     pub fn undelivered_batches(&self) -> u64 {
         self.undelivered_batches
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn buffer_error(&self, op: &str) {
+        self.buffer_errors
+            .get_or_create(&OpLabel { op: op.to_string() })
+            .inc();
     }
 
     pub fn collector_error(&self, collector: &str) {
