@@ -576,6 +576,9 @@ impl DiskQueue {
     }
 
     /// Persist the cursor when it moved and delete the segments before it.
+    /// The segments go even when the cursor cannot be saved (a full disk):
+    /// they hold only resolved batches, and a stale cursor costs duplicates,
+    /// never data.
     fn advance_cursor(&mut self) {
         let c = self.live_start();
         if c == self.cursor {
@@ -584,13 +587,14 @@ impl DiskQueue {
         let tmp = self.dir.join(CURSOR_TMP);
         let written = fs::write(&tmp, encode_cursor(c.0, c.1))
             .and_then(|()| fs::rename(&tmp, self.dir.join(CURSOR)));
-        if let Err(e) = written {
-            // the old cursor stays: a restart re-sends some batches
-            self.telemetry.buffer_error("cursor");
-            crate::warn_limited!("buffer.cursor", error = %e, dir = %self.dir.display(), "disk buffer: cannot save the cursor");
-            return;
+        match written {
+            Ok(()) => self.cursor = c,
+            Err(e) => {
+                // the old cursor stays: a restart re-sends some batches
+                self.telemetry.buffer_error("cursor");
+                crate::warn_limited!("buffer.cursor", error = %e, dir = %self.dir.display(), "disk buffer: cannot save the cursor");
+            }
         }
-        self.cursor = c;
         while let Some(&id) = self.segments.front() {
             if id >= c.0 || self.writer.as_ref().is_some_and(|w| w.id == id) {
                 break;

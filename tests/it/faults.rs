@@ -321,9 +321,13 @@ impl Drop for Agent {
 
 /// Value of one sample of the exposition: `name` or `name{labels}` exactly.
 fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 fn sample0(text: &str, series: &str) -> f64 {
@@ -448,10 +452,13 @@ async fn s2_flaky_api_loses_nothing_and_duplicates_only_the_unknown() {
     assert_eq!(t.batches_retried.get_or_create(&kind()).get(), 8);
     // the server kept what it answered 2xx, and may have kept the hung and
     // the closed request: count those as arrivals
-    let kept = reqs.iter().enumerate().filter(|(i, _)| match script.get(*i) {
-        None | Some(Reply::Hang(_)) | Some(Reply::Close) => true,
-        Some(Reply::Status { status, .. }) => *status == 200,
-    });
+    let kept = reqs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| match script.get(*i) {
+            None | Some(Reply::Hang(_)) | Some(Reply::Close) => true,
+            Some(Reply::Status { status, .. }) => *status == 200,
+        });
     let got = tally(kept.map(|(_, r)| r));
     assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), expected);
     assert_eq!(duplicates(&got), 40);
@@ -487,7 +494,12 @@ async fn s6_a_permanent_400_drops_one_batch_once() {
     assert_eq!(t.batches_sent.get_or_create(&kind()).get(), 11);
     let reqs = rx.requests();
     assert_eq!(reqs.len(), 12, "the refused batch is not retried");
-    let got = tally(reqs.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, r)| r));
+    let got = tally(
+        reqs.iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, r)| r),
+    );
     let want: BTreeSet<_> = expected.difference(&refused).cloned().collect();
     assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), want);
     assert_eq!(got.len(), 275);
@@ -604,3 +616,288 @@ async fn s3_kill_9_and_restarts_lose_nothing() {
     assert!(last_old < first_new, "old {last_old} new {first_new}");
 }
 
+/// Records of a segment file: (offset, length) of each, as the reader
+/// sees them.
+fn record_spans(data: &[u8]) -> Vec<(usize, usize)> {
+    cased_agent::delivery::disk::scan_records(data)
+        .into_iter()
+        .filter_map(|s| match s {
+            cased_agent::delivery::disk::Scanned::Record { offset, len, .. } => Some((offset, len)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// 4. A corrupted buffer (random bytes in the middle of one record, the
+///    last record cut short): the agent starts, delivers the 8 intact
+///    batches exactly once, and counts the 2 damaged regions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_corrupt_buffer_delivers_what_is_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let buf = tmp.path().join("buffer");
+    let sink = cased_sink("http://127.0.0.1:9");
+    let mut batches = Vec::new();
+    {
+        let t = Arc::new(Telemetry::new());
+        let mut q = DiskQueue::open(&buf, disk_opts(), t).unwrap();
+        for c in 0..10 {
+            let ms = cycle(c, 12);
+            let b = sink.encode_metrics(&ms, Compression::None).unwrap();
+            assert!(
+                q.push_back(cased_agent::delivery::queue::QueuedBatch {
+                    seq: c as u64 + 1,
+                    batch: b
+                })
+                .is_empty()
+            );
+            batches.push(keys_of(&ms));
+        }
+    }
+    let seg = buf.join("seg-00000000000000000001.log");
+    let mut data = std::fs::read(&seg).unwrap();
+    let spans = record_spans(&data);
+    assert_eq!(spans.len(), 10);
+    // pseudo-random bytes over the middle of record 3
+    let (o3, l3) = spans[3];
+    let mut x: u32 = 0x9e37_79b9;
+    for b in &mut data[o3 + l3 / 3..o3 + 2 * l3 / 3] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    // the last record torn in the middle
+    let (o9, l9) = spans[9];
+    data.truncate(o9 + l9 / 2);
+    std::fs::write(&seg, &data).unwrap();
+
+    let rx = Receiver::start().await;
+    let buf_s = buf.to_str().unwrap();
+    let a = Agent::start(
+        &rx.url(),
+        &tmp.path().join("a.log"),
+        &["--interval", "200ms", "--buffer-path", buf_s],
+    );
+    let m = a
+        .wait_metrics(Duration::from_secs(10), |m| {
+            sample0(m, "cased_agent_batches_sent_total{kind=\"metrics\"}") >= 10.0
+        })
+        .await;
+    assert_eq!(
+        sample0(&m, "cased_agent_buffer_recovered_batches_total"),
+        8.0
+    );
+    assert_eq!(sample0(&m, "cased_agent_buffer_corrupt_records_total"), 2.0);
+    assert_eq!(
+        sample0(&m, "cased_agent_buffer_corrupt_bytes_total") as usize,
+        l3 + l9 / 2
+    );
+    let (code, log) = a.stop(15).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("skipped a torn or corrupt region"), "{log}");
+    let reqs = rx.requests();
+    let synthetic = tally(reqs.iter().filter(|r| {
+        metrics_of(r)
+            .first()
+            .is_some_and(|m| m["metric_name"].as_str().unwrap().starts_with("synthetic."))
+    }));
+    let mut want = BTreeSet::new();
+    for (i, b) in batches.iter().enumerate() {
+        if i != 3 && i != 9 {
+            want.extend(b.iter().cloned());
+        }
+    }
+    assert_eq!(synthetic.len(), 96);
+    assert_eq!(synthetic.keys().cloned().collect::<BTreeSet<_>>(), want);
+    assert_eq!(duplicates(&synthetic), 0);
+    // the recovered batches went first
+    assert!(
+        metrics_of(&reqs[0])[0]["metric_name"]
+            .as_str()
+            .unwrap()
+            .starts_with("synthetic.")
+    );
+    // the damaged segment is gone once everything in it was resolved
+    assert!(!seg.exists());
+}
+
+/// The uid from /proc/self/status.
+fn uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// Root is needed (mount); under `CI=true` its absence is a failure.
+fn need_root(test: &str) -> bool {
+    if uid() == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root (mount) and CI=true"
+    );
+    eprintln!("skipping {test}: needs root to mount a tmpfs");
+    false
+}
+
+/// A small tmpfs, unmounted (lazily, so a busy mount cannot leak) and
+/// removed on drop.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "cased-faults-tmpfs-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs at {}", path.display());
+        Tmpfs { path }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// 5. Disk full (a 128 KiB tmpfs as the buffer path, API down): a clear
+///    error, the queue falls back to memory, no crash; once the API is back
+///    everything produced arrives, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_disk_full_falls_back_to_memory() {
+    if !need_root("s5_disk_full_falls_back_to_memory") {
+        return;
+    }
+    let fs = Tmpfs::mount("128k");
+    let tmp = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    let gate = Gate::start(rx.addr()).await;
+    let buf = fs.path.join("buffer");
+    let a = Agent::start(
+        &gate.url(),
+        &tmp.path().join("a.log"),
+        &[
+            "--interval",
+            "50ms",
+            "--batch-size",
+            "5",
+            "--buffer-path",
+            buf.to_str().unwrap(),
+            "--buffer-max-bytes",
+            "64MiB",
+            "--request-timeout",
+            "500ms",
+        ],
+    );
+    let m = a
+        .wait_metrics(Duration::from_secs(20), |m| {
+            sample0(m, "cased_agent_buffer_errors_total{op=\"write\"}") >= 1.0
+        })
+        .await;
+    assert_eq!(sample0(&m, "cased_agent_buffer_memory_fallback"), 1.0);
+    assert!(a.scrape().is_some(), "still serving");
+    let log = a.log_text();
+    assert!(log.contains("disk buffer write failed"), "{log}");
+    assert!(log.contains("No space left on device"), "{log}");
+    assert_eq!(log.matches("disk buffer write failed").count(), 1, "{log}");
+    // a few more cycles in memory, then the API comes back
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate.set_open(true);
+    let m = a
+        .wait_metrics(Duration::from_secs(20), |m| {
+            sample0(m, "cased_agent_queue_batches") == 0.0
+                && sample0(m, "cased_agent_buffer_disk_bytes") == 0.0
+                && sample0(m, "cased_agent_metrics_produced_total")
+                    == sample0(m, "cased_agent_items_sent_total{kind=\"metrics\"}")
+        })
+        .await;
+    let produced = sample0(&m, "cased_agent_metrics_produced_total") as usize;
+    let last_ms = (sample0(&m, "cased_agent_last_cycle_timestamp_seconds") * 1000.0).round() as i64;
+    assert!(!m.contains("cased_agent_batches_dropped_total{"), "{m}");
+    let got = tally(&rx.requests());
+    let upto: BTreeMap<_, _> = got.into_iter().filter(|(k, _)| k.2 <= last_ms).collect();
+    assert_eq!(upto.values().sum::<usize>(), produced);
+    assert_eq!(duplicates(&upto), 0);
+    assert_cycles_complete(&upto, 1);
+    let (code, log) = a.stop(15).await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// 7. Memory ceiling: an API outage of 600 cycles of 31 batches each
+///    (30 minutes at 15 s is 120 cycles) at a 10 ms interval, every metric
+///    its own batch, a 2 MiB disk cap: the cap holds (oldest dropped,
+///    counted) and the agent's peak RSS stays under 40 MiB, flat after
+///    the cap is reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s7_memory_stays_bounded_in_a_long_outage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = Gate::start("127.0.0.1:9".parse().unwrap()).await;
+    let buf = tmp.path().join("buffer");
+    let a = Agent::start(
+        &gate.url(),
+        &tmp.path().join("a.log"),
+        &[
+            "--interval",
+            "10ms",
+            "--batch-size",
+            "1",
+            "--buffer-path",
+            buf.to_str().unwrap(),
+            "--buffer-max-bytes",
+            "2MiB",
+        ],
+    );
+    let m = a
+        .wait_metrics(Duration::from_secs(30), |m| {
+            sample0(
+                m,
+                "cased_agent_batches_dropped_total{kind=\"metrics\",reason=\"queue_full\"}",
+            ) > 0.0
+        })
+        .await;
+    let cycles_at_cap = sample0(&m, "cased_agent_cycles_total");
+    let (hwm_at_cap, _) = a.memory_kib();
+    let m = a
+        .wait_metrics(Duration::from_secs(30), |m| {
+            sample0(m, "cased_agent_cycles_total") >= 600.0
+        })
+        .await;
+    let (hwm, rss) = a.memory_kib();
+    let disk = sample0(&m, "cased_agent_buffer_disk_bytes");
+    let dropped = sample0(
+        &m,
+        "cased_agent_batches_dropped_total{kind=\"metrics\",reason=\"queue_full\"}",
+    );
+    let produced = sample0(&m, "cased_agent_metrics_produced_total");
+    eprintln!(
+        "s7: cap reached after {cycles_at_cap} cycles; after {} cycles: {produced} metrics, \
+         {dropped} batches dropped, {disk} bytes on disk, VmHWM {hwm} KiB (at cap {hwm_at_cap}), VmRSS {rss} KiB",
+        sample0(&m, "cased_agent_cycles_total")
+    );
+    assert!(disk <= (2 << 20) as f64, "{disk}");
+    assert!(dropped > 0.0);
+    assert!(hwm < 40 * 1024, "peak RSS {hwm} KiB");
+    assert!(
+        hwm <= hwm_at_cap + 4 * 1024,
+        "RSS grew after the cap: {hwm_at_cap} → {hwm} KiB"
+    );
+    let (code, log) = a.stop(15).await;
+    assert_eq!(code, Some(0), "{log}");
+}
