@@ -10,9 +10,11 @@
 //!   payload. The body is the exact request body (gzipped when it was sent
 //!   gzipped).
 //! - `cursor`: `segment u64 LE | offset u64 LE | crc32 u32 LE`, the position
-//!   of the oldest record not yet delivered or dropped. It is rewritten
-//!   (temp file + rename) on every acknowledgement; segments wholly before
-//!   it are deleted.
+//!   of the oldest record not yet delivered or dropped. It is rewritten in
+//!   place (one 20-byte `pwrite`; a rename per acknowledgement costs ~2 ms
+//!   on ext4) on every acknowledgement; a torn cursor fails its CRC and the
+//!   whole log is replayed (duplicates, no loss). Segments wholly before it
+//!   are deleted.
 //! - `lock`: held with an exclusive `flock` while an agent uses the buffer.
 //!
 //! Recovery ([`DiskQueue::open`]) scans from the cursor to the end of the
@@ -73,7 +75,6 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 const RETRY_DISK_AFTER: Duration = Duration::from_secs(30);
 
 const CURSOR: &str = "cursor";
-const CURSOR_TMP: &str = "cursor.tmp";
 const LOCK: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
@@ -342,6 +343,9 @@ pub struct DiskQueue {
     segments: VecDeque<u64>,
     next_seg: u64,
     cursor: (u64, u64),
+    /// Open once; rewritten in place (20 bytes at offset 0, checksummed: a
+    /// torn write reads as damaged and the whole log is replayed).
+    cursor_file: Option<File>,
     /// Appended since the last fdatasync.
     dirty: bool,
     reader: Option<(u64, File)>,
@@ -404,6 +408,7 @@ impl DiskQueue {
             segments: VecDeque::new(),
             next_seg: 1,
             cursor: (0, 0),
+            cursor_file: None,
             dirty: false,
             reader: None,
             mem: MemoryQueue::new(opts.memory_fallback_bytes),
@@ -584,9 +589,19 @@ impl DiskQueue {
         if c == self.cursor {
             return;
         }
-        let tmp = self.dir.join(CURSOR_TMP);
-        let written = fs::write(&tmp, encode_cursor(c.0, c.1))
-            .and_then(|()| fs::rename(&tmp, self.dir.join(CURSOR)));
+        let written = match &self.cursor_file {
+            Some(f) => f.write_all_at(&encode_cursor(c.0, c.1), 0),
+            None => OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.dir.join(CURSOR))
+                .and_then(|f| {
+                    f.write_all_at(&encode_cursor(c.0, c.1), 0)?;
+                    self.cursor_file = Some(f);
+                    Ok(())
+                }),
+        };
         match written {
             Ok(()) => self.cursor = c,
             Err(e) => {
@@ -1188,6 +1203,39 @@ mod tests {
         assert!(
             m.contains("cased_agent_batches_dropped_total{kind=\"metrics\",reason=\"corrupt\"} 1"),
             "{m}"
+        );
+    }
+
+    /// The cost of the durability policy (run by hand:
+    /// `cargo test --release --lib measure_append_and_sync -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn measure_append_and_sync() {
+        let d =
+            tempfile::tempdir_in(std::env::var("BUFFER_BENCH_DIR").unwrap_or("/var/tmp".into()))
+                .unwrap();
+        let (mut q, _) = open(d.path(), 1 << 30);
+        let n = 2000;
+        let t = Instant::now();
+        for s in 1..=n {
+            q.push_back(qb(s, 16 << 10));
+        }
+        let append = t.elapsed();
+        let t = Instant::now();
+        for s in n + 1..=n + 200 {
+            q.push_back(qb(s, 16 << 10));
+            q.sync();
+        }
+        let synced = t.elapsed();
+        let t = Instant::now();
+        let got = take_all(&mut q);
+        let read = t.elapsed();
+        println!(
+            "append 16 KiB: {:?}/batch; append+fdatasync: {:?}/batch; read+ack: {:?}/batch ({} batches)",
+            append / n as u32,
+            synced / 200,
+            read / got.len() as u32,
+            got.len()
         );
     }
 

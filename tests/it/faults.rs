@@ -901,3 +901,38 @@ async fn s7_memory_stays_bounded_in_a_long_outage() {
     let (code, log) = a.stop(15).await;
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// An unusable buffer directory at start (a path below a regular file): a
+/// clear error, memory-only queueing, and delivery goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_unusable_buffer_dir_at_start_means_memory_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let rx = Receiver::start().await;
+    let a = Agent::start(
+        &rx.url(),
+        &tmp.path().join("a.log"),
+        &[
+            "--interval",
+            "100ms",
+            "--buffer-path",
+            file.join("buffer").to_str().unwrap(),
+        ],
+    );
+    let m = a
+        .wait_metrics(Duration::from_secs(10), |m| {
+            sample0(m, "cased_agent_batches_sent_total{kind=\"metrics\"}") >= 3.0
+        })
+        .await;
+    assert_eq!(
+        sample0(&m, "cased_agent_buffer_errors_total{op=\"open\"}"),
+        1.0
+    );
+    assert_eq!(sample0(&m, "cased_agent_buffer_memory_fallback"), 1.0);
+    let (code, log) = a.stop(15).await;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("disk buffer unusable"), "{log}");
+    assert!(log.contains("not-a-dir/buffer"), "{log}");
+    assert!(tally(&rx.requests()).len() >= 31);
+}
