@@ -32,7 +32,7 @@ use crate::warn_limited;
 
 use super::discover::{Discovery, Found};
 use super::files::{CgFile, FdBudget, raise_nofile_limit};
-use super::mountinfo::{CgroupLayout, layout_from_mountinfo};
+use super::mountinfo::{CgroupLayout, read_layout};
 use super::parse::ParseError;
 use super::v1::IoBytes;
 use super::{v1, v2};
@@ -381,10 +381,9 @@ pub struct CgroupCollector {
 
 impl CgroupCollector {
     /// The layout comes from `{proc}/self/mountinfo`, rebased onto
-    /// `host.cgroup`. Raises the soft `RLIMIT_NOFILE` to the hard limit.
+    /// `host.cgroup` (directories probed when it lists no cgroup mount). Raises the soft `RLIMIT_NOFILE` to the hard limit.
     pub fn new(host: HostPaths, telemetry: Arc<Telemetry>) -> Self {
-        let text = std::fs::read_to_string(host.proc_file("self/mountinfo")).unwrap_or_default();
-        let layout = layout_from_mountinfo(&text, host.cgroup_root());
+        let layout = read_layout(&host.proc_file("self/mountinfo"), host.cgroup_root());
         Self::with_layout(layout, host, telemetry)
     }
 
