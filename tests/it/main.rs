@@ -1,2 +1,4 @@
 
 mod cgroup_parse;
+mod cgroup_support;
+mod cgroup_v2_tree;
