@@ -27,7 +27,9 @@ const V2_POD: &str = "cgroup_v2/coroot-node-agent/kubepods.slice/kubepods-bestef
 const V2_SVC: &str = "cgroup_v2/coroot-node-agent/system.slice/docker-ba7b10d15d16e10e3de7a2dcd408a3d971169ae303f46cfad4c5453c6326fee2.scope";
 
 fn v1f(ctl: &str, file: &str) -> String {
-    read(&format!("cgroup_v1/coroot-node-agent/{ctl}/docker/{V1_DOCKER}/{file}"))
+    read(&format!(
+        "cgroup_v1/coroot-node-agent/{ctl}/docker/{V1_DOCKER}/{file}"
+    ))
 }
 
 fn hy(ctl: &str, file: &str) -> String {
@@ -76,7 +78,10 @@ fn v1_coroot_docker_container() {
         875529547776 + 998632854016 + 10238894080,
         "Read summed over 8:16, 8:0, 8:48, 8:32, 9:1"
     );
-    assert_eq!(io.write, 655360 + 4603904 + 753046432768 + 884175858688 + 49152);
+    assert_eq!(
+        io.write,
+        655360 + 4603904 + 753046432768 + 884175858688 + 49152
+    );
     // sanity: read + write equals the file's own final Total line
     assert_eq!(io.read + io.write, 3521628895744);
 }
@@ -87,7 +92,10 @@ fn v1_coroot_systemd_service_memory_stat() {
         "cgroup_v1/coroot-node-agent/memory/system.slice/ssh.service/memory.stat",
     ))
     .unwrap();
-    assert_eq!((m.rss, m.cache, m.inactive_file), (12778020864, 3206844416, 1601998848));
+    assert_eq!(
+        (m.rss, m.cache, m.inactive_file),
+        (12778020864, 3206844416, 1601998848)
+    );
 }
 
 #[test]
@@ -105,8 +113,14 @@ fn hybrid_6_18_capture_throttled_and_oom_killed() {
             throttled_ns: 1076084165
         }
     );
-    assert_eq!(v1::cfs_quota(&hy("cpu", "cpu.cfs_quota_us")).unwrap(), Some(50000));
-    assert_eq!(v1::cfs_period(&hy("cpu", "cpu.cfs_period_us")).unwrap(), 100000);
+    assert_eq!(
+        v1::cfs_quota(&hy("cpu", "cpu.cfs_quota_us")).unwrap(),
+        Some(50000)
+    );
+    assert_eq!(
+        v1::cfs_period(&hy("cpu", "cpu.cfs_period_us")).unwrap(),
+        100000
+    );
     assert_eq!(
         v1::memory_usage(&hy("memory", "memory.usage_in_bytes")).unwrap(),
         528384

@@ -3,11 +3,39 @@
 //! a kubelet-shaped tree of real v1 cgroups that removes itself on drop.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use cased_agent::collect::cgroup::mountinfo::{CgroupLayout, read_layout};
+use cased_agent::model::{About, Sample};
+
+pub type ById = HashMap<String, HashMap<&'static str, f64>>;
+
+/// Container samples per container id; a metric twice for one container
+/// is a failure.
+pub fn by_container(samples: &[Sample]) -> ById {
+    let mut m: ById = HashMap::new();
+    for s in samples {
+        if let About::Container(c) = &s.about {
+            let prev = m
+                .entry(c.container_id.clone())
+                .or_default()
+                .insert(s.name, s.value);
+            assert!(prev.is_none(), "{} twice for {}", s.name, c.container_id);
+        }
+    }
+    m
+}
+
+/// Tests on the live kernel (CPU burners, netns) run one at a time, so
+/// their timing and CPU figures do not disturb each other.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 pub fn fixtures() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
@@ -268,7 +296,10 @@ pub struct RealTree {
 impl RealTree {
     /// `None` when this host has no v1 `cpu`/`cpuacct`/`memory`/`blkio`/`pids`.
     pub fn new(tag: &str) -> Option<RealTree> {
-        let layout = read_layout(Path::new("/proc/self/mountinfo"), Path::new("/sys/fs/cgroup"));
+        let layout = read_layout(
+            Path::new("/proc/self/mountinfo"),
+            Path::new("/sys/fs/cgroup"),
+        );
         let mounts: Option<Vec<PathBuf>> = vec![
             layout.cpu,
             layout.cpuacct,

@@ -4,7 +4,6 @@
 //! counters bumped by known amounts → exact values; containers coming and
 //! going; a malformed file costing only its own container.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,27 +11,10 @@ use cased_agent::collect::Collector;
 use cased_agent::collect::cgroup::CgroupCollector;
 use cased_agent::collect::cgroup::files::FdBudget;
 use cased_agent::host::HostPaths;
-use cased_agent::model::{About, QosClass, Runtime, Sample};
+use cased_agent::model::{About, QosClass, Runtime};
 use cased_agent::telemetry::Telemetry;
 
-use super::cgroup_support::{V2Tree, v2_vals};
-
-type ById = HashMap<String, HashMap<&'static str, f64>>;
-
-/// Samples per container id (only container samples).
-fn by_container(samples: &[Sample]) -> ById {
-    let mut m: ById = HashMap::new();
-    for s in samples {
-        if let About::Container(c) = &s.about {
-            let prev = m
-                .entry(c.container_id.clone())
-                .or_default()
-                .insert(s.name, s.value);
-            assert!(prev.is_none(), "{} twice for {}", s.name, c.container_id);
-        }
-    }
-    m
-}
+use super::cgroup_support::{V2Tree, by_container, v2_vals};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
@@ -191,7 +173,10 @@ fn containers_come_and_go() {
     std::fs::remove_dir_all(&gone).unwrap();
     out.clear();
     col.collect(t0 + Duration::from_secs(2), &mut out).unwrap();
-    assert!(!by_container(&out).contains_key(&tree.ids[3].1), "vanished container reported");
+    assert!(
+        !by_container(&out).contains_key(&tree.ids[3].1),
+        "vanished container reported"
+    );
     assert_eq!(tel.containers.get(), 19);
     assert_eq!(col.open_files(), 19 * 8);
     let parent = gone.parent().unwrap().to_path_buf();
@@ -213,7 +198,10 @@ fn containers_come_and_go() {
     out.clear();
     col.collect(t0 + Duration::from_secs(3), &mut out).unwrap();
     let got = by_container(&out);
-    assert!(got.contains_key(&new_id), "new container missing in the next cycle");
+    assert!(
+        got.contains_key(&new_id),
+        "new container missing in the next cycle"
+    );
     assert_eq!(
         got[&new_id]["container.memory.usage"],
         v2_vals(4, 0).current as f64
@@ -226,7 +214,11 @@ fn containers_come_and_go() {
     assert_eq!(col.open_files(), 20 * 8);
 
     // a whole pod goes: both containers disappear, descriptors are closed
-    let pod_dir = tree.abs(&tree.containers[0]).parent().unwrap().to_path_buf();
+    let pod_dir = tree
+        .abs(&tree.containers[0])
+        .parent()
+        .unwrap()
+        .to_path_buf();
     std::fs::remove_dir_all(&pod_dir).unwrap();
     out.clear();
     col.collect(t0 + Duration::from_secs(4), &mut out).unwrap();

@@ -102,10 +102,12 @@ fn read<T>(
     let Some(f) = f else { return Ok(None) };
     match f.read(buf) {
         Ok(None) => Ok(None),
-        Ok(Some(text)) => parse(text).map(Some).map_err(|source| ContainerError::Parse {
-            path: f.path().to_path_buf(),
-            source,
-        }),
+        Ok(Some(text)) => parse(text)
+            .map(Some)
+            .map_err(|source| ContainerError::Parse {
+                path: f.path().to_path_buf(),
+                source,
+            }),
         Err(source) => Err(ContainerError::Io {
             path: f.path().to_path_buf(),
             source,
@@ -169,7 +171,10 @@ impl Mode {
     fn choose(layout: &CgroupLayout) -> Mode {
         if let Some(u) = &layout.unified {
             let ctl = std::fs::read_to_string(u.join("cgroup.controllers")).unwrap_or_default();
-            if ctl.split_ascii_whitespace().any(|c| c == "cpu" || c == "memory") {
+            if ctl
+                .split_ascii_whitespace()
+                .any(|c| c == "cpu" || c == "memory")
+            {
                 return Mode::V2 { root: u.clone() };
             }
         }
@@ -328,10 +333,12 @@ fn read_ref<T>(
 ) -> Result<Option<T>, ContainerError> {
     match f.read(buf) {
         Ok(None) => Ok(None),
-        Ok(Some(text)) => parse(text).map(Some).map_err(|source| ContainerError::Parse {
-            path: f.path().to_path_buf(),
-            source,
-        }),
+        Ok(Some(text)) => parse(text)
+            .map(Some)
+            .map_err(|source| ContainerError::Parse {
+                path: f.path().to_path_buf(),
+                source,
+            }),
         Err(source) => Err(ContainerError::Io {
             path: f.path().to_path_buf(),
             source,
@@ -404,7 +411,7 @@ impl CgroupCollector {
     ) -> Self {
         let mode = Mode::choose(&layout);
         let discovery = mode.primary().map(Discovery::new);
-        let host_netns = netns::netns_id(&host.proc, 1);
+        let host_netns = host_netns(&host.proc);
         let mem_total = std::fs::read_to_string(host.proc_file("meminfo"))
             .ok()
             .and_then(|t| mem_total(&t));
@@ -584,12 +591,22 @@ fn first_pid(mode: &Mode, rel: &str) -> Option<u32> {
             cpuacct,
             cpu,
             ..
-        } => memory.as_deref().or(cpuacct.as_deref()).or(cpu.as_deref())?,
+        } => memory
+            .as_deref()
+            .or(cpuacct.as_deref())
+            .or(cpu.as_deref())?,
         Mode::V2 { root } => root,
         Mode::Off => return None,
     };
     let text = std::fs::read_to_string(join(root, rel, "cgroup.procs")).ok()?;
     text.lines().find_map(|l| l.trim().parse().ok())
+}
+
+/// The host's network namespace: that of pid 1, or, when pid 1 cannot be
+/// inspected (a non-dumpable init under a sandbox), that of pid 2
+/// (`kthreadd`: kernel threads always live in the initial namespace).
+fn host_netns(proc: &Path) -> Option<String> {
+    netns::netns_id(proc, 1).or_else(|| netns::netns_id(proc, 2))
 }
 
 /// `MemTotal` of `/proc/meminfo`, bytes.
