@@ -365,7 +365,12 @@ struct ContainerState {
 struct PodState {
     uid: Option<Arc<str>>,
     pid: Option<u32>,
+    /// Last cycle the network was handled (read, or found nothing to read).
     cycle: u64,
+    /// Last cycle a container of the pod had no process.
+    misses_cycle: u64,
+    /// Nothing to do before this cycle (host network, or no process).
+    skip_until: u64,
     rx: Counter,
     tx: Counter,
 }
@@ -534,54 +539,67 @@ impl CgroupCollector {
     fn pod_network(&mut self, uid: &str, rel: &str, now: Instant, out: &mut Vec<Sample>) {
         let cycle = self.cycle;
         let pod = self.pods.touch_with(uid);
-        if pod.cycle == cycle {
-            return; // done through another container of the pod
+        if pod.cycle == cycle || cycle < pod.skip_until {
+            return; // done through another container, or nothing to do yet
         }
-        for _attempt in 0..2 {
+        if pod.pid.is_none() {
+            pod.pid = first_pid(&self.mode, rel);
             if pod.pid.is_none() {
-                pod.pid = first_pid(&self.mode, rel);
-                if pod.pid.is_none() {
-                    return; // try the pod's next container
+                // no process in this container: let one more container of
+                // the pod try this cycle, then wait a few cycles
+                if pod.misses_cycle == cycle {
+                    pod.cycle = cycle;
+                    pod.skip_until = cycle + PODLESS_RETRY_CYCLES;
+                }
+                pod.misses_cycle = cycle;
+                return;
+            }
+        }
+        let pid = pod.pid.expect("set above");
+        pod.cycle = cycle;
+        match netns::pod_net(&self.host.proc, pid, self.host_netns.as_deref()) {
+            Ok(Some(c)) => {
+                let uid = pod.uid.get_or_insert_with(|| Arc::from(uid)).clone();
+                let rx = pod.rx.rate(c.rx_bytes, now);
+                let tx = pod.tx.rate(c.tx_bytes, now);
+                let about = About::Pod { pod_uid: uid };
+                if let Some(r) = rx {
+                    out.push(Sample::new(
+                        names::NET_RX,
+                        r,
+                        unit::BYTES_PER_SEC,
+                        about.clone(),
+                    ));
+                }
+                if let Some(t) = tx {
+                    out.push(Sample::new(names::NET_TX, t, unit::BYTES_PER_SEC, about));
                 }
             }
-            let pid = pod.pid.expect("set above");
-            match netns::pod_net(&self.host.proc, pid, self.host_netns.as_deref()) {
-                Ok(Some(c)) => {
-                    pod.cycle = cycle;
-                    let uid = pod.uid.get_or_insert_with(|| Arc::from(uid)).clone();
-                    let rx = pod.rx.rate(c.rx_bytes, now);
-                    let tx = pod.tx.rate(c.tx_bytes, now);
-                    let about = About::Pod { pod_uid: uid };
-                    if let Some(r) = rx {
-                        out.push(Sample::new(
-                            names::NET_RX,
-                            r,
-                            unit::BYTES_PER_SEC,
-                            about.clone(),
-                        ));
-                    }
-                    if let Some(t) = tx {
-                        out.push(Sample::new(names::NET_TX, t, unit::BYTES_PER_SEC, about));
-                    }
-                    return;
+            Ok(None) => {
+                if self.host.proc.join(pid.to_string()).exists() {
+                    // host network (hostNetwork cannot change for a pod):
+                    // nothing to report; checked again now and then in
+                    // case the process was caught before joining its
+                    // namespace
+                    pod.skip_until = cycle + HOSTNET_RECHECK_CYCLES;
+                } else {
+                    pod.pid = None; // exited: another process next cycle
+                    pod.cycle = 0;
                 }
-                Ok(None) => {
-                    if self.host.proc.join(pid.to_string()).exists() {
-                        pod.cycle = cycle; // host network: nothing to report
-                        return;
-                    }
-                    pod.pid = None; // exited: find another process
-                }
-                Err(e) => {
-                    pod.cycle = cycle;
-                    pod.pid = None;
-                    warn_limited!("cgroup-podnet", pod_uid = uid, error = %e, "pod network lost for this cycle");
-                    return;
-                }
+            }
+            Err(e) => {
+                pod.pid = None;
+                warn_limited!("cgroup-podnet", pod_uid = uid, error = %e, "pod network lost for this cycle");
             }
         }
     }
 }
+
+/// Cycles a pod without any process waits before its `cgroup.procs` are
+/// read again.
+const PODLESS_RETRY_CYCLES: u64 = 5;
+/// Cycles between checks that a host-network pod is still one.
+const HOSTNET_RECHECK_CYCLES: u64 = 30;
 
 /// One process of the container at `rel` (its `cgroup.procs`).
 fn first_pid(mode: &Mode, rel: &str) -> Option<u32> {
