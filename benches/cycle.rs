@@ -36,7 +36,11 @@ fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-fn collector(layout: CgroupLayout, host: HostPaths, budget: Option<Arc<FdBudget>>) -> CgroupCollector {
+fn collector(
+    layout: CgroupLayout,
+    host: HostPaths,
+    budget: Option<Arc<FdBudget>>,
+) -> CgroupCollector {
     let t = Arc::new(Telemetry::new());
     match budget {
         Some(b) => CgroupCollector::with_budget(layout, host, t, b),
@@ -96,7 +100,12 @@ fn real_v1(c: &mut Criterion) {
     run(c, "cycle/real_v1_1000/kept_fds", &mut kept, N as usize);
     drop(kept);
     let mut per_read = collector(tree.layout(), host, Some(FdBudget::new(0)));
-    run(c, "cycle/real_v1_1000/open_close", &mut per_read, N as usize);
+    run(
+        c,
+        "cycle/real_v1_1000/open_close",
+        &mut per_read,
+        N as usize,
+    );
 }
 
 fn fixture_v2(c: &mut Criterion) {

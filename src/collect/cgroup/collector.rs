@@ -117,6 +117,7 @@ fn read<T>(
 
 #[derive(Debug)]
 struct V1Files {
+    limits: Limits,
     cpuacct_usage: Option<CgFile>,
     cpu_stat: Option<CgFile>,
     quota: Option<CgFile>,
@@ -130,6 +131,7 @@ struct V1Files {
 
 #[derive(Debug)]
 struct V2Files {
+    limits: Limits,
     cpu_stat: CgFile,
     cpu_max: CgFile,
     mem_current: CgFile,
@@ -214,7 +216,7 @@ impl Mode {
         }
     }
 
-    fn files(&self, rel: &str, budget: &Arc<FdBudget>) -> Files {
+    fn files(&self, rel: &str, budget: &Arc<FdBudget>, phase: u32) -> Files {
         let f = |root: &Option<PathBuf>, name: &str| {
             root.as_deref()
                 .map(|r| CgFile::new(join(r, rel, name), budget.clone()))
@@ -226,6 +228,7 @@ impl Mode {
                 memory,
                 blkio,
             } => Files::V1(Box::new(V1Files {
+                limits: Limits::new(phase),
                 cpuacct_usage: f(cpuacct, "cpuacct.usage"),
                 cpu_stat: f(cpu, "cpu.stat"),
                 quota: f(cpu, "cpu.cfs_quota_us"),
@@ -239,6 +242,7 @@ impl Mode {
             Mode::V2 { root } => {
                 let g = |name: &str| CgFile::new(join(root, rel, name), budget.clone());
                 Files::V2(Box::new(V2Files {
+                    limits: Limits::new(phase),
                     cpu_stat: g("cpu.stat"),
                     cpu_max: g("cpu.max"),
                     mem_current: g("memory.current"),
@@ -251,6 +255,50 @@ impl Mode {
             }
             Mode::Off => unreachable!("no containers are discovered without a hierarchy"),
         }
+    }
+}
+
+/// Limits change rarely (a resize): they are read on first sight and then
+/// every [`LIMIT_REFRESH_CYCLES`] cycles (each container at its own phase,
+/// so the reads spread over cycles), saving 2–3 reads per container and
+/// cycle. A changed limit shows within that many cycles.
+pub const LIMIT_REFRESH_CYCLES: u32 = 5;
+
+#[derive(Debug)]
+struct Limits {
+    /// (CPU cores, memory bytes) as last read.
+    last: Option<(Option<f64>, Option<u64>)>,
+    /// Cycles until the next read.
+    countdown: u32,
+}
+
+impl Limits {
+    fn new(phase: u32) -> Self {
+        Limits {
+            last: None,
+            countdown: phase % LIMIT_REFRESH_CYCLES,
+        }
+    }
+
+    /// Whether the limits are to be read this cycle (counts the cycle).
+    fn due(&mut self) -> bool {
+        if self.last.is_none() {
+            return true;
+        }
+        if self.countdown == 0 {
+            self.countdown = LIMIT_REFRESH_CYCLES - 1;
+            return true;
+        }
+        self.countdown -= 1;
+        false
+    }
+
+    fn set(&mut self, cores: Option<f64>, mem: Option<u64>) {
+        self.last = Some((cores, mem));
+    }
+
+    fn get(&self) -> (Option<f64>, Option<u64>) {
+        self.last.unwrap_or((None, None))
     }
 }
 
@@ -271,14 +319,19 @@ fn read_v1(f: &mut V1Files, buf: &mut Vec<u8>) -> Result<Stats, ContainerError> 
     if let Some(c) = read(&mut f.cpu_stat, buf, v1::cpu_stat)? {
         s.throttling = Some((c.nr_periods, c.nr_throttled, c.throttled_ns));
     }
-    // the period only matters when there is a quota
-    if let Some(q) = read(&mut f.quota, buf, v1::cfs_quota)?.flatten() {
-        if let Some(p) = read(&mut f.period, buf, v1::cfs_period)? {
-            s.cpu_limit_cores = Some(q as f64 / p as f64);
+    if f.limits.due() {
+        // the period only matters when there is a quota
+        let mut cores = None;
+        if let Some(q) = read(&mut f.quota, buf, v1::cfs_quota)?.flatten() {
+            if let Some(p) = read(&mut f.period, buf, v1::cfs_period)? {
+                cores = Some(q as f64 / p as f64);
+            }
         }
+        let mem = read(&mut f.mem_limit, buf, v1::memory_limit)?.flatten();
+        f.limits.set(cores, mem);
     }
+    (s.cpu_limit_cores, s.mem_limit) = f.limits.get();
     s.mem_usage = read(&mut f.mem_usage, buf, v1::memory_usage)?;
-    s.mem_limit = read(&mut f.mem_limit, buf, v1::memory_limit)?.flatten();
     if let Some(m) = read(&mut f.mem_stat, buf, v1::memory_stat)? {
         s.rss = Some(m.rss);
         s.cache = Some(m.cache);
@@ -302,16 +355,19 @@ fn read_v2(f: &mut V2Files, buf: &mut Vec<u8>) -> Result<Stats, ContainerError> 
             )
         });
     }
-    if let Some(m) = read_ref(&mut f.cpu_max, buf, v2::cpu_max)? {
-        s.cpu_limit_cores = m.quota_usec.map(|q| q as f64 / m.period_usec as f64);
+    if f.limits.due() {
+        let cores = read_ref(&mut f.cpu_max, buf, v2::cpu_max)?
+            .and_then(|m| m.quota_usec.map(|q| q as f64 / m.period_usec as f64));
+        let mem = read_ref(&mut f.mem_max, buf, |t| {
+            super::parse::max_or_u64("memory.max", t)
+        })?
+        .flatten();
+        f.limits.set(cores, mem);
     }
+    (s.cpu_limit_cores, s.mem_limit) = f.limits.get();
     s.mem_usage = read_ref(&mut f.mem_current, buf, |t| {
         super::parse::single_u64("memory.current", t)
     })?;
-    s.mem_limit = read_ref(&mut f.mem_max, buf, |t| {
-        super::parse::max_or_u64("memory.max", t)
-    })?
-    .flatten();
     if let Some(m) = read_ref(&mut f.mem_stat, buf, v2::memory_stat)? {
         s.rss = Some(m.anon);
         s.cache = Some(m.file);
@@ -389,6 +445,8 @@ pub struct CgroupCollector {
     host_netns: Option<String>,
     mem_total: Option<u64>,
     cycle: u64,
+    /// Containers whose files were set up (spreads limit reads).
+    opened: u32,
 }
 
 impl CgroupCollector {
@@ -415,7 +473,7 @@ impl CgroupCollector {
         budget: Arc<FdBudget>,
     ) -> Self {
         let mode = Mode::choose(&layout);
-        let discovery = mode.primary().map(Discovery::new);
+        let discovery = mode.primary().map(|p| Discovery::new(p, budget.clone()));
         let host_netns = host_netns(&host.proc);
         let mem_total = std::fs::read_to_string(host.proc_file("meminfo"))
             .ok()
@@ -433,6 +491,7 @@ impl CgroupCollector {
             host_netns,
             mem_total,
             cycle: 0,
+            opened: 0,
         }
     }
 
@@ -502,9 +561,10 @@ impl CgroupCollector {
     fn one(&mut self, found: &Found, now: Instant, out: &mut Vec<Sample>) -> Outcome {
         let st = self.states.touch_with(&*found.rel);
         st.cycle = self.cycle;
-        let files = st
-            .files
-            .get_or_insert_with(|| self.mode.files(&found.rel, &self.budget));
+        let files = st.files.get_or_insert_with(|| {
+            self.opened = self.opened.wrapping_add(1);
+            self.mode.files(&found.rel, &self.budget, self.opened)
+        });
         let stats = match files.read(&mut self.buf) {
             Ok(s) => s,
             Err(e) => {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use crate::model::ContainerIdentity;
 
+use super::files::{FdBudget, KeptDir};
 use super::path::classify;
 
 /// A container cgroup, stable across cycles while it exists.
@@ -38,6 +39,8 @@ pub struct Found {
 struct Node {
     /// Relative path (`""` for the root).
     rel: String,
+    /// Kept open for `fstat` (cheaper than `stat` by path).
+    dir: Option<KeptDir>,
     nlink: u64,
     /// Listed at least once and not marked for a re-list.
     fresh: bool,
@@ -49,6 +52,7 @@ impl Node {
     fn new(rel: String) -> Self {
         Node {
             rel,
+            dir: None,
             nlink: 0,
             fresh: false,
             dirs: Vec::new(),
@@ -64,16 +68,19 @@ pub struct Discovery {
     tree: Node,
     /// Reused path buffer.
     scratch: PathBuf,
+    budget: Arc<FdBudget>,
     /// Directory listings done (for tests and benchmarks).
     pub listings: u64,
 }
 
 impl Discovery {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    /// Directories are kept open within `budget` (stat by path past it).
+    pub fn new(root: impl Into<PathBuf>, budget: Arc<FdBudget>) -> Self {
         Discovery {
             root: root.into(),
             tree: Node::new(String::new()),
             scratch: PathBuf::new(),
+            budget,
             listings: 0,
         }
     }
@@ -90,9 +97,16 @@ impl Discovery {
             root,
             tree,
             scratch,
+            budget,
             listings,
         } = self;
-        visit(root, tree, scratch, listings, out)
+        let mut w = Walk {
+            root,
+            scratch,
+            budget,
+            listings,
+        };
+        w.visit(tree, out).map(|_| ())
     }
 
     /// A container below `rel`'s parent vanished: list that parent again at
@@ -122,44 +136,67 @@ fn abs(root: &Path, rel: &str, scratch: &mut PathBuf) {
     }
 }
 
-fn visit(
-    root: &Path,
-    node: &mut Node,
-    scratch: &mut PathBuf,
-    listings: &mut u64,
-    out: &mut Vec<Arc<Found>>,
-) -> io::Result<()> {
-    abs(root, &node.rel, scratch);
-    let nlink = match std::fs::metadata(&*scratch) {
-        Ok(m) => m.nlink(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            node.dirs.clear();
-            node.containers.clear();
-            node.fresh = false;
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    if !node.fresh || nlink != node.nlink {
-        relist(node, scratch, listings)?;
-        node.nlink = nlink;
-        node.fresh = true;
-    }
-    out.extend(node.containers.iter().cloned());
-    for d in &mut node.dirs {
-        visit(root, d, scratch, listings, out)?;
-    }
-    Ok(())
+struct Walk<'a> {
+    root: &'a Path,
+    scratch: &'a mut PathBuf,
+    budget: &'a Arc<FdBudget>,
+    listings: &'a mut u64,
 }
 
-fn relist(node: &mut Node, dir: &Path, listings: &mut u64) -> io::Result<()> {
+impl Walk<'_> {
+    /// Visit `node` and below; `Ok(false)` when `node` itself is gone.
+    fn visit(&mut self, node: &mut Node, out: &mut Vec<Arc<Found>>) -> io::Result<bool> {
+        let start = out.len();
+        for _pass in 0..2 {
+            let nlink = match node.dir.as_ref().map(|d| d.nlink()) {
+                Some(Ok(n)) => n,
+                _ => {
+                    node.dir = None;
+                    abs(self.root, &node.rel, self.scratch);
+                    match std::fs::metadata(&*self.scratch) {
+                        Ok(m) => m.nlink(),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            if !node.fresh || nlink != node.nlink {
+                abs(self.root, &node.rel, self.scratch);
+                if !relist(node, self.scratch, self.listings)? {
+                    return Ok(false);
+                }
+                if node.dir.is_none() {
+                    node.dir = KeptDir::open(self.scratch, self.budget);
+                }
+                node.nlink = nlink;
+                node.fresh = true;
+            }
+            out.extend(node.containers.iter().cloned());
+            let mut gone = false;
+            for d in &mut node.dirs {
+                gone |= !self.visit(d, out)?;
+            }
+            if !gone {
+                return Ok(true);
+            }
+            // a subdirectory vanished (its replacement may have come with
+            // the same link count): list this one again, once
+            out.truncate(start);
+            node.fresh = false;
+        }
+        Ok(true)
+    }
+}
+
+/// List `dir` again; `Ok(false)` when it is gone.
+fn relist(node: &mut Node, dir: &Path, listings: &mut u64) -> io::Result<bool> {
     *listings += 1;
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             node.dirs.clear();
             node.containers.clear();
-            return Ok(());
+            return Ok(false);
         }
         Err(e) => return Err(e),
     };
@@ -197,5 +234,5 @@ fn relist(node: &mut Node, dir: &Path, listings: &mut u64) -> io::Result<()> {
             None => node.dirs.push(Node::new(rel)),
         }
     }
-    Ok(())
+    Ok(true)
 }

@@ -193,3 +193,42 @@ fn read_all_at(f: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
         buf.resize(grown, 0);
     }
 }
+
+/// A directory kept open so its link count can be read with `fstat`
+/// (no path walk), within the same budget as the files.
+#[derive(Debug)]
+pub struct KeptDir {
+    file: File,
+    budget: Arc<FdBudget>,
+}
+
+impl KeptDir {
+    /// `None` when the budget is spent or the directory cannot be opened.
+    pub fn open(path: &Path, budget: &Arc<FdBudget>) -> Option<KeptDir> {
+        if !budget.try_acquire() {
+            return None;
+        }
+        match File::open(path) {
+            Ok(file) => Some(KeptDir {
+                file,
+                budget: budget.clone(),
+            }),
+            Err(_) => {
+                budget.release();
+                None
+            }
+        }
+    }
+
+    /// The directory's link count (2 + subdirectories on cgroupfs).
+    pub fn nlink(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().map(|m| m.nlink())
+    }
+}
+
+impl Drop for KeptDir {
+    fn drop(&mut self) {
+        self.budget.release();
+    }
+}
