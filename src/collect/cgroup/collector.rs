@@ -322,10 +322,10 @@ fn read_v1(f: &mut V1Files, buf: &mut Vec<u8>) -> Result<Stats, ContainerError> 
     if f.limits.due() {
         // the period only matters when there is a quota
         let mut cores = None;
-        if let Some(q) = read(&mut f.quota, buf, v1::cfs_quota)?.flatten() {
-            if let Some(p) = read(&mut f.period, buf, v1::cfs_period)? {
-                cores = Some(q as f64 / p as f64);
-            }
+        if let Some(q) = read(&mut f.quota, buf, v1::cfs_quota)?.flatten()
+            && let Some(p) = read(&mut f.period, buf, v1::cfs_period)?
+        {
+            cores = Some(q as f64 / p as f64);
         }
         let mem = read(&mut f.mem_limit, buf, v1::memory_limit)?.flatten();
         f.limits.set(cores, mem);
@@ -710,26 +710,26 @@ fn emit(
     out: &mut Vec<Sample>,
 ) {
     let mut push = |name, value, unit| out.push(Sample::new(name, value, unit, about.clone()));
-    if let Some(u) = s.cpu_usage_ns {
-        if let Some(d) = st.cpu.update(u, now) {
-            push(
-                names::CPU_USAGE,
-                d.delta as f64 / d.elapsed.as_nanos() as f64 * 100.0,
-                unit::PERCENT,
-            );
-        }
+    if let Some(u) = s.cpu_usage_ns
+        && let Some(d) = st.cpu.update(u, now)
+    {
+        push(
+            names::CPU_USAGE,
+            d.delta as f64 / d.elapsed.as_nanos() as f64 * 100.0,
+            unit::PERCENT,
+        );
     }
     if let Some((periods, throttled, t_ns)) = s.throttling {
         let dp = st.periods.update(periods, now);
         let dt = st.throttled.update(throttled, now);
-        if let (Some(dp), Some(dt)) = (dp, dt) {
-            if dp.delta > 0 {
-                push(
-                    names::CPU_THROTTLE,
-                    dt.delta as f64 / dp.delta as f64 * 100.0,
-                    unit::PERCENT,
-                );
-            }
+        if let (Some(dp), Some(dt)) = (dp, dt)
+            && dp.delta > 0
+        {
+            push(
+                names::CPU_THROTTLE,
+                dt.delta as f64 / dp.delta as f64 * 100.0,
+                unit::PERCENT,
+            );
         }
         if let Some(d) = st.throttled_ns.update(t_ns, now) {
             push(
@@ -772,10 +772,10 @@ fn emit(
             push(name, v as f64, unit::BYTES);
         }
     }
-    if let Some(k) = s.oom_kills {
-        if let Some(d) = st.oom.update(k, now) {
-            push(names::MEM_OOM_KILLS, d.delta as f64, unit::COUNT);
-        }
+    if let Some(k) = s.oom_kills
+        && let Some(d) = st.oom.update(k, now)
+    {
+        push(names::MEM_OOM_KILLS, d.delta as f64, unit::COUNT);
     }
     if let Some(io) = s.io {
         if let Some(r) = st.read.rate(io.read, now) {
