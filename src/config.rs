@@ -36,10 +36,20 @@ pub struct Cli {
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// Collection interval (`500ms`, `15s`, `1m`)
-    #[arg(long, env = "CASED_INTERVAL", default_value = "15s")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CASED_INTERVAL",
+        default_value = "15s"
+    )]
     pub interval: String,
     /// Max metrics (or spans) per request
-    #[arg(long, env = "CASED_BATCH_SIZE", default_value = "100")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CASED_BATCH_SIZE",
+        default_value = "100"
+    )]
     pub batch_size: String,
     /// Host proc filesystem
     #[arg(long, env = "PROC_PATH", default_value = "/proc")]
@@ -54,13 +64,28 @@ pub struct Cli {
     #[arg(long, env = "ENABLE_OTEL", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub enable_otel: String,
     /// OTLP/HTTP port
-    #[arg(long, env = "OTEL_PORT", default_value = "4318")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "OTEL_PORT",
+        default_value = "4318"
+    )]
     pub otel_port: String,
     /// OTLP/gRPC port
-    #[arg(long, env = "OTEL_GRPC_PORT", default_value = "4317")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "OTEL_GRPC_PORT",
+        default_value = "4317"
+    )]
     pub otel_grpc_port: String,
     /// Health, readiness and /metrics port
-    #[arg(long, env = "HEALTH_PORT", default_value = "8080")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "HEALTH_PORT",
+        default_value = "8080"
+    )]
     pub health_port: String,
     /// Where batches go: `cased` or `stdout` (default: `cased` with an API key, else `stdout`)
     #[arg(long, env = "CASED_SINK")]
@@ -72,19 +97,39 @@ pub struct Cli {
     #[arg(long, env = "CASED_BUFFER_PATH")]
     pub buffer_path: Option<PathBuf>,
     /// Cap of the disk buffer (`256MiB`, `1GiB`, bytes)
-    #[arg(long, env = "CASED_BUFFER_MAX_BYTES", default_value = "256MiB")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CASED_BUFFER_MAX_BYTES",
+        default_value = "256MiB"
+    )]
     pub buffer_max_bytes: String,
     /// Cap of the in-memory delivery queue
-    #[arg(long, env = "CASED_QUEUE_MAX_BYTES", default_value = "32MiB")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CASED_QUEUE_MAX_BYTES",
+        default_value = "32MiB"
+    )]
     pub queue_max_bytes: String,
     /// `none` or `gzip` for API requests
     #[arg(long, env = "CASED_COMPRESSION", default_value = "none")]
     pub compression: String,
     /// Timeout of one API request
-    #[arg(long, env = "CASED_REQUEST_TIMEOUT", default_value = "10s")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CASED_REQUEST_TIMEOUT",
+        default_value = "10s"
+    )]
     pub request_timeout: String,
     /// How long SIGTERM/SIGINT waits for queued data to be delivered
-    #[arg(long, env = "CASED_SHUTDOWN_GRACE", default_value = "10s")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "CASED_SHUTDOWN_GRACE",
+        default_value = "10s"
+    )]
     pub shutdown_grace: String,
     /// `text` or `json` log lines on stderr
     #[arg(long, env = "CASED_LOG_FORMAT", default_value = "text")]
@@ -161,13 +206,30 @@ pub struct Config {
 
 /// A bad value: names the flag, the value (never the API key's) and what is
 /// expected. Rendered as one line.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid value '{value}' for --{flag}: {expected}")]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ConfigError {
     pub flag: &'static str,
     pub value: String,
     pub expected: String,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "missing value for --{}: {}", self.flag, self.expected)
+        } else {
+            write!(
+                f,
+                "invalid value '{}' for --{}: {}",
+                self.value.escape_debug(),
+                self.flag,
+                self.expected
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 fn bad(flag: &'static str, value: &str, expected: impl Into<String>) -> ConfigError {
     ConfigError {

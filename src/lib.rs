@@ -1,5 +1,6 @@
 //! cased-agent: a Kubernetes node agent. See README.md for the architecture.
 
+pub mod agent;
 pub mod collect;
 pub mod config;
 pub mod delivery;
@@ -8,5 +9,6 @@ pub mod host;
 pub mod logging;
 pub mod model;
 pub mod rate;
+pub mod server;
 pub mod sink;
 pub mod telemetry;

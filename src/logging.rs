@@ -14,7 +14,8 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -74,7 +75,7 @@ pub fn limiter() -> &'static RateLimiter {
 #[macro_export]
 macro_rules! warn_limited {
     ($key:expr, $($arg:tt)+) => {
-        if let Some(held) = $crate::logging::limiter().check(&$key) {
+        if let Some(held) = $crate::logging::limiter().check(::std::convert::AsRef::<str>::as_ref(&$key)) {
             if held > 0 {
                 tracing::warn!(suppressed = held, $($arg)+);
             } else {

@@ -48,6 +48,7 @@ pub struct Telemetry {
     pub queue_bytes: Gauge,
     pub queue_batches: Gauge,
     pub queue_capacity_bytes: Gauge,
+    undelivered_batches: AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -75,6 +76,7 @@ impl Telemetry {
             queue_bytes: Gauge::default(),
             queue_batches: Gauge::default(),
             queue_capacity_bytes: Gauge::default(),
+            undelivered_batches: AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register("cycles", "Collection cycles completed", t.cycles.clone());
@@ -164,6 +166,17 @@ impl Telemetry {
             self.batches_dropped.get_or_create(&l).inc_by(batches);
         }
         self.items_dropped.get_or_create(&l).inc_by(items);
+        if reason != "non_finite" {
+            self.undelivered_batches
+                .fetch_add(batches, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Batches dropped for any reason but a non-finite value, since start
+    /// (`--once` exits non-zero when this is not zero).
+    pub fn undelivered_batches(&self) -> u64 {
+        self.undelivered_batches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn collector_error(&self, collector: &str) {

@@ -1,5 +1,11 @@
 mod cgroup_parse;
+mod cgroup_path;
 mod cgroup_real;
 mod cgroup_support;
 mod cgroup_v2_tree;
+mod cli;
+mod delivery;
+mod e2e;
 mod netns;
+mod node;
+mod support;

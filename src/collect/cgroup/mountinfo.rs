@@ -22,7 +22,10 @@
 //!
 //! A mount whose `root` field is not `/` shows only a subtree of its
 //! hierarchy (a container's own cgroup mount); such a mount is used only when
-//! it is under the root and nothing better is there, and never rebased.
+//! it is under the root and nothing better is there, and never rebased. A
+//! root starting with `/..` is the opposite: seen from inside a cgroup
+//! namespace, it is the hierarchy above the namespace's root (the host's
+//! tree bind-mounted into a pod), and counts as whole.
 //!
 //! When mountinfo holds no cgroup mount at all (an odd sandbox, a fixture
 //! without one), [`layout_by_probing`] looks at the directories instead.
@@ -169,7 +172,10 @@ pub fn layout_from_mountinfo(text: &str, cgroup_root: &std::path::Path) -> Cgrou
     // (rank, path) per slot: lower rank wins, then file order
     let mut slots: [Option<(u8, PathBuf)>; 6] = Default::default();
     for m in cgroup_mounts(text) {
-        let whole = m.root == "/";
+        // `/` is the whole hierarchy; `/..`-rooted is the hierarchy above our
+        // own cgroup namespace's root (the host's tree mounted into a pod
+        // with a private cgroupns): also the whole of it
+        let whole = m.root == "/" || m.root.starts_with("/..");
         let (rank, path) = if m.mount_point.starts_with(cgroup_root) {
             (if whole { 0 } else { 2 }, m.mount_point.clone())
         } else if whole && let Ok(rel) = m.mount_point.strip_prefix(HOST_CGROUP_ROOT) {
@@ -375,6 +381,23 @@ mod tests {
         let rev: String = text.lines().rev().map(|l| format!("{l}\n")).collect();
         let l = layout_from_mountinfo(&rev, Path::new("/host/sys/fs/cgroup"));
         assert_eq!(l.unified, p("/host/sys/fs/cgroup"));
+    }
+
+    #[test]
+    fn host_tree_seen_from_a_private_cgroup_namespace() {
+        // the pod's own cgroup2 and the host's, bind-mounted at /host: from
+        // inside the pod's cgroup namespace the host's root reads `/../../..`
+        let text = "\
+1200 1100 0:30 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup ro
+1300 1100 0:30 /../../.. /host/sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw
+";
+        let l = layout_from_mountinfo(text, Path::new("/host/sys/fs/cgroup"));
+        assert_eq!(l.unified, p("/host/sys/fs/cgroup"));
+        let ms = cgroup_mounts(text);
+        assert_eq!(ms[1].root, "/../../..");
+        // and a fixture root elsewhere still gets the rebased host path
+        let l = layout_from_mountinfo(text, Path::new("/tmp/fx"));
+        assert_eq!(l.unified, p("/tmp/fx"));
     }
 
     #[test]

@@ -1,0 +1,307 @@
+//! The collection loop: every interval run each collector, enrich, hand the
+//! batch to delivery. Also `--once`, readiness, and shutdown on signals.
+
+use std::panic::AssertUnwindSafe;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::time::MissedTickBehavior;
+
+use crate::collect::Collector;
+use crate::collect::node::NodeCollector;
+use crate::config::Config;
+use crate::delivery::{Delivery, DeliveryOptions};
+use crate::enrich::{self, CycleContext, Metadata, NoMetadata};
+use crate::host::HostPaths;
+use crate::model::Sample;
+use crate::server::{self, Health};
+use crate::sink::wire::Metric;
+use crate::telemetry::Telemetry;
+use crate::warn_limited;
+
+/// How long `--once` waits between the priming sample and the real one.
+const PRIME_GAP: Duration = Duration::from_secs(1);
+
+/// One collection cycle's worth of state: the collectors (with their rate
+/// state) and what turns samples into wire metrics.
+pub struct Cycle {
+    collectors: Vec<Box<dyn Collector>>,
+    meta: Arc<dyn Metadata>,
+    telemetry: Arc<Telemetry>,
+    node: String,
+    cluster_id: String,
+    samples: Vec<Sample>,
+}
+
+impl Cycle {
+    pub fn new(
+        collectors: Vec<Box<dyn Collector>>,
+        meta: Arc<dyn Metadata>,
+        telemetry: Arc<Telemetry>,
+        node: String,
+        cluster_id: String,
+    ) -> Self {
+        Cycle {
+            collectors,
+            meta,
+            telemetry,
+            node,
+            cluster_id,
+            samples: Vec::new(),
+        }
+    }
+
+    /// The collectors of a host: node and containers.
+    pub fn host_collectors(
+        host: &HostPaths,
+        telemetry: &Arc<Telemetry>,
+    ) -> Vec<Box<dyn Collector>> {
+        let _ = telemetry;
+        vec![Box::new(NodeCollector::new(host.clone()))]
+    }
+
+    /// Run every collector once. A collector that fails (or panics) loses its
+    /// part of this cycle only.
+    pub fn collect(&mut self, now: Instant, timestamp_ms: i64) -> Vec<Metric> {
+        let started = Instant::now();
+        self.samples.clear();
+        for c in &mut self.collectors {
+            let before = self.samples.len();
+            let result =
+                std::panic::catch_unwind(AssertUnwindSafe(|| c.collect(now, &mut self.samples)));
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => {
+                    // a panic may leave a half-written part: drop it
+                    self.samples.truncate(before);
+                    Some("collector panicked".to_string())
+                }
+            };
+            if let Some(err) = failure {
+                self.telemetry.collector_error(c.name());
+                warn_limited!(
+                    format!("collector:{}", c.name()),
+                    collector = c.name(),
+                    error = %err,
+                    "collector failed this cycle"
+                );
+            }
+        }
+        let ctx = CycleContext {
+            node: &self.node,
+            cluster_id: &self.cluster_id,
+            timestamp_ms,
+        };
+        let mut out = Vec::with_capacity(self.samples.len());
+        let dropped = enrich::to_wire(self.samples.drain(..), &ctx, self.meta.as_ref(), &mut out);
+        if dropped > 0 {
+            self.telemetry
+                .drop_items("metrics", "non_finite", 0, dropped as u64);
+            warn_limited!(
+                "non_finite",
+                dropped,
+                "dropped samples that were NaN or infinite"
+            );
+        }
+        self.telemetry.cycles.inc();
+        self.telemetry.metrics_produced.inc_by(out.len() as u64);
+        self.telemetry
+            .cycle_duration_seconds
+            .set(started.elapsed().as_secs_f64());
+        self.telemetry
+            .last_cycle_timestamp_seconds
+            .set(unix_ms() as f64 / 1000.0);
+        out
+    }
+}
+
+/// Wall-clock Unix milliseconds (the cycle's timestamp on the wire).
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Run the collection on a blocking thread (file reads are synchronous) and
+/// hand the cycle back.
+async fn collect_blocking(mut cycle: Cycle) -> (Cycle, Vec<Metric>) {
+    let now = Instant::now();
+    let ts = unix_ms();
+    let joined = tokio::task::spawn_blocking(move || {
+        let metrics = cycle.collect(now, ts);
+        (cycle, metrics)
+    })
+    .await;
+    match joined {
+        Ok(r) => r,
+        // collect() catches collector panics; this is unreachable in practice
+        Err(e) => panic!("collection thread failed: {e}"),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        r = tokio::signal::ctrl_c() => {
+            if r.is_ok() { tracing::info!("SIGINT received, shutting down") }
+        }
+    }
+}
+
+/// The whole agent: returns the process exit code.
+pub async fn run(cfg: Config) -> ExitCode {
+    let telemetry = Arc::new(Telemetry::new());
+    let host = HostPaths::new(&cfg.proc_path, &cfg.cgroup_path);
+    let sink = match crate::sink::build(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up the sink");
+            return ExitCode::from(1);
+        }
+    };
+    let (delivery, delivery_task) = Delivery::start(
+        sink,
+        DeliveryOptions {
+            batch_size: cfg.batch_size,
+            queue_max_bytes: cfg.queue_max_bytes,
+            request_timeout: cfg.request_timeout,
+            compression: cfg.compression,
+        },
+        telemetry.clone(),
+    );
+    let meta: Arc<dyn Metadata> = Arc::new(NoMetadata);
+    let cycle = Cycle::new(
+        Cycle::host_collectors(&host, &telemetry),
+        meta,
+        telemetry.clone(),
+        cfg.node_name.clone(),
+        cfg.cluster_id.clone(),
+    );
+    tracing::info!(
+        node = %cfg.node_name,
+        cluster = %cfg.cluster_id,
+        interval = ?cfg.interval,
+        sink = ?cfg.sink,
+        proc = %cfg.proc_path.display(),
+        cgroup = %cfg.cgroup_path.display(),
+        "cased-agent starting"
+    );
+    if cfg.enable_ebpf {
+        tracing::warn!(
+            "--enable-ebpf: eBPF HTTP tracing is not built into this version yet; running without it"
+        );
+    }
+    if cfg.enable_otel {
+        tracing::warn!(
+            "--enable-otel: the OTLP receiver is not built into this version yet; running without it"
+        );
+    }
+    if cfg.buffer_path.is_some() {
+        tracing::warn!(
+            "--buffer-path: the disk buffer is not built into this version yet; the queue is memory only"
+        );
+    }
+
+    let code = if cfg.once {
+        run_once(cycle, &delivery, &cfg, &telemetry).await
+    } else {
+        run_loop(cycle, &delivery, &cfg, telemetry).await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), delivery_task).await;
+    code
+}
+
+async fn run_once(
+    cycle: Cycle,
+    delivery: &Delivery,
+    cfg: &Config,
+    telemetry: &Telemetry,
+) -> ExitCode {
+    // priming sample: counters need two reads for a rate
+    let (cycle, _) = collect_blocking(cycle).await;
+    tokio::time::sleep(PRIME_GAP).await;
+    let (_cycle, metrics) = collect_blocking(cycle).await;
+    let n = metrics.len();
+    delivery.submit_metrics(metrics);
+    let report = delivery
+        .shutdown(cfg.shutdown_grace.max(cfg.request_timeout))
+        .await;
+    let dropped = telemetry.undelivered_batches();
+    if dropped == 0 && report.dropped_batches == 0 && report.pending_batches == 0 {
+        tracing::info!(metrics = n, "delivered");
+        ExitCode::SUCCESS
+    } else {
+        tracing::error!(
+            metrics = n,
+            dropped_batches = dropped.max(report.dropped_batches),
+            pending_batches = report.pending_batches,
+            "not everything was delivered"
+        );
+        ExitCode::from(1)
+    }
+}
+
+async fn run_loop(
+    mut cycle: Cycle,
+    delivery: &Delivery,
+    cfg: &Config,
+    telemetry: Arc<Telemetry>,
+) -> ExitCode {
+    let health = Arc::new(Health::new(cfg.interval));
+    let listener = match server::bind(cfg.health_port).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(port = cfg.health_port, error = %e, "cannot listen on the health port (--health-port)");
+            return ExitCode::from(1);
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server_task = {
+        let mut rx = stop_rx.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = server::serve(listener, health, telemetry, stop).await {
+                tracing::error!(error = %e, "health server failed");
+            }
+        })
+    };
+
+    let mut ticker = tokio::time::interval(cfg.interval);
+    // a slow cycle skips ticks rather than bunching them up: cadence holds
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = ticker.tick() => {
+                let (c, metrics) = collect_blocking(cycle).await;
+                cycle = c;
+                delivery.submit_metrics(metrics);
+                health.cycle_done();
+            }
+        }
+    }
+    // delivery logs and counts what the grace period could not deliver
+    delivery.shutdown(cfg.shutdown_grace).await;
+    let _ = stop_tx.send(true);
+    let _ = server_task.await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
