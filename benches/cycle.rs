@@ -48,12 +48,32 @@ fn collector(
     }
 }
 
-/// Warm up (first sight opens the files), print CPU per cycle, then let
-/// criterion time it.
+/// `VmRSS` of this process, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Warm up (first sight opens the files), print CPU per cycle and the
+/// memory the collector's state takes, then let criterion time it.
 fn run(c: &mut Criterion, name: &str, col: &mut CgroupCollector, containers: usize) {
+    let rss0 = rss_kib();
     let mut out = Vec::with_capacity(containers * 16);
     col.collect(Instant::now(), &mut out).unwrap();
-    let n = out.len();
+    out.clear();
+    col.collect(Instant::now(), &mut out).unwrap();
+    let rss1 = rss_kib();
+    println!(
+        "{name}: RSS grew {:.1} MiB over the first two cycles (collector state + {} samples)",
+        rss1.saturating_sub(rss0) as f64 / 1024.0,
+        out.len()
+    );
     let cycles = 50;
     let t0 = cpu_time();
     for _ in 0..cycles {
@@ -63,7 +83,7 @@ fn run(c: &mut Criterion, name: &str, col: &mut CgroupCollector, containers: usi
     let per_cycle = (cpu_time() - t0) / cycles;
     println!(
         "{name}: {containers} containers, {} samples/cycle, {} kept-open fds: CPU {:.2} ms/cycle = {:.1} µs/container",
-        out.len().max(n),
+        out.len(),
         col.open_files(),
         per_cycle.as_secs_f64() * 1e3,
         per_cycle.as_secs_f64() * 1e6 / containers as f64

@@ -255,6 +255,11 @@ fn malformed_file_costs_only_its_container() {
     assert!(!got.contains_key(&tree.ids[5].1));
     assert_eq!(got.len(), 8);
     assert_eq!(tel.container_errors.get(), 2);
+    assert_eq!(
+        tel.containers.get(),
+        10,
+        "still there, only their metrics lost"
+    );
     let v = (v2_vals(7, 0), v2_vals(7, 1));
     assert!(close(
         got[&tree.ids[7].1]["container.cpu.usage_percent"],

@@ -14,6 +14,12 @@
 //! `MemTotal` is reported as no limit (it cannot bind, and a percentage of
 //! it would mislead), on v1 and v2 alike.
 //!
+//! Cost: every file is kept open and re-read with `pread` (see [`super::files`]);
+//! limits (`cpu.cfs_quota_us`/`cpu.max`, `memory.limit_in_bytes`/`memory.max`)
+//! are re-read every [`LIMIT_REFRESH_CYCLES`] cycles, the rest every cycle;
+//! a pod's network is read once per cycle through one of its processes, and
+//! host-network pods are recognised once and then skipped.
+//!
 //! A container whose file is malformed or unreadable loses its metrics for
 //! that cycle (counted in `container_errors`, logged at a limited rate); a
 //! container that vanished is dropped with its rate state.
@@ -520,8 +526,8 @@ impl CgroupCollector {
         for i in 0..self.found.len() {
             let found = self.found[i].clone();
             match self.one(&found, now, out) {
-                Outcome::Done => n += 1,
-                Outcome::Skipped => {}
+                // a container that lost this cycle's metrics is still there
+                Outcome::Done | Outcome::Skipped => n += 1,
                 Outcome::Vanished => {
                     vanished = true;
                     if let Some(d) = &mut self.discovery {
@@ -551,7 +557,7 @@ impl CgroupCollector {
                 .states
                 .get(&found.rel.to_string())
                 .is_some_and(|s| s.cycle == self.cycle);
-            if !seen && matches!(self.one(&found, now, out), Outcome::Done) {
+            if !seen && !matches!(self.one(&found, now, out), Outcome::Vanished) {
                 n += 1;
             }
         }

@@ -14,7 +14,8 @@
 //! two cycles leaves the count unchanged; the vanished container's failed
 //! read marks its parent, and the collector rescans at once, so the new
 //! container still shows in that cycle). Container directories themselves
-//! are never stat'ed or listed.
+//! are never stat'ed or listed. Walked directories are kept open (within
+//! the descriptor budget) so the check is an `fstat`, with no path walk.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
