@@ -307,3 +307,67 @@ fn changed_limits_show_within_the_refresh_period() {
         "new limits not seen within {LIMIT_REFRESH_CYCLES} cycles"
     );
 }
+
+#[test]
+fn docker_and_systemd_services_outside_kubernetes() {
+    use super::cgroup_support::fixtures;
+    let svc = fixtures().join(
+        "cgroup_v2/coroot-node-agent/system.slice/docker-ba7b10d15d16e10e3de7a2dcd408a3d971169ae303f46cfad4c5453c6326fee2.scope",
+    );
+    let tree = V2Tree::new(2);
+    let id = "ba7b10d15d16e10e3de7a2dcd408a3d971169ae303f46cfad4c5453c6326fee2";
+    for dir in [
+        format!("system.slice/docker-{id}.scope"),
+        "system.slice/nginx.service".into(),
+    ] {
+        let d = tree.dir.path().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        // the real captured files (no io.stat, memory.events, swap: absent)
+        for f in [
+            "cpu.stat",
+            "cpu.max",
+            "memory.current",
+            "memory.max",
+            "memory.stat",
+        ] {
+            std::fs::copy(svc.join(f), d.join(f)).unwrap();
+        }
+    }
+    let (mut col, tel) = collector(&tree, None);
+    let mut out = Vec::new();
+    col.collect(Instant::now(), &mut out).unwrap();
+    assert_eq!(tel.containers.get(), 4);
+    assert_eq!(tel.container_errors.get(), 0);
+    let mut seen = 0;
+    for s in &out {
+        if let About::Container(c) = &s.about
+            && c.pod_uid.is_none()
+        {
+            assert!(c.qos.is_none());
+            match c.runtime {
+                Runtime::Docker => assert_eq!(c.container_id, id),
+                Runtime::Systemd => assert_eq!(c.name, "nginx.service"),
+                other => panic!("unexpected runtime {other:?}"),
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen > 0);
+    let got = by_container(&out);
+    for key in [id, ""] {
+        let m = &got[key];
+        assert_eq!(m["container.memory.usage"], 131047424.0);
+        assert_eq!(m["container.memory.limit"], 4294967296.0);
+        assert_eq!(
+            m["container.memory.working_set"],
+            (131047424u64 - 50204672) as f64
+        );
+        assert_eq!(m["container.memory.rss"], 75247616.0);
+        assert_eq!(m["container.memory.cache"], 50835456.0);
+        assert!(
+            !m.contains_key("container.cpu.limit_cores"),
+            "cpu.max is max"
+        );
+        assert!(!m.contains_key("container.memory.swap"));
+    }
+}

@@ -1,3 +1,4 @@
+mod cgroup_capture;
 mod cgroup_parse;
 mod cgroup_path;
 mod cgroup_real;
