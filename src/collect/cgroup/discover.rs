@@ -17,6 +17,7 @@
 //! are never stat'ed or listed. Walked directories are kept open (within
 //! the descriptor budget) so the check is an `fstat`, with no path walk.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -201,8 +202,17 @@ fn relist(node: &mut Node, dir: &Path, listings: &mut u64) -> io::Result<bool> {
         }
         Err(e) => return Err(e),
     };
-    let mut old_dirs = std::mem::take(&mut node.dirs);
-    let mut old_containers = std::mem::take(&mut node.containers);
+    // what is known, by name (a relist is rare: only on change)
+    let mut old_dirs: HashMap<String, Node> = node
+        .dirs
+        .drain(..)
+        .map(|d| (last(&d.rel).to_owned(), d))
+        .collect();
+    let mut old_containers: HashMap<String, Arc<Found>> = node
+        .containers
+        .drain(..)
+        .map(|c| (last(&c.rel).to_owned(), c))
+        .collect();
     for entry in rd {
         let entry = match entry {
             Ok(e) => e,
@@ -215,12 +225,12 @@ fn relist(node: &mut Node, dir: &Path, listings: &mut u64) -> io::Result<bool> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         // keep what is known (identity Arcs, cached subtrees)
-        if let Some(i) = old_containers.iter().position(|c| last(&c.rel) == name) {
-            node.containers.push(old_containers.swap_remove(i));
+        if let Some(c) = old_containers.remove(name) {
+            node.containers.push(c);
             continue;
         }
-        if let Some(i) = old_dirs.iter().position(|d| last(&d.rel) == name) {
-            node.dirs.push(old_dirs.swap_remove(i));
+        if let Some(d) = old_dirs.remove(name) {
+            node.dirs.push(d);
             continue;
         }
         let rel = format!("{}/{}", node.rel, name);
