@@ -111,11 +111,11 @@ fn read<T>(
         Ok(Some(text)) => parse(text)
             .map(Some)
             .map_err(|source| ContainerError::Parse {
-                path: f.path().to_path_buf(),
+                path: f.path(),
                 source,
             }),
         Err(source) => Err(ContainerError::Io {
-            path: f.path().to_path_buf(),
+            path: f.path(),
             source,
         }),
     }
@@ -223,9 +223,13 @@ impl Mode {
     }
 
     fn files(&self, rel: &str, budget: &Arc<FdBudget>, phase: u32) -> Files {
-        let f = |root: &Option<PathBuf>, name: &str| {
+        let dir = |root: &Option<PathBuf>| -> Option<Arc<Path>> {
             root.as_deref()
-                .map(|r| CgFile::new(join(r, rel, name), budget.clone()))
+                .map(|r| Arc::from(join(r, rel, "").as_path()))
+        };
+        let f = |dir: &Option<Arc<Path>>, name: &'static str| {
+            dir.as_ref()
+                .map(|d| CgFile::new(d.clone(), name, budget.clone()))
         };
         match self {
             Mode::V1 {
@@ -233,20 +237,25 @@ impl Mode {
                 cpuacct,
                 memory,
                 blkio,
-            } => Files::V1(Box::new(V1Files {
-                limits: Limits::new(phase),
-                cpuacct_usage: f(cpuacct, "cpuacct.usage"),
-                cpu_stat: f(cpu, "cpu.stat"),
-                quota: f(cpu, "cpu.cfs_quota_us"),
-                period: f(cpu, "cpu.cfs_period_us"),
-                mem_usage: f(memory, "memory.usage_in_bytes"),
-                mem_limit: f(memory, "memory.limit_in_bytes"),
-                mem_stat: f(memory, "memory.stat"),
-                oom: f(memory, "memory.oom_control"),
-                blkio: f(blkio, "blkio.throttle.io_service_bytes"),
-            })),
+            } => {
+                let (cpu, cpuacct, memory, blkio) =
+                    (dir(cpu), dir(cpuacct), dir(memory), dir(blkio));
+                Files::V1(Box::new(V1Files {
+                    limits: Limits::new(phase),
+                    cpuacct_usage: f(&cpuacct, "cpuacct.usage"),
+                    cpu_stat: f(&cpu, "cpu.stat"),
+                    quota: f(&cpu, "cpu.cfs_quota_us"),
+                    period: f(&cpu, "cpu.cfs_period_us"),
+                    mem_usage: f(&memory, "memory.usage_in_bytes"),
+                    mem_limit: f(&memory, "memory.limit_in_bytes"),
+                    mem_stat: f(&memory, "memory.stat"),
+                    oom: f(&memory, "memory.oom_control"),
+                    blkio: f(&blkio, "blkio.throttle.io_service_bytes"),
+                }))
+            }
             Mode::V2 { root } => {
-                let g = |name: &str| CgFile::new(join(root, rel, name), budget.clone());
+                let d: Arc<Path> = Arc::from(join(root, rel, "").as_path());
+                let g = |name: &'static str| CgFile::new(d.clone(), name, budget.clone());
                 Files::V2(Box::new(V2Files {
                     limits: Limits::new(phase),
                     cpu_stat: g("cpu.stat"),
@@ -398,11 +407,11 @@ fn read_ref<T>(
         Ok(Some(text)) => parse(text)
             .map(Some)
             .map_err(|source| ContainerError::Parse {
-                path: f.path().to_path_buf(),
+                path: f.path(),
                 source,
             }),
         Err(source) => Err(ContainerError::Io {
-            path: f.path().to_path_buf(),
+            path: f.path(),
             source,
         }),
     }

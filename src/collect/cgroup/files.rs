@@ -91,7 +91,10 @@ impl FdBudget {
 /// One cgroup file, kept open between reads while the budget allows.
 #[derive(Debug)]
 pub struct CgFile {
-    path: PathBuf,
+    /// The cgroup directory (shared by a container's files of one
+    /// controller) and the file name: no path kept per file.
+    dir: Arc<Path>,
+    name: &'static str,
     fd: Option<File>,
     budget: Arc<FdBudget>,
 }
@@ -104,16 +107,18 @@ fn is_gone(e: &io::Error) -> bool {
 }
 
 impl CgFile {
-    pub fn new(path: PathBuf, budget: Arc<FdBudget>) -> Self {
+    pub fn new(dir: Arc<Path>, name: &'static str, budget: Arc<FdBudget>) -> Self {
         CgFile {
-            path,
+            dir,
+            name,
             fd: None,
             budget,
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The file's full path (built on demand: errors, opening).
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(self.name)
     }
 
     /// Read the whole file into `buf` (reused; grown when a file does not
@@ -143,7 +148,7 @@ impl CgFile {
         if let Some(f) = &self.fd {
             return read_all_at(f, buf);
         }
-        let f = match File::open(&self.path) {
+        let f = match File::open(self.path()) {
             Ok(f) => f,
             Err(e) => {
                 if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
