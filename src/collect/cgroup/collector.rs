@@ -31,7 +31,7 @@ use std::time::Instant;
 use crate::collect::netns;
 use crate::collect::{CollectError, Collector};
 use crate::host::HostPaths;
-use crate::model::{About, ContainerIdentity, Sample, unit};
+use crate::model::{About, Sample, unit};
 use crate::rate::{Counter, StateMap};
 use crate::telemetry::Telemetry;
 use crate::warn_limited;
@@ -821,15 +821,6 @@ impl Collector for CgroupCollector {
         self.pods.sweep();
         self.telemetry.containers.set(n as i64);
         Ok(())
-    }
-}
-
-/// For tests: the identity of a container as this collector would report
-/// it (exposed so tests can compare `About` values).
-pub fn identity_of(about: &About) -> Option<&ContainerIdentity> {
-    match about {
-        About::Container(c) => Some(c),
-        _ => None,
     }
 }
 
