@@ -840,11 +840,11 @@ async fn s5_disk_full_falls_back_to_memory() {
     assert_eq!(code, Some(0), "{log}");
 }
 
-/// 7. Memory ceiling: an API outage of 600 cycles of 31 batches each
+/// 7. Memory ceiling: an API outage of 300 cycles of 31 batches each
 ///    (30 minutes at 15 s is 120 cycles) at a 10 ms interval, every metric
-///    its own batch, a 2 MiB disk cap: the cap holds (oldest dropped,
-///    counted) and the agent's peak RSS stays under 40 MiB, flat after
-///    the cap is reached.
+///    its own batch, a 1 MiB disk cap (reached after ~150 cycles): the cap
+///    holds (oldest dropped, counted) and the agent's peak RSS stays under
+///    40 MiB, flat after the cap is reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s7_memory_stays_bounded_in_a_long_outage() {
     let tmp = tempfile::tempdir().unwrap();
@@ -861,11 +861,12 @@ async fn s7_memory_stays_bounded_in_a_long_outage() {
             "--buffer-path",
             buf.to_str().unwrap(),
             "--buffer-max-bytes",
-            "2MiB",
+            "1MiB",
         ],
     );
+    // generous timeouts: a loaded machine syncs slowly
     let m = a
-        .wait_metrics(Duration::from_secs(30), |m| {
+        .wait_metrics(Duration::from_secs(60), |m| {
             sample0(
                 m,
                 "cased_agent_batches_dropped_total{kind=\"metrics\",reason=\"queue_full\"}",
@@ -875,8 +876,8 @@ async fn s7_memory_stays_bounded_in_a_long_outage() {
     let cycles_at_cap = sample0(&m, "cased_agent_cycles_total");
     let (hwm_at_cap, _) = a.memory_kib();
     let m = a
-        .wait_metrics(Duration::from_secs(30), |m| {
-            sample0(m, "cased_agent_cycles_total") >= 600.0
+        .wait_metrics(Duration::from_secs(60), |m| {
+            sample0(m, "cased_agent_cycles_total") >= 300.0
         })
         .await;
     let (hwm, rss) = a.memory_kib();
@@ -891,7 +892,7 @@ async fn s7_memory_stays_bounded_in_a_long_outage() {
          {dropped} batches dropped, {disk} bytes on disk, VmHWM {hwm} KiB (at cap {hwm_at_cap}), VmRSS {rss} KiB",
         sample0(&m, "cased_agent_cycles_total")
     );
-    assert!(disk <= (2 << 20) as f64, "{disk}");
+    assert!(disk <= (1 << 20) as f64, "{disk}");
     assert!(dropped > 0.0);
     assert!(hwm < 40 * 1024, "peak RSS {hwm} KiB");
     assert!(
