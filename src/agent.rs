@@ -182,9 +182,33 @@ pub async fn run(cfg: Config) -> ExitCode {
         },
         telemetry.clone(),
     );
-    let meta: Arc<dyn Metadata> = Arc::new(NoMetadata);
+    let mut collectors = Cycle::host_collectors(&host, &telemetry);
+    let meta: Arc<dyn Metadata> = match crate::k8s::connect().await {
+        Ok(Some(client)) => {
+            // --once runs no leader election: one cycle cannot count events
+            let k = crate::k8s::start(
+                client,
+                &cfg.node_name,
+                &cfg.namespace,
+                !cfg.once,
+                telemetry.clone(),
+            );
+            collectors.push(Box::new(k.collector));
+            k.meta
+        }
+        Ok(None) => {
+            tracing::info!(
+                "no Kubernetes credentials (in-cluster or kubeconfig): local mode, no pod metadata"
+            );
+            Arc::new(NoMetadata)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up the Kubernetes client: local mode, no pod metadata");
+            Arc::new(NoMetadata)
+        }
+    };
     let cycle = Cycle::new(
-        Cycle::host_collectors(&host, &telemetry),
+        collectors,
         meta,
         telemetry.clone(),
         cfg.node_name.clone(),

@@ -31,6 +31,12 @@ pub struct DropLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabel {
+    /// `pods` (this node's pods) or `events` (cluster events, leader only).
+    pub watch: String,
+}
+
 pub struct Telemetry {
     registry: Registry,
     pub cycles: Counter,
@@ -48,6 +54,14 @@ pub struct Telemetry {
     pub queue_bytes: Gauge,
     pub queue_batches: Gauge,
     pub queue_capacity_bytes: Gauge,
+    pub k8s_watch_up: Family<WatchLabel, Gauge>,
+    pub k8s_watch_errors: Family<WatchLabel, Counter>,
+    pub k8s_watch_relists: Family<WatchLabel, Counter>,
+    pub k8s_pods_cached: Gauge,
+    pub k8s_owner_lookups: Counter,
+    pub k8s_leader: Gauge,
+    pub k8s_leader_transitions: Counter,
+    pub k8s_events_seen: Counter,
 }
 
 impl Default for Telemetry {
@@ -75,6 +89,14 @@ impl Telemetry {
             queue_bytes: Gauge::default(),
             queue_batches: Gauge::default(),
             queue_capacity_bytes: Gauge::default(),
+            k8s_watch_up: Family::default(),
+            k8s_watch_errors: Family::default(),
+            k8s_watch_relists: Family::default(),
+            k8s_pods_cached: Gauge::default(),
+            k8s_owner_lookups: Counter::default(),
+            k8s_leader: Gauge::default(),
+            k8s_leader_transitions: Counter::default(),
+            k8s_events_seen: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("cycles", "Collection cycles completed", t.cycles.clone());
@@ -144,6 +166,46 @@ impl Telemetry {
             "Bound of the delivery queue in bytes",
             t.queue_capacity_bytes.clone(),
         );
+        registry.register(
+            "k8s_watch_up",
+            "1 while the API server watch is connected and current, 0 while it fails and retries",
+            t.k8s_watch_up.clone(),
+        );
+        registry.register(
+            "k8s_watch_errors",
+            "API server watch or list failures (each retried with backoff)",
+            t.k8s_watch_errors.clone(),
+        );
+        registry.register(
+            "k8s_watch_relists",
+            "Full lists of a watched collection (start, 410 Expired, reconnect)",
+            t.k8s_watch_relists.clone(),
+        );
+        registry.register(
+            "k8s_pods_cached",
+            "Pods of this node in the metadata cache",
+            t.k8s_pods_cached.clone(),
+        );
+        registry.register(
+            "k8s_owner_lookups",
+            "Owner (ReplicaSet, Job) metadata requests to the API server",
+            t.k8s_owner_lookups.clone(),
+        );
+        registry.register(
+            "k8s_leader",
+            "1 while this agent holds the events Lease (and counts cluster events)",
+            t.k8s_leader.clone(),
+        );
+        registry.register(
+            "k8s_leader_transitions",
+            "Times this agent became the events leader",
+            t.k8s_leader_transitions.clone(),
+        );
+        registry.register(
+            "k8s_events_seen",
+            "Kubernetes event occurrences counted by this agent (as leader)",
+            t.k8s_events_seen.clone(),
+        );
         Telemetry { registry, ..t }
     }
 
@@ -164,6 +226,24 @@ impl Telemetry {
             self.batches_dropped.get_or_create(&l).inc_by(batches);
         }
         self.items_dropped.get_or_create(&l).inc_by(items);
+    }
+
+    pub fn k8s_watch(&self, watch: &str, up: bool) {
+        let l = WatchLabel {
+            watch: watch.to_string(),
+        };
+        self.k8s_watch_up.get_or_create(&l).set(i64::from(up));
+        if !up {
+            self.k8s_watch_errors.get_or_create(&l).inc();
+        }
+    }
+
+    pub fn k8s_relist(&self, watch: &str) {
+        self.k8s_watch_relists
+            .get_or_create(&WatchLabel {
+                watch: watch.to_string(),
+            })
+            .inc();
     }
 
     pub fn collector_error(&self, collector: &str) {
