@@ -385,7 +385,7 @@ impl NodeResolver {
             Ok(Ok(Some(p))) => p.spec.and_then(|s| s.node_name).unwrap_or_default(),
             Ok(Ok(None)) => String::new(),
             Ok(Err(e)) => {
-                crate::warn_limited!("k8s:event-pod".to_string(), error = %e, "cannot read the pod an event is about");
+                crate::warn_limited!("k8s:event-pod", error = %e, "cannot read the pod an event is about");
                 return String::new();
             }
             Err(_) => return String::new(),

@@ -220,7 +220,7 @@ impl Elector {
                 Duration::from_millis(20)
             }
             Err(err) => {
-                crate::warn_limited!("k8s:lease".to_string(), error = %err, "cannot read or write the events Lease; retrying");
+                crate::warn_limited!("k8s:lease", error = %err, "cannot read or write the events Lease; retrying");
                 if self.leading && self.last_renew.elapsed() >= self.cfg.renew_deadline() {
                     self.step_down("could not renew the Lease in time");
                 }

@@ -124,7 +124,7 @@ impl Owners {
                 }
                 Err(e) => {
                     crate::warn_limited!(
-                        "k8s:owner".to_string(),
+                        "k8s:owner",
                         kind = %key.kind,
                         namespace = %key.namespace,
                         name = %key.name,

@@ -288,7 +288,7 @@ impl Task {
                 Err(e) => {
                     self.telemetry.k8s_watch("pods", false);
                     crate::warn_limited!(
-                        "k8s:pods".to_string(),
+                        "k8s:pods",
                         error = %e,
                         "pod watch failed; keeping the last known pod metadata and retrying"
                     );

@@ -1,1 +1,3 @@
 mod cli;
+mod fakeapi;
+mod k8s;
