@@ -183,7 +183,7 @@ pub async fn run(cfg: Config) -> ExitCode {
         telemetry.clone(),
     );
     let mut collectors = Cycle::host_collectors(&host, &telemetry);
-    let meta: Arc<dyn Metadata> = match crate::k8s::connect().await {
+    let meta: Arc<dyn Metadata> = match crate::k8s::connect(&telemetry).await {
         Ok(Some(client)) => {
             // --once runs no leader election: one cycle cannot count events
             let k = crate::k8s::start(

@@ -228,14 +228,21 @@ impl Telemetry {
         self.items_dropped.get_or_create(&l).inc_by(items);
     }
 
-    pub fn k8s_watch(&self, watch: &str, up: bool) {
+    /// Whether the last list/watch request of `watch` was answered.
+    pub fn k8s_watch_state(&self, watch: &str, up: bool) {
         let l = WatchLabel {
             watch: watch.to_string(),
         };
         self.k8s_watch_up.get_or_create(&l).set(i64::from(up));
-        if !up {
-            self.k8s_watch_errors.get_or_create(&l).inc();
-        }
+    }
+
+    /// A list or watch of `watch` failed (it is retried).
+    pub fn k8s_watch_error(&self, watch: &str) {
+        let l = WatchLabel {
+            watch: watch.to_string(),
+        };
+        self.k8s_watch_up.get_or_create(&l).set(0);
+        self.k8s_watch_errors.get_or_create(&l).inc();
     }
 
     pub fn k8s_relist(&self, watch: &str) {

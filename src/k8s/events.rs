@@ -493,7 +493,7 @@ struct Watcher {
 
 impl Watcher {
     fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
-        self.telemetry.k8s_watch("events", false);
+        self.telemetry.k8s_watch_error("events");
         crate::warn_limited!(format!("k8s:events:{what}"), error = %e, "event {what} failed; retrying");
     }
 
@@ -568,7 +568,6 @@ impl Watcher {
             }
         };
         self.counts.record(self.term, &rv, []);
-        self.telemetry.k8s_watch("events", true);
         let wp = WatchParams::default().timeout(290);
         loop {
             let stream = match self.api.watch(&wp, &rv).await {
@@ -584,7 +583,6 @@ impl Watcher {
             let mut gone = false;
             while let Some(item) = stream.next().await {
                 delay = Duration::from_millis(250);
-                self.telemetry.k8s_watch("events", true);
                 match item {
                     Ok(WatchEvent::Added(ev)) | Ok(WatchEvent::Modified(ev)) => {
                         let new_rv = ev.resource_version().unwrap_or_else(|| rv.clone());

@@ -7,6 +7,7 @@
 //! of which ever waits on the API server.
 
 pub mod events;
+pub mod health;
 pub mod leader;
 pub mod owners;
 pub mod pods;
@@ -57,8 +58,16 @@ fn kubeconfig_path() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// A client for `config` whose list/watch answers feed `k8s_watch_up`.
+pub fn client_from(config: KubeConfig, telemetry: &Arc<Telemetry>) -> Result<Client, ConnectError> {
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(ConnectError::Client)?;
+    Ok(builder
+        .with_layer(&health::WatchHealthLayer::new(telemetry.clone()))
+        .build())
+}
+
 /// Credentials, in SPEC §5 order. `Ok(None)` is local mode.
-pub async fn connect() -> Result<Option<Client>, ConnectError> {
+pub async fn connect(telemetry: &Arc<Telemetry>) -> Result<Option<Client>, ConnectError> {
     // kube's rustls uses ring; installing twice is harmless
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
@@ -73,9 +82,7 @@ pub async fn connect() -> Result<Option<Client>, ConnectError> {
     } else {
         return Ok(None);
     };
-    Client::try_from(config)
-        .map(Some)
-        .map_err(ConnectError::Client)
+    client_from(config, telemetry).map(Some)
 }
 
 /// Lease duration: `CASED_LEASE_DURATION` (`15s`, `3s`, ...) or 15 s.

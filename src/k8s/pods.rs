@@ -267,26 +267,23 @@ impl Task {
         let mut stream = pin!(stream);
         while let Some(item) = stream.next().await {
             match item {
-                Ok(ev) => {
-                    self.telemetry.k8s_watch("pods", true);
-                    match ev {
-                        Event::Init => self.telemetry.k8s_relist("pods"),
-                        Event::InitApply(_) => {}
-                        Event::Apply(_) | Event::Delete(_) => self.rebuild(&store).await,
-                        Event::InitDone => {
-                            self.rebuild(&store).await;
-                            if !self.cache.ready.swap(true, Ordering::Relaxed) {
-                                tracing::info!(
-                                    node = %self.node,
-                                    pods = self.cache.len(),
-                                    "pod metadata cache loaded"
-                                );
-                            }
+                Ok(ev) => match ev {
+                    Event::Init => self.telemetry.k8s_relist("pods"),
+                    Event::InitApply(_) => {}
+                    Event::Apply(_) | Event::Delete(_) => self.rebuild(&store).await,
+                    Event::InitDone => {
+                        self.rebuild(&store).await;
+                        if !self.cache.ready.swap(true, Ordering::Relaxed) {
+                            tracing::info!(
+                                node = %self.node,
+                                pods = self.cache.len(),
+                                "pod metadata cache loaded"
+                            );
                         }
                     }
-                }
+                },
                 Err(e) => {
-                    self.telemetry.k8s_watch("pods", false);
+                    self.telemetry.k8s_watch_error("pods");
                     crate::warn_limited!(
                         "k8s:pods",
                         error = %e,
