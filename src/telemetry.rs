@@ -62,6 +62,7 @@ pub struct Telemetry {
     pub k8s_leader: Gauge,
     pub k8s_leader_transitions: Counter,
     pub k8s_events_seen: Counter,
+    undelivered_batches: AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -97,6 +98,7 @@ impl Telemetry {
             k8s_leader: Gauge::default(),
             k8s_leader_transitions: Counter::default(),
             k8s_events_seen: Counter::default(),
+            undelivered_batches: AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register("cycles", "Collection cycles completed", t.cycles.clone());
@@ -226,6 +228,17 @@ impl Telemetry {
             self.batches_dropped.get_or_create(&l).inc_by(batches);
         }
         self.items_dropped.get_or_create(&l).inc_by(items);
+        if reason != "non_finite" {
+            self.undelivered_batches
+                .fetch_add(batches, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Batches dropped for any reason but a non-finite value, since start
+    /// (`--once` exits non-zero when this is not zero).
+    pub fn undelivered_batches(&self) -> u64 {
+        self.undelivered_batches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the last list/watch request of `watch` was answered.
