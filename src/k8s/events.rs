@@ -333,11 +333,15 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pods whose node is remembered (events often repeat for one pod).
 const NODE_CACHE_MAX: usize = 10_000;
 
+/// How long "this pod has no node yet" is believed (repeated
+/// `FailedScheduling` events would otherwise each cost a GET).
+const UNPLACED_TTL: Duration = Duration::from_secs(10);
+
 /// The node an event is about: the Node itself, the reporting kubelet, or
 /// the node of the pod it is about (looked up once, cached). "" when the
 /// event is about nothing on a node (an unscheduled pod, a Deployment).
 struct NodeResolver {
-    pods: HashMap<String, String>,
+    pods: HashMap<String, (String, Instant)>,
 }
 
 impl NodeResolver {
@@ -377,8 +381,12 @@ impl NodeResolver {
             return String::new();
         };
         let key = r.uid.clone().unwrap_or_else(|| format!("{ns}/{name}"));
-        if let Some(n) = self.pods.get(&key) {
-            return n.clone();
+        // a pod just placed is what `Scheduled` is about: never trust "unplaced" then
+        let scheduled = ev.reason.as_deref() == Some("Scheduled");
+        match self.pods.get(&key) {
+            Some((n, _)) if !n.is_empty() => return n.clone(),
+            Some((_, at)) if !scheduled && at.elapsed() < UNPLACED_TTL => return String::new(),
+            _ => {}
         }
         let api = Api::<Pod>::namespaced(client.clone(), ns);
         let node = match tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(name)).await {
@@ -390,13 +398,10 @@ impl NodeResolver {
             }
             Err(_) => return String::new(),
         };
-        // an unscheduled pod gets a node soon: only remember placed pods
-        if !node.is_empty() {
-            if self.pods.len() >= NODE_CACHE_MAX {
-                self.pods.clear();
-            }
-            self.pods.insert(key, node.clone());
+        if self.pods.len() >= NODE_CACHE_MAX {
+            self.pods.clear();
         }
+        self.pods.insert(key, (node.clone(), Instant::now()));
         node
     }
 }
@@ -581,6 +586,7 @@ impl Watcher {
             };
             let mut stream = pin!(stream);
             let mut gone = false;
+            let mut broken = false;
             while let Some(item) = stream.next().await {
                 delay = Duration::from_millis(250);
                 match item {
@@ -611,13 +617,19 @@ impl Watcher {
                     }
                     Ok(WatchEvent::Error(s)) => {
                         self.failed("watch", &s.message);
+                        broken = true;
                         break;
                     }
                     Err(e) => {
                         self.failed("watch", &e);
+                        broken = true;
                         break;
                     }
                 }
+            }
+            if broken {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
             }
             if gone {
                 loop {

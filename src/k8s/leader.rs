@@ -10,18 +10,27 @@
 //! within `renew_deadline` (two thirds of the lease duration) stops counting
 //! before anyone else may take over.
 //!
+//! The holder renews with one PUT per period (a third of the duration);
+//! followers watch the one Lease object instead of polling it, and read it
+//! only when it would expire, so 5,000 followers cost the API server a watch
+//! each (re-opened every few minutes), not a GET every few seconds.
+//!
 //! Every renewal also writes the events checkpoint (the resourceVersion the
 //! leader has counted up to) into the Lease's annotation, and only then are
 //! those counts released to the collection cycle (see [`super::events`]).
 
 use std::collections::BTreeMap;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -142,9 +151,19 @@ struct Elector {
     term: u64,
     last_renew: Instant,
     observed: Observed,
+    /// Duration of the Lease as its holder wrote it.
+    observed_duration: Duration,
+    /// The Lease as we last wrote it (renewals need no GET).
+    current: Option<Lease>,
 }
 
 /// Run the election forever, telling the events watcher through `tx`.
+///
+/// The holder renews with one PUT per period. Followers do not poll: they
+/// watch the one Lease object (a watch per follower, re-opened every few
+/// minutes) and read it again only when it would expire, so a large
+/// cluster's followers cost the API server no requests while the holder is
+/// alive.
 pub async fn run(
     client: Client,
     cfg: LeaseConfig,
@@ -154,6 +173,7 @@ pub async fn run(
 ) {
     let mut e = Elector {
         api: Api::namespaced(client, &cfg.namespace),
+        observed_duration: cfg.duration,
         cfg,
         counts,
         tx,
@@ -162,16 +182,122 @@ pub async fn run(
         term: 0,
         last_renew: Instant::now(),
         observed: Observed::default(),
+        current: None,
     };
     tracing::info!(lease = %e.cfg.name, namespace = %e.cfg.namespace, identity = %e.cfg.identity, "joining the events leader election");
     loop {
-        let wait = e.round().await;
-        tokio::time::sleep(wait).await;
+        if e.leading {
+            tokio::time::sleep(e.cfg.retry()).await;
+            e.renew().await;
+        } else {
+            let wait = e.round().await;
+            if !e.leading {
+                e.follow(wait).await;
+            }
+        }
     }
 }
 
 impl Elector {
-    /// One look at the Lease; returns how long to wait before the next.
+    /// The holder's renewal: one PUT of the Lease as last written, with the
+    /// events checkpoint. On a conflict, read it again and decide.
+    async fn renew(&mut self) {
+        let Some(mut l) = self.current.take() else {
+            self.round().await;
+            return;
+        };
+        let seal = self.counts.seal(self.term);
+        let old = l.spec.take().unwrap_or_default();
+        let mut spec = self.spec(
+            Timestamp::now(),
+            old.acquire_time.map(|t| t.0),
+            old.lease_transitions.unwrap_or(0),
+        );
+        spec.preferred_holder = old.preferred_holder;
+        spec.strategy = old.strategy;
+        l.spec = Some(spec);
+        if let Some(rv) = seal {
+            l.annotations_mut()
+                .insert(CHECKPOINT_ANNOTATION.to_string(), rv);
+        }
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &l)
+            .await
+        {
+            Ok(written) => {
+                self.current = Some(written);
+                self.last_renew = Instant::now();
+                self.counts.commit(self.term);
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                // written by someone else since: look at it
+                self.round().await;
+            }
+            Err(err) => {
+                self.current = Some(l);
+                crate::warn_limited!("k8s:lease", error = %err, "cannot renew the events Lease; retrying");
+                if self.last_renew.elapsed() >= self.cfg.renew_deadline() {
+                    self.step_down("could not renew the Lease in time");
+                    self.current = None;
+                }
+            }
+        }
+    }
+
+    /// As a follower: watch the Lease until it would expire as observed
+    /// (or is gone, or free), at most `first` when nothing was observed.
+    async fn follow(&mut self, first: Duration) {
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.cfg.name));
+        let stream =
+            watcher::watcher(self.api.clone(), cfg).backoff(super::pods::WatchBackoff::new());
+        let mut stream = pin!(stream);
+        let mut deadline = tokio::time::Instant::now() + first;
+        let mut seen_in_list = false;
+        loop {
+            tokio::select! {
+                ev = stream.next() => match ev {
+                    Some(Ok(Event::Apply(l) | Event::InitApply(l))) => {
+                        seen_in_list = true;
+                        let free = l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()).unwrap_or("").is_empty();
+                        if free {
+                            return;
+                        }
+                        self.observe(&l);
+                        let left = self.observed.remaining(self.observed_duration, Instant::now()).unwrap_or(first);
+                        deadline = tokio::time::Instant::now() + left;
+                    }
+                    Some(Ok(Event::Init)) => seen_in_list = false,
+                    Some(Ok(Event::InitDone)) => {
+                        if !seen_in_list {
+                            return;
+                        }
+                    }
+                    Some(Ok(Event::Delete(_))) | None => return,
+                    Some(Err(err)) => {
+                        crate::warn_limited!("k8s:lease-watch", error = %err, "cannot watch the events Lease; retrying");
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    fn observe(&mut self, l: &Lease) {
+        self.observed_duration = l
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .map_or(self.cfg.duration, |s| Duration::from_secs(s.max(0) as u64));
+        self.observed.expired(
+            &l.resource_version().unwrap_or_default(),
+            self.observed_duration,
+            Instant::now(),
+        );
+    }
+
+    /// One look at the Lease (GET, then create / renew / take over / follow);
+    /// returns how long to wait before the next.
     async fn round(&mut self) -> Duration {
         let retry = self.cfg.retry();
         let seal = if self.leading {
@@ -205,15 +331,13 @@ impl Elector {
                 if self.leading {
                     self.step_down("another agent holds the Lease");
                 }
-                let left = self
-                    .observed
-                    .remaining(self.cfg.duration, Instant::now())
-                    .unwrap_or(retry);
-                // look again right when it would expire
-                left.min(retry).max(Duration::from_millis(20))
+                self.observed
+                    .remaining(self.observed_duration, Instant::now())
+                    .unwrap_or(retry)
+                    .max(Duration::from_millis(20))
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                // another agent wrote first: look again now
+                // another agent wrote first: look again soon
                 if self.leading && self.last_renew.elapsed() >= self.cfg.renew_deadline() {
                     self.step_down("could not renew the Lease in time");
                 }
@@ -231,6 +355,7 @@ impl Elector {
 
     fn step_down(&mut self, why: &str) {
         self.leading = false;
+        self.current = None;
         self.counts.discard();
         self.telemetry.k8s_leader.set(0);
         tracing::warn!(identity = %self.cfg.identity, why, "no longer the events leader");
@@ -253,13 +378,12 @@ impl Elector {
         let now = Instant::now();
         let expired = match &lease {
             Some(l) => {
-                let d = l
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.lease_duration_seconds)
-                    .map_or(self.cfg.duration, |s| Duration::from_secs(s.max(0) as u64));
-                self.observed
-                    .expired(&l.resource_version().unwrap_or_default(), d, now)
+                self.observe(l);
+                self.observed.expired(
+                    &l.resource_version().unwrap_or_default(),
+                    self.observed_duration,
+                    now,
+                )
             }
             None => false,
         };
@@ -277,7 +401,7 @@ impl Elector {
                     },
                     spec: Some(self.spec(ts, Some(ts), 0)),
                 };
-                self.api.create(&PostParams::default(), &l).await?;
+                self.current = Some(self.api.create(&PostParams::default(), &l).await?);
                 Ok(Step::Leading {
                     acquired: true,
                     checkpoint: None,
@@ -297,9 +421,11 @@ impl Elector {
                     l.annotations_mut()
                         .insert(CHECKPOINT_ANNOTATION.to_string(), rv);
                 }
-                self.api
-                    .replace(&self.cfg.name, &PostParams::default(), &l)
-                    .await?;
+                self.current = Some(
+                    self.api
+                        .replace(&self.cfg.name, &PostParams::default(), &l)
+                        .await?,
+                );
                 Ok(Step::Leading {
                     acquired: false,
                     checkpoint: None,
@@ -321,11 +447,7 @@ impl Elector {
                     .api
                     .replace(&self.cfg.name, &PostParams::default(), &l)
                     .await?;
-                self.observed.expired(
-                    &written.resource_version().unwrap_or_default(),
-                    self.cfg.duration,
-                    Instant::now(),
-                );
+                self.current = Some(written);
                 Ok(Step::Leading {
                     acquired: true,
                     checkpoint,

@@ -628,6 +628,20 @@ fn watch_410_relists_without_loss_or_duplication() {
 
 // ---------------------------------------------------------------- events
 
+/// The agent binary under test; `CASED_AGENT_BIN` points the load test at
+/// a release build.
+fn agent_cmd() -> std::process::Command {
+    let mut c = agent();
+    if let Some(bin) = std::env::var_os("CASED_AGENT_BIN") {
+        let mut r = std::process::Command::new(bin);
+        r.env_clear().envs(
+            std::env::vars_os().filter(|(k, _)| c.get_envs().all(|(removed, _)| removed != k)),
+        );
+        c = r;
+    }
+    c
+}
+
 struct Agent {
     node: String,
     child: Child,
@@ -856,6 +870,11 @@ fn events_counted_once_across_two_agents_and_a_handover() {
         16.0 + 14.0
     );
 
+    // renewals are PUTs; the follower watches the Lease instead of polling it
+    let (gets, puts) = (api.requests("get leases"), api.requests("update leases"));
+    assert!(gets <= 3, "{gets} Lease GETs");
+    assert!(puts >= 2, "{puts} Lease PUTs");
+    assert!(api.requests("watch leases") >= 1);
     // the leader dies; events keep coming while nobody leads. The follower
     // takes over within the lease duration (plus one look), lists the
     // events as of the dead leader's checkpoint, and counts exactly what
@@ -1033,7 +1052,7 @@ fn load_110_pods_5000_events_per_minute() {
     // the default lease duration (15 s): renewals every 5 s
     let a = Agent::spawn_with(&api.kubeconfig(dir.path()), node, "15s");
     let port = free_port();
-    let mut local = agent()
+    let mut local = agent_cmd()
         .args([
             "--sink",
             "stdout",
