@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -181,6 +181,28 @@ impl Metadata for PodCache {
     }
 }
 
+/// Keep only what the cache uses: metadata without managed fields and
+/// annotations, `spec.nodeName`, container statuses. (The store holds every
+/// pod of the node for the agent's lifetime.)
+pub fn slim(p: &mut Pod) {
+    p.managed_fields_mut().clear();
+    p.annotations_mut().clear();
+    if let Some(spec) = p.spec.as_mut() {
+        *spec = PodSpec {
+            node_name: spec.node_name.take(),
+            ..Default::default()
+        };
+    }
+    if let Some(st) = p.status.as_mut() {
+        *st = PodStatus {
+            container_statuses: st.container_statuses.take(),
+            init_container_statuses: st.init_container_statuses.take(),
+            ephemeral_container_statuses: st.ephemeral_container_statuses.take(),
+            ..Default::default()
+        };
+    }
+}
+
 /// Reconnect backoff of the watches: 250 ms doubling to 15 s, with up to
 /// 25% jitter (so a fleet of agents does not reconnect in step), back to
 /// the start after any success.
@@ -259,10 +281,7 @@ impl Task {
         let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
         let stream = watcher::watcher(Api::<Pod>::all(client), cfg)
             .backoff(WatchBackoff::new())
-            .modify(|p| {
-                p.managed_fields_mut().clear();
-                p.annotations_mut().clear();
-            })
+            .modify(slim)
             .reflect(writer);
         let mut stream = pin!(stream);
         while let Some(item) = stream.next().await {
@@ -434,6 +453,26 @@ mod tests {
             "redis-unready-69cfd574f5-wg9vb"
         );
         assert!(cache.pod("00000000-0000-0000-0000-000000000000").is_none());
+    }
+
+    #[test]
+    fn slim_keeps_what_the_index_uses() {
+        for mut p in fixture() {
+            let before = (
+                pod_meta(&p, None),
+                container_ids(&p),
+                p.spec.as_ref().unwrap().node_name.clone(),
+            );
+            let size = serde_json::to_string(&p).unwrap().len();
+            slim(&mut p);
+            let after = (
+                pod_meta(&p, None),
+                container_ids(&p),
+                p.spec.as_ref().unwrap().node_name.clone(),
+            );
+            assert_eq!(before, after);
+            assert!(serde_json::to_string(&p).unwrap().len() * 2 < size);
+        }
     }
 
     #[test]

@@ -656,7 +656,7 @@ impl Agent {
 
     fn spawn_with(kubeconfig: &std::path::Path, node: &str, lease: &str) -> Agent {
         let port = free_port();
-        let mut child = agent()
+        let mut child = agent_cmd()
             .args([
                 "--sink",
                 "stdout",
@@ -1041,8 +1041,13 @@ fn load_110_pods_5000_events_per_minute() {
         let rs = format!("{deployment}-6d8f7c9b5{}", k % 22 % 10);
         json!({"apiVersion":"v1","kind":"Pod","name":format!("{rs}-p{k:03}"),"namespace":"load"})
     };
-    // 10,000 events already stored (two minutes of history): the leader's baseline list
-    for i in 0..10_000u64 {
+    // 10,000 events already stored (two minutes of history): the leader's
+    // baseline list (`CASED_LOAD_HISTORY` changes the number)
+    let history: u64 = std::env::var("CASED_LOAD_HISTORY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    for i in 0..history {
         let (t, r) = reasons[(i % 5) as usize];
         let mut e = event(&format!("h{i}"), t, r, pod_of(i), 1);
         e["metadata"]["namespace"] = json!("load");
