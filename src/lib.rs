@@ -13,3 +13,5 @@ pub mod rate;
 pub mod server;
 pub mod sink;
 pub mod telemetry;
+#[cfg(test)]
+mod testutil;

@@ -655,6 +655,15 @@ impl Agent {
     }
 
     fn spawn_with(kubeconfig: &std::path::Path, node: &str, lease: &str) -> Agent {
+        Agent::spawn_args(kubeconfig, node, lease, &[])
+    }
+
+    fn spawn_args(
+        kubeconfig: &std::path::Path,
+        node: &str,
+        lease: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> Agent {
         let port = free_port();
         let mut child = agent_cmd()
             .args([
@@ -665,6 +674,7 @@ impl Agent {
                 "--node-name",
                 node,
             ])
+            .args(extra)
             .args([
                 "--health-port",
                 &port.to_string(),
@@ -685,9 +695,9 @@ impl Agent {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["metric_name"]
-                        .as_str()
-                        .is_some_and(|n| n.starts_with("k8s.") || n == "node.load.1")
+                    && v["metric_name"].as_str().is_some_and(|n| {
+                        n.starts_with("k8s.") || n == "node.load.1" || n == "container.memory.usage"
+                    })
                 {
                     sink.lock().unwrap().push(v);
                 }
@@ -1152,4 +1162,197 @@ fn load_110_pods_5000_events_per_minute() {
         );
     }
     assert_eq!(counted, expected as f64);
+}
+
+// ------------------------------------------------- end to end, with cgroups
+
+/// Unix ms now (cycle timestamps are wall-clock ms).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+impl Agent {
+    /// `container.memory.usage` metrics of the first cycle after `after_ms`
+    /// where `ok` holds for all of them; (cycle timestamp, metrics by container id).
+    fn cycle_where(
+        &self,
+        after_ms: i64,
+        limit: Duration,
+        ok: impl Fn(&BTreeMap<String, Value>) -> bool,
+    ) -> (i64, BTreeMap<String, Value>) {
+        let t0 = Instant::now();
+        loop {
+            let mut cycles: BTreeMap<i64, BTreeMap<String, Value>> = BTreeMap::new();
+            for v in self.lines.lock().unwrap().iter() {
+                if v["metric_name"] == "container.memory.usage" {
+                    let ts = v["timestamp"].as_i64().unwrap();
+                    let id = v["tags"]["container_id"].as_str().unwrap_or("").to_string();
+                    cycles.entry(ts).or_default().insert(id, v.clone());
+                }
+            }
+            if let Some((ts, m)) = cycles.into_iter().find(|(ts, m)| *ts > after_ms && ok(m)) {
+                return (ts, m);
+            }
+            assert!(t0.elapsed() < limit, "no such cycle within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn runtime_prefix(rel: &str) -> &'static str {
+    if rel.contains("/cri-containerd-") {
+        "containerd://"
+    } else if rel.contains("/crio-") {
+        "cri-o://"
+    } else {
+        "docker://"
+    }
+}
+
+/// The agent binary reading a kubelet-shaped cgroup v2 tree (every QoS
+/// class; containerd, CRI-O and Docker scopes) joined with pods from the
+/// API server: every container metric carries its pod's metadata, and pods
+/// added, changed and deleted mid-run show in the next cycles' tags.
+#[test]
+fn container_metrics_carry_pod_metadata_end_to_end() {
+    use crate::cgroup_support::V2Tree;
+    let tree = V2Tree::new(6); // 3 pods: guaranteed, burstable, besteffort
+    let procdir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(procdir.path().join("self")).unwrap();
+    std::fs::write(
+        procdir.path().join("self/mountinfo"),
+        "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n",
+    )
+    .unwrap();
+    let api = FakeApi::start();
+    let owners = [
+        (("ReplicaSet", "web-7d4f8b9c6d"), "web", "Deployment"),
+        (("StatefulSet", "db"), "db", "StatefulSet"),
+        (("Job", "backup-29000000"), "backup", "CronJob"),
+    ];
+    let qos = ["Guaranteed", "Burstable", "BestEffort"];
+    api.put(
+        "replicasets",
+        owner_object("ReplicaSet", "web-7d4f8b9c6d", ("Deployment", "web")),
+    );
+    api.put(
+        "jobs",
+        owner_object("Job", "backup-29000000", ("CronJob", "backup")),
+    );
+    let pod = |k: usize, labels: Value| -> Value {
+        let uid = &tree.ids[2 * k].0;
+        let mut p = derived_pod(
+            &format!("pod-{k}"),
+            uid,
+            NODE,
+            "",
+            &[],
+            qos[k],
+            Some(owners[k].0),
+            labels,
+        );
+        p["status"]["containerStatuses"] = (0..2)
+            .map(|j| {
+                let i = 2 * k + j;
+                let mut c = fixture_pods()[1]["status"]["containerStatuses"][0].clone();
+                c["name"] = json!(format!("c{i}"));
+                c["containerID"] = json!(format!(
+                    "{}{}",
+                    runtime_prefix(&tree.containers[i]),
+                    tree.ids[i].1
+                ));
+                c
+            })
+            .collect();
+        p
+    };
+    // pod-2 is not known yet: its containers report without pod tags
+    api.put(
+        "pods",
+        pod(0, json!({"app":"web","pod-template-hash":"7d4f8b9c6d"})),
+    );
+    api.put("pods", pod(1, json!({"app":"db","tier":"data"})));
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::spawn_args(
+        &api.kubeconfig(dir.path()),
+        NODE,
+        "2s",
+        &[
+            "--cgroup-path".as_ref(),
+            tree.dir.path().as_os_str(),
+            "--proc-path".as_ref(),
+            procdir.path().as_os_str(),
+        ],
+    );
+    let id = |i: usize| tree.ids[i].1.clone();
+    let has_pod = |m: &BTreeMap<String, Value>, i: usize| {
+        m.get(&id(i))
+            .is_some_and(|v| v["tags"].get("pod").is_some())
+    };
+    let (_, m) = a.cycle_where(0, Duration::from_secs(15), |m| {
+        m.len() == 6 && has_pod(m, 0) && has_pod(m, 2 + 1)
+    });
+    for i in 0..4 {
+        let k = i / 2;
+        let v = &m[&id(i)];
+        let t = tags(v);
+        assert_eq!(t["namespace"], "shop", "{t:?}");
+        assert_eq!(t["pod"], format!("pod-{k}"));
+        assert_eq!(t["container"], format!("c{i}"));
+        assert_eq!(t["pod_uid"], tree.ids[i].0);
+        assert_eq!(t["workload"], owners[k].1);
+        assert_eq!(t["workload_kind"], owners[k].2);
+        assert_eq!(t["node"], NODE);
+        assert_eq!(v["pod_name"], format!("pod-{k}"));
+        assert_eq!(v["container_name"], format!("c{i}"));
+        assert_eq!(v["namespace"], "shop");
+    }
+    assert_eq!(tags(&m[&id(0)])["label.app"], "web");
+    assert!(!tags(&m[&id(0)]).contains_key("label.pod-template-hash"));
+    assert_eq!(tags(&m[&id(3)])["label.tier"], "data");
+    for i in 4..6 {
+        let t = tags(&m[&id(i)]);
+        assert!(
+            !t.contains_key("pod") && !t.contains_key("namespace"),
+            "{t:?}"
+        );
+        assert_eq!(t["pod_uid"], tree.ids[i].0);
+    }
+
+    // add pod-2, change pod-1's labels, delete pod-0: each in the next cycles
+    let t_add = now_ms();
+    api.put("pods", pod(2, json!({"job-name":"backup-29000000"})));
+    let (ts, m) = a.cycle_where(t_add, Duration::from_secs(5), |m| {
+        has_pod(m, 4) && has_pod(m, 5)
+    });
+    assert_eq!(tags(&m[&id(5)])["workload_kind"], "CronJob");
+    assert_eq!(tags(&m[&id(4)])["container"], "c4");
+    let added = ts - t_add;
+    let t_change = now_ms();
+    api.put("pods", pod(1, json!({"app":"db","tier":"cold"})));
+    let (ts, _) = a.cycle_where(t_change, Duration::from_secs(5), |m| {
+        m.get(&id(2))
+            .is_some_and(|v| v["tags"]["label.tier"] == "cold")
+            && m.get(&id(3))
+                .is_some_and(|v| v["tags"]["label.tier"] == "cold")
+    });
+    let changed = ts - t_change;
+    let t_delete = now_ms();
+    api.delete("pods", "shop", "pod-0");
+    let (ts, m) = a.cycle_where(t_delete, Duration::from_secs(5), |m| {
+        !has_pod(m, 0) && !has_pod(m, 1)
+    });
+    let deleted = ts - t_delete;
+    assert_eq!(tags(&m[&id(0)])["pod_uid"], tree.ids[0].0);
+    assert_eq!(m.len(), 6);
+    eprintln!(
+        "visible in the cycle {added} ms / {changed} ms / {deleted} ms after add / change / delete (interval 300 ms)"
+    );
+    // the first or second cycle after the change (at 300 ms)
+    for d in [added, changed, deleted] {
+        assert!(d <= 650, "{d} ms");
+    }
 }

@@ -1,8 +1,14 @@
+mod cgroup_capture;
+mod cgroup_parse;
 mod cgroup_path;
+mod cgroup_real;
+mod cgroup_support;
+mod cgroup_v2_tree;
 mod cli;
 mod delivery;
 mod e2e;
 mod fakeapi;
 mod k8s;
+mod netns;
 mod node;
 mod support;
