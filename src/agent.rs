@@ -234,6 +234,7 @@ pub async fn run(cfg: Config) -> ExitCode {
         telemetry.clone(),
     );
     let mut collectors = Cycle::host_collectors(&host, &telemetry);
+    let mut lease_release = None;
     let meta: Arc<dyn Metadata> = match crate::k8s::connect(&telemetry).await {
         Ok(Some(client)) => {
             // --once runs no leader election: one cycle cannot count events
@@ -245,6 +246,7 @@ pub async fn run(cfg: Config) -> ExitCode {
                 telemetry.clone(),
             );
             collectors.push(Box::new(k.collector));
+            lease_release = k.release;
             k.meta
         }
         Ok(None) => {
@@ -295,6 +297,10 @@ pub async fn run(cfg: Config) -> ExitCode {
     } else {
         run_loop(cycle, &delivery, &cfg, telemetry).await
     };
+    if let Some(r) = lease_release {
+        // a successor takes over now rather than when the Lease expires
+        r.release(Duration::from_secs(2)).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), delivery_task).await;
     code
 }

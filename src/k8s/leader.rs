@@ -32,7 +32,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::events::{EventCounts, Leadership};
 use crate::telemetry::Telemetry;
@@ -157,7 +157,30 @@ struct Elector {
     current: Option<Lease>,
 }
 
-/// Run the election forever, telling the events watcher through `tx`.
+/// Asks the election task to give the Lease up and leave the election
+/// (on shutdown), so a successor need not wait for it to expire.
+#[derive(Debug, Clone)]
+pub struct LeaseRelease {
+    tx: mpsc::Sender<oneshot::Sender<()>>,
+}
+
+impl LeaseRelease {
+    /// A handle and the receiving end [`run`] takes.
+    pub fn new() -> (LeaseRelease, mpsc::Receiver<oneshot::Sender<()>>) {
+        let (tx, rx) = mpsc::channel(1);
+        (LeaseRelease { tx }, rx)
+    }
+
+    /// Release the Lease if held; waits at most `limit`.
+    pub async fn release(&self, limit: Duration) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(done).await.is_ok() {
+            let _ = tokio::time::timeout(limit, wait).await;
+        }
+    }
+}
+
+/// Run the election until released, telling the events watcher through `tx`.
 ///
 /// The holder renews with one PUT per period. Followers do not poll: they
 /// watch the one Lease object (a watch per follower, re-opened every few
@@ -170,6 +193,7 @@ pub async fn run(
     counts: Arc<EventCounts>,
     tx: watch::Sender<Leadership>,
     telemetry: Arc<Telemetry>,
+    mut release: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
     let mut e = Elector {
         api: Api::namespaced(client, &cfg.namespace),
@@ -186,19 +210,62 @@ pub async fn run(
     };
     tracing::info!(lease = %e.cfg.name, namespace = %e.cfg.namespace, identity = %e.cfg.identity, "joining the events leader election");
     loop {
-        if e.leading {
-            tokio::time::sleep(e.cfg.retry()).await;
-            e.renew().await;
-        } else {
-            let wait = e.round().await;
-            if !e.leading {
-                e.follow(wait).await;
+        let asked = tokio::select! {
+            _ = async {
+                if e.leading {
+                    tokio::time::sleep(e.cfg.retry()).await;
+                    e.renew().await;
+                } else {
+                    let wait = e.round().await;
+                    if !e.leading {
+                        e.follow(wait).await;
+                    }
+                }
+            } => None,
+            r = release.recv() => Some(r),
+        };
+        if let Some(done) = asked {
+            e.release().await;
+            if let Some(done) = done {
+                let _ = done.send(());
             }
+            return;
         }
     }
 }
 
 impl Elector {
+    /// Give the Lease up: no holder, the checkpoint kept. What was counted
+    /// after the checkpoint is left to the successor.
+    async fn release(&mut self) {
+        if !self.leading {
+            return;
+        }
+        let current = match self.current.take() {
+            Some(l) => Some(l),
+            None => self.api.get_opt(&self.cfg.name).await.ok().flatten(),
+        };
+        self.step_down("shutting down");
+        let Some(mut l) = current else { return };
+        if let Some(spec) = l.spec.as_mut() {
+            if spec.holder_identity.as_deref() != Some(self.cfg.identity.as_str()) {
+                return;
+            }
+            spec.holder_identity = Some(String::new());
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+        }
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &l)
+            .await
+        {
+            Ok(_) => tracing::info!("events Lease released"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the events Lease; it expires on its own")
+            }
+        }
+    }
+
     /// The holder's renewal: one PUT of the Lease as last written, with the
     /// events checkpoint. On a conflict, read it again and decide.
     async fn renew(&mut self) {

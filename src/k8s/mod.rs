@@ -33,6 +33,8 @@ pub struct K8s {
     pub meta: Arc<PodCache>,
     /// Event and OOM-kill counts, drained every cycle.
     pub collector: EventsCollector,
+    /// Gives the events Lease up on shutdown (when events are counted).
+    pub release: Option<leader::LeaseRelease>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,20 +113,25 @@ pub fn start(
         telemetry.clone(),
         local.clone(),
     );
+    let mut release = None;
     if events {
         let (tx, rx) = watch::channel(Leadership::Follower);
         let cfg = leader::LeaseConfig::new(namespace, node, lease_duration());
+        let (handle, release_rx) = leader::LeaseRelease::new();
+        release = Some(handle);
         tokio::spawn(leader::run(
             client.clone(),
             cfg,
             counts.clone(),
             tx,
             telemetry.clone(),
+            release_rx,
         ));
         tokio::spawn(events::run(client, rx, counts.clone(), telemetry));
     }
     K8s {
         meta,
         collector: EventsCollector::new(counts, local),
+        release,
     }
 }

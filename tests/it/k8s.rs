@@ -1356,3 +1356,69 @@ fn container_metrics_carry_pod_metadata_end_to_end() {
         assert!(d <= 650, "{d} ms");
     }
 }
+
+/// SIGTERM: the leader gives the Lease up on its way out, so the follower
+/// takes over at once instead of after the lease duration (6 s here), and
+/// nothing is counted twice or lost across that handover.
+#[test]
+fn a_stopping_leader_hands_over_at_once() {
+    let api = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.kubeconfig(dir.path());
+    let mut on = fixture_pods()[1].clone();
+    on["metadata"]["name"] = json!("on-a");
+    on["metadata"]["namespace"] = json!("shop");
+    on["spec"]["nodeName"] = json!("node-a");
+    api.put("pods", on);
+    let a = Agent::spawn_with(&kc, "node-a", "6s");
+    let b = Agent::spawn_with(&kc, "node-b", "6s");
+    wait_for("a leader", Duration::from_secs(10), || {
+        a.is_leader() || b.is_leader()
+    });
+    wait_for("the events watch", Duration::from_secs(10), || {
+        api.requests("watch events") == 1
+    });
+    let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
+    for i in 0..5 {
+        api.put(
+            "events",
+            event(&format!("s{i}"), "Warning", "BackOff", pod_ref("on-a"), 1),
+        );
+    }
+    let agents = [&leader, &follower];
+    wait_for("5 occurrences", Duration::from_secs(10), || {
+        total(&agents, "k8s.event_count", None) >= 5.0
+    });
+    // one renewal (every 2 s) checkpoints them before the stop
+    std::thread::sleep(Duration::from_millis(2300));
+    let mut leader = leader;
+    let stopped = Instant::now();
+    crate::cli::unsafe_kill(leader.child.id(), 15);
+    let status = leader.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let handover = wait_for("the handover", Duration::from_secs(8), || {
+        follower.is_leader()
+    });
+    eprintln!(
+        "handover {:?} after SIGTERM (lease 10 s)",
+        stopped.elapsed()
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(3), "{handover:?}");
+    for i in 5..10 {
+        api.put(
+            "events",
+            event(&format!("s{i}"), "Warning", "BackOff", pod_ref("on-a"), 1),
+        );
+    }
+    let agents = [&leader, &follower];
+    wait_for("10 occurrences", Duration::from_secs(10), || {
+        total(&agents, "k8s.event_count", None) >= 10.0
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(total(&agents, "k8s.event_count", None), 10.0);
+    assert_eq!(follower.sum("k8s.event_count", None), 5.0);
+    let lease = api
+        .get("leases", "cased-system", "cased-agent-events")
+        .unwrap();
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+}
