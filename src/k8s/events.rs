@@ -542,22 +542,23 @@ impl Watcher {
             .into_iter()
             .map(|(e, n)| (e.clone(), n))
             .collect();
+        // the list is one point in time: its counts go in at once, so a
+        // checkpoint never falls between them
+        let mut adds = Vec::with_capacity(changed.len());
         for (ev, n) in &changed {
-            self.count(ev, *n, None).await;
+            let node = self.nodes.node_of(&self.client, ev).await;
+            self.telemetry.k8s_events_seen.inc_by(*n);
+            adds.push((tally_key(ev, node), *n));
         }
-        self.counts.record(self.term, &rv, []);
+        self.counts.record(self.term, &rv, adds);
         Ok(rv)
     }
 
-    async fn count(&mut self, ev: &Event, n: u64, rv: Option<&str>) {
+    async fn count(&mut self, ev: &Event, n: u64, rv: &str) {
         let node = self.nodes.node_of(&self.client, ev).await;
         self.telemetry.k8s_events_seen.inc_by(n);
-        let rv = rv
-            .map(str::to_string)
-            .or_else(|| ev.resource_version())
-            .unwrap_or_default();
         self.counts
-            .record(self.term, &rv, [(tally_key(ev, node), n)]);
+            .record(self.term, rv, [(tally_key(ev, node), n)]);
     }
 
     async fn follow(&mut self, checkpoint: Option<String>) {
@@ -594,7 +595,7 @@ impl Watcher {
                         let new_rv = ev.resource_version().unwrap_or_else(|| rv.clone());
                         let n = self.mirror.apply(&ev);
                         if n > 0 {
-                            self.count(&ev, n, Some(&new_rv)).await;
+                            self.count(&ev, n, &new_rv).await;
                         } else {
                             self.counts.record(self.term, &new_rv, []);
                         }
