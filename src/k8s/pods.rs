@@ -340,9 +340,10 @@ impl Task {
                 .iter()
                 .map(|(k, ns, n)| (k.as_str(), ns.as_str(), n.as_str())),
         );
+        // counts first: whoever sees the new index sees its kills counted
+        self.count_oom_kills(&pods);
         self.telemetry.k8s_pods_cached.set(index.pods() as i64);
         self.cache.replace(index);
-        self.count_oom_kills(&pods);
     }
 
     fn count_oom_kills(&mut self, pods: &[Arc<Pod>]) {

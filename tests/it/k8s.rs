@@ -1422,3 +1422,105 @@ fn a_stopping_leader_hands_over_at_once() {
         .unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
 }
+
+/// OOM kills Kubernetes reports only in the pod status: each dead container
+/// counted once, by the node running the pod; kills from before the agent
+/// started are not counted.
+#[test]
+fn oom_killed_containers_counted_once() {
+    use cased_agent::collect::Collector;
+    let api = FakeApi::start();
+    let rt = runtime();
+    let tel = Arc::new(Telemetry::new());
+    let terminated = |id: &str, at: &str| {
+        json!({"terminated": {"exitCode": 137, "reason": "OOMKilled", "startedAt": at,
+            "finishedAt": at, "containerID": format!("containerd://{id}")}})
+    };
+    let mut p = derived_pod(
+        "hungry-0",
+        "a0a0a0a0-0000-4000-8000-000000000001",
+        NODE,
+        "containerd://",
+        &[("eat", hex64(0x71))],
+        "Burstable",
+        Some(("StatefulSet", "hungry")),
+        json!({"app":"hungry"}),
+    );
+    // a kill from long before the agent started
+    p["status"]["containerStatuses"][0]["lastState"] =
+        terminated(&hex64(0x70), "2020-01-01T00:00:00Z");
+    api.put("pods", p.clone());
+    let mut k = start_cache(&api, &rt, &tel);
+    let drain = |k: &mut K8s| -> Vec<(String, f64)> {
+        let mut out = vec![];
+        k.collector.collect(Instant::now(), &mut out).unwrap();
+        out.iter()
+            .map(|s| (format!("{} {:?}", s.name, s.tags), s.value))
+            .collect()
+    };
+    assert!(drain(&mut k).is_empty());
+    let now = |d: i64| {
+        let t = std::time::SystemTime::now() + Duration::from_secs(d as u64);
+        let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        k8s_openapi::jiff::Timestamp::from_second(secs)
+            .unwrap()
+            .to_string()
+    };
+    // the container is OOM killed and restarted
+    p["status"]["containerStatuses"][0]["lastState"] = terminated(&hex64(0x71), &now(1));
+    p["status"]["containerStatuses"][0]["containerID"] =
+        json!(format!("containerd://{}", hex64(0x72)));
+    api.put("pods", p.clone());
+    wait_for("the new status", Duration::from_secs(5), || {
+        k.meta
+            .container(&ContainerIdentity {
+                runtime: Runtime::Containerd,
+                container_id: hex64(0x72),
+                pod_uid: None,
+                qos: None,
+                name: String::new(),
+            })
+            .is_some()
+    });
+    let got = drain(&mut k);
+    assert_eq!(
+        got,
+        vec![(
+            format!(
+                "k8s.oom_kills {:?}",
+                vec![("type", "Warning"), ("reason", "OOMKilled"), ("node", NODE)]
+            ),
+            1.0
+        )]
+    );
+    // more status updates about the same dead container: nothing new
+    p["status"]["containerStatuses"][0]["restartCount"] = json!(1);
+    api.put("pods", p.clone());
+    p["metadata"]["labels"]["x"] = json!("y");
+    api.put("pods", p.clone());
+    wait_for("the label", Duration::from_secs(5), || {
+        k.meta
+            .pod("a0a0a0a0-0000-4000-8000-000000000001")
+            .is_some_and(|m| m.labels.contains(&("x".into(), "y".into())))
+    });
+    assert!(drain(&mut k).is_empty());
+    // killed again: one more
+    p["status"]["containerStatuses"][0]["lastState"] = terminated(&hex64(0x72), &now(2));
+    p["status"]["containerStatuses"][0]["containerID"] =
+        json!(format!("containerd://{}", hex64(0x73)));
+    api.put("pods", p);
+    wait_for("the second kill", Duration::from_secs(5), || {
+        k.meta
+            .container(&ContainerIdentity {
+                runtime: Runtime::Containerd,
+                container_id: hex64(0x73),
+                pod_uid: None,
+                qos: None,
+                name: String::new(),
+            })
+            .is_some()
+    });
+    let got = drain(&mut k);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, 1.0);
+}
