@@ -276,9 +276,35 @@ pub async fn run(cfg: Config) -> ExitCode {
         queue,
         telemetry.clone(),
     );
-    let meta: Arc<dyn Metadata> = Arc::new(NoMetadata);
+    let mut collectors = Cycle::host_collectors(&host, &telemetry);
+    let mut lease_release = None;
+    let meta: Arc<dyn Metadata> = match crate::k8s::connect(&telemetry).await {
+        Ok(Some(client)) => {
+            // --once runs no leader election: one cycle cannot count events
+            let k = crate::k8s::start(
+                client,
+                &cfg.node_name,
+                &cfg.namespace,
+                !cfg.once,
+                telemetry.clone(),
+            );
+            collectors.push(Box::new(k.collector));
+            lease_release = k.release;
+            k.meta
+        }
+        Ok(None) => {
+            tracing::info!(
+                "no Kubernetes credentials (in-cluster or kubeconfig): local mode, no pod metadata"
+            );
+            Arc::new(NoMetadata)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up the Kubernetes client: local mode, no pod metadata");
+            Arc::new(NoMetadata)
+        }
+    };
     let cycle = Cycle::new(
-        Cycle::host_collectors(&host, &telemetry),
+        collectors,
         meta,
         telemetry.clone(),
         cfg.node_name.clone(),
@@ -309,6 +335,10 @@ pub async fn run(cfg: Config) -> ExitCode {
     } else {
         run_loop(cycle, &delivery, &cfg, telemetry).await
     };
+    if let Some(r) = lease_release {
+        // a successor takes over now rather than when the Lease expires
+        r.release(Duration::from_secs(2)).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), delivery_task).await;
     code
 }

@@ -39,6 +39,12 @@ pub struct OpLabel {
     pub op: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabel {
+    /// `pods` (this node's pods) or `events` (cluster events, leader only).
+    pub watch: String,
+}
+
 pub struct Telemetry {
     registry: Registry,
     pub cycles: Counter,
@@ -62,6 +68,14 @@ pub struct Telemetry {
     pub buffer_corrupt_records: Counter,
     pub buffer_corrupt_bytes: Counter,
     pub buffer_errors: Family<OpLabel, Counter>,
+    pub k8s_watch_up: Family<WatchLabel, Gauge>,
+    pub k8s_watch_errors: Family<WatchLabel, Counter>,
+    pub k8s_watch_relists: Family<WatchLabel, Counter>,
+    pub k8s_pods_cached: Gauge,
+    pub k8s_owner_lookups: Counter,
+    pub k8s_leader: Gauge,
+    pub k8s_leader_transitions: Counter,
+    pub k8s_events_seen: Counter,
     undelivered_batches: AtomicU64,
 }
 
@@ -96,6 +110,14 @@ impl Telemetry {
             buffer_corrupt_records: Counter::default(),
             buffer_corrupt_bytes: Counter::default(),
             buffer_errors: Family::default(),
+            k8s_watch_up: Family::default(),
+            k8s_watch_errors: Family::default(),
+            k8s_watch_relists: Family::default(),
+            k8s_pods_cached: Gauge::default(),
+            k8s_owner_lookups: Counter::default(),
+            k8s_leader: Gauge::default(),
+            k8s_leader_transitions: Counter::default(),
+            k8s_events_seen: Counter::default(),
             undelivered_batches: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -196,6 +218,46 @@ impl Telemetry {
             "Disk buffer I/O failures, by operation (open, write, sync, read, cursor, delete)",
             t.buffer_errors.clone(),
         );
+        registry.register(
+            "k8s_watch_up",
+            "1 while the API server watch is connected and current, 0 while it fails and retries",
+            t.k8s_watch_up.clone(),
+        );
+        registry.register(
+            "k8s_watch_errors",
+            "API server watch or list failures (each retried with backoff)",
+            t.k8s_watch_errors.clone(),
+        );
+        registry.register(
+            "k8s_watch_relists",
+            "Full lists of a watched collection (start, 410 Expired, reconnect)",
+            t.k8s_watch_relists.clone(),
+        );
+        registry.register(
+            "k8s_pods_cached",
+            "Pods of this node in the metadata cache",
+            t.k8s_pods_cached.clone(),
+        );
+        registry.register(
+            "k8s_owner_lookups",
+            "Owner (ReplicaSet, Job) metadata requests to the API server",
+            t.k8s_owner_lookups.clone(),
+        );
+        registry.register(
+            "k8s_leader",
+            "1 while this agent holds the events Lease (and counts cluster events)",
+            t.k8s_leader.clone(),
+        );
+        registry.register(
+            "k8s_leader_transitions",
+            "Times this agent became the events leader",
+            t.k8s_leader_transitions.clone(),
+        );
+        registry.register(
+            "k8s_events_seen",
+            "Kubernetes event occurrences counted by this agent (as leader)",
+            t.k8s_events_seen.clone(),
+        );
         Telemetry { registry, ..t }
     }
 
@@ -232,6 +294,31 @@ impl Telemetry {
     pub fn buffer_error(&self, op: &str) {
         self.buffer_errors
             .get_or_create(&OpLabel { op: op.to_string() })
+            .inc();
+    }
+
+    /// Whether the last list/watch request of `watch` was answered.
+    pub fn k8s_watch_state(&self, watch: &str, up: bool) {
+        let l = WatchLabel {
+            watch: watch.to_string(),
+        };
+        self.k8s_watch_up.get_or_create(&l).set(i64::from(up));
+    }
+
+    /// A list or watch of `watch` failed (it is retried).
+    pub fn k8s_watch_error(&self, watch: &str) {
+        let l = WatchLabel {
+            watch: watch.to_string(),
+        };
+        self.k8s_watch_up.get_or_create(&l).set(0);
+        self.k8s_watch_errors.get_or_create(&l).inc();
+    }
+
+    pub fn k8s_relist(&self, watch: &str) {
+        self.k8s_watch_relists
+            .get_or_create(&WatchLabel {
+                watch: watch.to_string(),
+            })
             .inc();
     }
 
