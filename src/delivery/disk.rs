@@ -38,7 +38,7 @@
 //! records before the cursor in the oldest segment stay until that segment is
 //! done, so disk use is at most cap + one segment (a sixteenth of the cap,
 //! 64 KiB to 16 MiB). In memory the queue keeps an index entry per batch
-//! (about 64 bytes), never the bodies: a body is read back when it is sent.
+//! (56 bytes), never the bodies: a body is read back when it is sent.
 //!
 //! Failures: a directory that cannot be created, locked or written at start
 //! is an error of [`DiskQueue::open`] (the agent then queues in memory). A
