@@ -31,6 +31,15 @@ pub struct DropLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OtlpLabel {
+    /// `http` or `grpc`.
+    pub transport: String,
+    /// `accepted`, `refused` (span buffer full), `malformed`, `too_large`,
+    /// `unsupported` (content type or encoding).
+    pub outcome: String,
+}
+
 pub struct Telemetry {
     registry: Registry,
     pub cycles: Counter,
@@ -48,6 +57,9 @@ pub struct Telemetry {
     pub queue_bytes: Gauge,
     pub queue_batches: Gauge,
     pub queue_capacity_bytes: Gauge,
+    pub otlp_requests: Family<OtlpLabel, Counter>,
+    pub spans_received: Counter,
+    pub spans_refused: Counter,
 }
 
 impl Default for Telemetry {
@@ -75,6 +87,9 @@ impl Telemetry {
             queue_bytes: Gauge::default(),
             queue_batches: Gauge::default(),
             queue_capacity_bytes: Gauge::default(),
+            otlp_requests: Family::default(),
+            spans_received: Counter::default(),
+            spans_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("cycles", "Collection cycles completed", t.cycles.clone());
@@ -144,6 +159,21 @@ impl Telemetry {
             "Bound of the delivery queue in bytes",
             t.queue_capacity_bytes.clone(),
         );
+        registry.register(
+            "otlp_requests",
+            "OTLP export requests, by transport and outcome",
+            t.otlp_requests.clone(),
+        );
+        registry.register(
+            "spans_received",
+            "Spans accepted by the OTLP receiver (each is queued for delivery)",
+            t.spans_received.clone(),
+        );
+        registry.register(
+            "spans_refused",
+            "Spans refused with 503/RESOURCE_EXHAUSTED because the span buffer was full (the sender retries them)",
+            t.spans_refused.clone(),
+        );
         Telemetry { registry, ..t }
     }
 
@@ -164,6 +194,15 @@ impl Telemetry {
             self.batches_dropped.get_or_create(&l).inc_by(batches);
         }
         self.items_dropped.get_or_create(&l).inc_by(items);
+    }
+
+    pub fn otlp_request(&self, transport: &str, outcome: &str) {
+        self.otlp_requests
+            .get_or_create(&OtlpLabel {
+                transport: transport.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn collector_error(&self, collector: &str) {
