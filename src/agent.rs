@@ -100,7 +100,7 @@ impl Cycle {
             self.telemetry
                 .drop_items("metrics", "non_finite", 0, dropped as u64);
             warn_limited!(
-                "non_finite".to_string(),
+                "non_finite",
                 dropped,
                 "dropped samples that were NaN or infinite"
             );
@@ -216,16 +216,20 @@ pub async fn run(cfg: Config) -> ExitCode {
     }
 
     let code = if cfg.once {
-        run_once(cycle, &delivery, &cfg).await
+        run_once(cycle, &delivery, &cfg, &telemetry).await
     } else {
         run_loop(cycle, &delivery, &cfg, telemetry).await
     };
-    drop(delivery);
     let _ = tokio::time::timeout(Duration::from_secs(1), delivery_task).await;
     code
 }
 
-async fn run_once(cycle: Cycle, delivery: &Delivery, cfg: &Config) -> ExitCode {
+async fn run_once(
+    cycle: Cycle,
+    delivery: &Delivery,
+    cfg: &Config,
+    telemetry: &Telemetry,
+) -> ExitCode {
     // priming sample: counters need two reads for a rate
     let (cycle, _) = collect_blocking(cycle).await;
     tokio::time::sleep(PRIME_GAP).await;
@@ -235,13 +239,14 @@ async fn run_once(cycle: Cycle, delivery: &Delivery, cfg: &Config) -> ExitCode {
     let report = delivery
         .shutdown(cfg.shutdown_grace.max(cfg.request_timeout))
         .await;
-    if report.dropped_batches == 0 && report.pending_batches == 0 {
+    let dropped = telemetry.undelivered_batches();
+    if dropped == 0 && report.dropped_batches == 0 && report.pending_batches == 0 {
         tracing::info!(metrics = n, "delivered");
         ExitCode::SUCCESS
     } else {
         tracing::error!(
             metrics = n,
-            dropped_batches = report.dropped_batches,
+            dropped_batches = dropped.max(report.dropped_batches),
             pending_batches = report.pending_batches,
             "not everything was delivered"
         );
@@ -293,13 +298,8 @@ async fn run_loop(
             }
         }
     }
-    let report = delivery.shutdown(cfg.shutdown_grace).await;
-    if report.pending_batches > 0 {
-        tracing::warn!(
-            pending_batches = report.pending_batches,
-            "grace period over: undelivered batches dropped"
-        );
-    }
+    // delivery logs and counts what the grace period could not deliver
+    delivery.shutdown(cfg.shutdown_grace).await;
     let _ = stop_tx.send(true);
     let _ = server_task.await;
     tracing::info!("stopped");

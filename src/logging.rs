@@ -75,7 +75,7 @@ pub fn limiter() -> &'static RateLimiter {
 #[macro_export]
 macro_rules! warn_limited {
     ($key:expr, $($arg:tt)+) => {
-        if let Some(held) = $crate::logging::limiter().check(&$key) {
+        if let Some(held) = $crate::logging::limiter().check(::std::convert::AsRef::<str>::as_ref(&$key)) {
             if held > 0 {
                 tracing::warn!(suppressed = held, $($arg)+);
             } else {

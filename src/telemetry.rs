@@ -60,6 +60,7 @@ pub struct Telemetry {
     pub otlp_requests: Family<OtlpLabel, Counter>,
     pub spans_received: Counter,
     pub spans_refused: Counter,
+    undelivered_batches: AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -90,6 +91,7 @@ impl Telemetry {
             otlp_requests: Family::default(),
             spans_received: Counter::default(),
             spans_refused: Counter::default(),
+            undelivered_batches: AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register("cycles", "Collection cycles completed", t.cycles.clone());
@@ -194,6 +196,17 @@ impl Telemetry {
             self.batches_dropped.get_or_create(&l).inc_by(batches);
         }
         self.items_dropped.get_or_create(&l).inc_by(items);
+        if reason != "non_finite" {
+            self.undelivered_batches
+                .fetch_add(batches, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Batches dropped for any reason but a non-finite value, since start
+    /// (`--once` exits non-zero when this is not zero).
+    pub fn undelivered_batches(&self) -> u64 {
+        self.undelivered_batches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn otlp_request(&self, transport: &str, outcome: &str) {

@@ -51,7 +51,8 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 #[test]
 fn bad_values_exit_2_with_one_line() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--interval", "fast"], &[], "--interval"),
         (&["--interval", "0s"], &[], "--interval"),
         (&[], &[("CASED_INTERVAL", "15")], "--interval"),

@@ -1,1 +1,6 @@
+mod cgroup_path;
 mod cli;
+mod delivery;
+mod e2e;
+mod node;
+mod support;

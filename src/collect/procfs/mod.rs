@@ -1,6 +1,11 @@
 //! Pure parsers of `/proc` files: text in, typed values out, no I/O.
 
+pub mod diskstats;
+pub mod loadavg;
+pub mod meminfo;
 pub mod net_dev;
+pub mod pressure;
+pub mod stat;
 
 /// A parse failure: which file format, and what was wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -86,6 +86,7 @@ pub fn is_virtual(name: &str) -> bool {
         "flannel",
         "cni",
         "br-",
+        "br0",
         "virbr",
         "vxlan",
         "tunl",
@@ -98,20 +99,30 @@ pub fn is_virtual(name: &str) -> bool {
         "genev",
         "gre",
         "ip6tnl",
+        "ip6gre",
         "sit",
         "nodelocaldns",
         "dummy",
         "vnet",
         "wg",
-        "kube-ipvs",
         "erspan",
         "ipip",
         "vrf",
-        "bond-",
         "ovs-",
         "antrea",
+        "ifb",
+        "macvlan",
+        "macvtap",
+        "ipvl",
+        "bond",
+        "team",
+        "nlmon",
+        "gretap",
+        "ip_vti",
+        "ip6_vti",
     ];
-    name == "lo" || PREFIXES.iter().any(|p| name.starts_with(p))
+    // a VLAN (`eth0.100`) is counted in its parent already
+    name == "lo" || name.contains('.') || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Sum of all interfaces but `lo` (a pod's namespace: its veth end is its
@@ -164,5 +175,27 @@ vethab12: 100 2 0 0 0 0 0 0 200 3 0 0 0 0 0 0
     fn truncated_is_an_error() {
         assert!(sum_but_lo("  eth0: 1 2 3\n").is_err());
         assert!(sum_but_lo("  eth0: 1 2 3 x 5 6 7 8 9 10 11 12 13 14 15 16\n").is_err());
+    }
+
+    #[test]
+    fn virtual_interfaces() {
+        for v in [
+            "lo",
+            "veth1a2b",
+            "docker0",
+            "cali123",
+            "flannel.1",
+            "cni0",
+            "bond0",
+            "eth0.100",
+            "ifb0",
+            "br0",
+            "wg0",
+        ] {
+            assert!(is_virtual(v), "{v}");
+        }
+        for p in ["eth0", "ens5", "enp0s3", "wlan0", "eno1"] {
+            assert!(!is_virtual(p), "{p}");
+        }
     }
 }

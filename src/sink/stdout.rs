@@ -1,0 +1,188 @@
+//! The stdout sink: one JSON [`Metric`] per line (NDJSON), written and
+//! flushed per batch.
+//!
+//! Broken pipe (stdout closed, as in `cased-agent --once | head -3`): the
+//! batch that hit it is a permanent failure (dropped and counted with
+//! reason `permanent`), one warning says why, and the sink marks itself
+//! closed: every later batch is dropped and counted the same way without
+//! touching the descriptor again. Nothing panics (Rust ignores SIGPIPE, so
+//! the write returns `EPIPE`).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::wire::Metric;
+use super::{ContentEncoding, EncodedBatch, PayloadKind, SendError, SinkError};
+
+type Writer = Box<dyn Write + Send>;
+
+#[derive(Clone)]
+pub struct StdoutSink {
+    out: Arc<Mutex<Writer>>,
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for StdoutSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdoutSink")
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for StdoutSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StdoutSink {
+    pub fn new() -> StdoutSink {
+        Self::with_writer(Box::new(std::io::stdout()))
+    }
+
+    /// Write somewhere else (tests).
+    pub fn with_writer(w: Writer) -> StdoutSink {
+        StdoutSink {
+            out: Arc::new(Mutex::new(w)),
+            closed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Write the batch's lines and flush, on a blocking thread.
+    pub async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(closed_error());
+        }
+        let out = self.out.clone();
+        let body = batch.body.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+            w.write_all(&body)?;
+            w.flush()
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                if !self.closed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "stdout is closed (broken pipe): metrics from now on are dropped"
+                    );
+                }
+                Err(closed_error())
+            }
+            Ok(Err(e)) => Err(SendError::Permanent {
+                status: None,
+                reason: format!("writing to stdout: {e}"),
+            }),
+            Err(e) => Err(SendError::Transient {
+                reason: format!("stdout writer task: {e}"),
+                retry_after: None,
+            }),
+        }
+    }
+}
+
+fn closed_error() -> SendError {
+    SendError::Permanent {
+        status: None,
+        reason: "stdout is closed (broken pipe)".to_string(),
+    }
+}
+
+/// NDJSON: each metric as one line of JSON, `\n`-terminated.
+pub fn encode_ndjson(metrics: &[Metric], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    for m in metrics {
+        serde_json::to_writer(&mut *out, m)?;
+        out.push(b'\n');
+    }
+    Ok(())
+}
+
+/// One batch for this sink.
+pub fn encode_metrics(metrics: &[Metric]) -> Result<EncodedBatch, SinkError> {
+    let mut body = Vec::with_capacity(metrics.len() * 256);
+    encode_ndjson(metrics, &mut body)?;
+    Ok(EncodedBatch {
+        kind: PayloadKind::Metrics,
+        items: metrics.len() as u64,
+        encoding: ContentEncoding::Identity,
+        body: Bytes::from(body),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn metric(name: &str, pod: &str) -> Metric {
+        Metric {
+            timestamp: 1_732_650_000_123,
+            metric_name: name.to_string(),
+            value: 12.5,
+            unit: "percent".to_string(),
+            tags: BTreeMap::from([("node".to_string(), "n1".to_string())]),
+            cluster_id: "prod".to_string(),
+            node_name: "n1".to_string(),
+            namespace: String::new(),
+            pod_name: pod.to_string(),
+            container_name: String::new(),
+            pod_uid: String::new(),
+        }
+    }
+
+    struct BrokenPipe;
+    impl Write for BrokenPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn one_metric_per_line() {
+        let b = encode_metrics(&[metric("a", ""), metric("b", "web-0")]).unwrap();
+        assert_eq!(b.items, 2);
+        let text = std::str::from_utf8(&b.body).unwrap();
+        assert!(text.ends_with('\n'));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            r#"{"timestamp":1732650000123,"metric_name":"a","value":12.5,"unit":"percent","tags":{"node":"n1"},"cluster_id":"prod","node_name":"n1"}"#
+        );
+        assert_eq!(
+            lines[1],
+            r#"{"timestamp":1732650000123,"metric_name":"b","value":12.5,"unit":"percent","tags":{"node":"n1"},"cluster_id":"prod","node_name":"n1","pod_name":"web-0"}"#
+        );
+        assert_eq!(lines.len(), 2);
+        let back: Metric = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(back, metric("b", "web-0"));
+        assert!(encode_metrics(&[]).unwrap().body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn broken_pipe_is_permanent_and_closes() {
+        let s = StdoutSink::with_writer(Box::new(BrokenPipe));
+        let b = encode_metrics(&[metric("a", "")]).unwrap();
+        for _ in 0..2 {
+            match s.send(&b).await {
+                Err(SendError::Permanent {
+                    status: None,
+                    reason,
+                }) => {
+                    assert!(reason.contains("broken pipe"), "{reason}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(s.closed.load(Ordering::Relaxed));
+    }
+}
