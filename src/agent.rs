@@ -172,19 +172,42 @@ pub async fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (delivery, delivery_task) = Delivery::start(
-        sink,
-        DeliveryOptions {
-            batch_size: cfg.batch_size,
-            queue_max_bytes: cfg.queue_max_bytes,
-            request_timeout: cfg.request_timeout,
-            compression: cfg.compression,
-        },
-        telemetry.clone(),
-    );
+    let opts = DeliveryOptions {
+        batch_size: cfg.batch_size,
+        queue_max_bytes: cfg.queue_max_bytes,
+        request_timeout: cfg.request_timeout,
+        compression: cfg.compression,
+    };
+    // the OTLP receiver runs in the loop only (--once has no time to receive)
+    let otel = cfg.enable_otel && !cfg.once;
+    let (delivery, delivery_task) = if otel {
+        Delivery::start_with_spans(sink, opts, telemetry.clone())
+    } else {
+        Delivery::start(sink, opts, telemetry.clone())
+    };
+    let mut collectors = Cycle::host_collectors(&host, &telemetry);
+    let (otlp_stop, otlp_stop_rx) = tokio::sync::watch::channel(false);
+    let mut otlp = None;
+    if otel {
+        let mut rx = otlp_stop_rx;
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let ocfg = crate::otlp::OtlpConfig::from_config(&cfg);
+        match crate::otlp::start(&ocfg, Arc::new(delivery.clone()), telemetry.clone(), stop).await {
+            Ok(h) => {
+                collectors.push(Box::new(h.metrics.clone()));
+                otlp = Some(h);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the OTLP receiver");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let meta: Arc<dyn Metadata> = Arc::new(NoMetadata);
     let cycle = Cycle::new(
-        Cycle::host_collectors(&host, &telemetry),
+        collectors,
         meta,
         telemetry.clone(),
         cfg.node_name.clone(),
@@ -204,10 +227,8 @@ pub async fn run(cfg: Config) -> ExitCode {
             "--enable-ebpf: eBPF HTTP tracing is not built into this version yet; running without it"
         );
     }
-    if cfg.enable_otel {
-        tracing::warn!(
-            "--enable-otel: the OTLP receiver is not built into this version yet; running without it"
-        );
+    if cfg.enable_otel && cfg.once {
+        tracing::info!("--enable-otel: no OTLP receiver with --once");
     }
     if cfg.buffer_path.is_some() {
         tracing::warn!(
@@ -220,6 +241,10 @@ pub async fn run(cfg: Config) -> ExitCode {
     } else {
         run_loop(cycle, &delivery, &cfg, telemetry).await
     };
+    let _ = otlp_stop.send(true);
+    if let Some(h) = otlp {
+        let _ = tokio::time::timeout(Duration::from_secs(2), h.join()).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), delivery_task).await;
     code
 }

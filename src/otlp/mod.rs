@@ -253,3 +253,11 @@ pub async fn start(
         tasks: vec![http_task, grpc_task, stopper],
     })
 }
+
+/// The delivery queue takes spans all or nothing (see
+/// [`crate::delivery::Delivery::try_submit_spans`]).
+impl SpanSink for crate::delivery::Delivery {
+    fn try_submit(&self, spans: Vec<StoredSpan>) -> Result<(), SpanBufferFull> {
+        self.try_submit_spans(spans).map_err(|_| SpanBufferFull)
+    }
+}
