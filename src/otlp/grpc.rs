@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -127,9 +128,20 @@ where
         let permits = self.permits.clone();
         Box::pin(async move {
             let _permit = permits.acquire_owned().await;
-            let mut resp = inner.call(req).await?;
-            remap_decode_errors(resp.headers_mut());
-            Ok(resp)
+            let resp = inner.call(req).await?;
+            // the status is in the headers (trailers-only) or the trailers
+            let (mut parts, body) = resp.into_parts();
+            remap_decode_errors(&mut parts.headers);
+            let body = body.map_frame(|mut f| {
+                if let Some(t) = f.trailers_mut() {
+                    remap_decode_errors(t);
+                }
+                f
+            });
+            Ok(http::Response::from_parts(
+                parts,
+                tonic::body::Body::new(body),
+            ))
         })
     }
 }
@@ -137,20 +149,42 @@ where
 /// tonic's "decoded message length too large" is `OUT_OF_RANGE` (11):
 /// gRPC's convention and the OTLP spec want `RESOURCE_EXHAUSTED` (8). Its
 /// protobuf decode error is `INTERNAL` (13): the request was malformed, so
-/// `INVALID_ARGUMENT` (3). Only a trailers-only answer (status in the
-/// headers, as tonic sends request errors) is looked at.
+/// `INVALID_ARGUMENT` (3).
 fn remap_decode_errors(h: &mut http::HeaderMap) {
     let status = h.get("grpc-status").and_then(|v| v.to_str().ok());
     let message = h
         .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+        .map(|v| percent_decode(v.as_bytes()))
+        .unwrap_or_default();
     let new = match status {
         Some("11") if message.starts_with("Error, decoded message length too large") => "8",
         Some("13") if message.starts_with("failed to decode Protobuf message") => "3",
         _ => return,
     };
     h.insert("grpc-status", http::HeaderValue::from_static(new));
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2).
+fn percent_decode(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let hex = v
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (v[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Serve until `shutdown` resolves.
@@ -213,7 +247,7 @@ mod tests {
         let cases = [
             (
                 "11",
-                "Error, decoded message length too large: found 11000000 bytes, the limit is: 10485760 bytes",
+                "Error,%20decoded%20message%20length%20too%20large:%20found%2011000000%20bytes",
                 "8",
             ),
             ("11", "something else", "11"),

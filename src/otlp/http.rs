@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
@@ -25,6 +25,13 @@ use super::Ingest;
 use super::decode::{self, DecodeError, Encoding};
 
 const TRANSPORT: &str = "http";
+
+/// After a body went over the limit (or was refused unread), read and
+/// discard at most this much more, for at most [`DRAIN_TIME`], before
+/// answering: a client still writing its body then reads the answer rather
+/// than a broken pipe. Nothing drained is kept.
+const DRAIN_MAX: u64 = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// gRPC code numbers used in `google.rpc.Status` bodies.
 const INVALID_ARGUMENT: i32 = 3;
@@ -66,21 +73,26 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
     let enc = match decode::encoding_of(header_str(&headers, header::CONTENT_TYPE)) {
         Ok(e) => e,
         Err(e) => {
+            drain(body).await;
             t.otlp_request(TRANSPORT, "unsupported");
             return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{e}\n")).into_response();
         }
     };
     let limit = ingest.max_body_bytes;
-    let declared = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let too_large = || {
         t.otlp_request(TRANSPORT, "too_large");
         let e = DecodeError::TooLarge { limit };
-        return status_reply(
+        status_reply(
             StatusCode::PAYLOAD_TOO_LARGE,
             enc,
             INVALID_ARGUMENT,
             &e.to_string(),
-        );
+        )
+    };
+    let declared = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        drain(body).await;
+        return too_large();
     }
     // at most `max_concurrent_requests` bodies in memory at once
     let Ok(_permit) = ingest.permits.acquire().await else {
@@ -91,19 +103,10 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
             "shutting down",
         );
     };
-    let raw = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            t.otlp_request(TRANSPORT, "too_large");
-            let e = DecodeError::TooLarge { limit };
-            return status_reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                enc,
-                INVALID_ARGUMENT,
-                &e.to_string(),
-            );
-        }
-        Err(e) => {
+    let raw = match read_body(body, limit).await {
+        Ok(b) => b,
+        Err(ReadError::TooLarge) => return too_large(),
+        Err(ReadError::Io(e)) => {
             t.otlp_request(TRANSPORT, "malformed");
             let msg = format!("cannot read the request body: {e}");
             return status_reply(StatusCode::BAD_REQUEST, enc, INVALID_ARGUMENT, &msg);
@@ -152,4 +155,43 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
             r
         }
     }
+}
+
+enum ReadError {
+    TooLarge,
+    Io(axum::Error),
+}
+
+/// The whole body, or `TooLarge` as soon as it passes `limit` (the rest is
+/// then drained, not kept).
+async fn read_body(mut body: Body, limit: usize) -> Result<bytes::Bytes, ReadError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ReadError::Io)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                drop(buf);
+                drain(body).await;
+                return Err(ReadError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Read and discard what is left of a body, within bounds.
+async fn drain(mut body: Body) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len() as u64;
+                if seen > DRAIN_MAX {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }

@@ -3,4 +3,5 @@ mod cli;
 mod delivery;
 mod e2e;
 mod node;
+mod otlp;
 mod support;
