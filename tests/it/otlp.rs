@@ -291,7 +291,9 @@ async fn http_bad_inputs_get_their_status() {
     assert!(big.len() > limit);
     let bomb = gzip(&big);
     assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16)> = vec![
+    // (what, content type, content encoding, body, status)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         (
             "not protobuf",
             PB,
