@@ -4,4 +4,5 @@ mod delivery;
 mod e2e;
 mod node;
 mod otlp;
+mod otlp_clients;
 mod support;
