@@ -251,7 +251,7 @@ fn expected_attributes(i: u64) -> BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let http = if i % 2 == 0 {
+    let http = if i.is_multiple_of(2) {
         [
             ("http.method", "GET".to_string()),
             ("http.status_code", "200".to_string()),
