@@ -124,6 +124,7 @@ async fn api(spans: Arc<AtomicU64>) -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let _ = stream.set_nodelay(true);
             let spans = spans.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
@@ -286,7 +287,8 @@ fn main() {
         match mode {
             "throughput" => {
                 let (secs, conns) = (arg(1, 10), arg(2, 4));
-                let agent = start_agent(api_addr, otel, &["--batch-size", "1000"]);
+                let bs = std::env::var("BENCH_BATCH_SIZE").unwrap_or_else(|_| "1000".into());
+                let agent = start_agent(api_addr, otel, &["--batch-size", &bs]);
                 let pid = agent.0.id();
                 // warm-up, then measure
                 let warm = Instant::now() + Duration::from_secs(2);
@@ -310,6 +312,7 @@ fn main() {
                     api_spans.load(Ordering::Relaxed),
                 );
                 let (cpu0, _, _) = usage(pid);
+                let (me0, _, _) = usage(std::process::id());
                 let t0 = Instant::now();
                 let until = t0 + Duration::from_secs(secs);
                 let tasks: Vec<_> = (0..conns)
@@ -328,6 +331,11 @@ fn main() {
                 }
                 let el = t0.elapsed().as_secs_f64();
                 let (cpu1, rss, hwm) = usage(pid);
+                let (me1, _, _) = usage(std::process::id());
+                report.insert(
+                    "generator_and_api_cpu_percent",
+                    format!("{:.1}", (me1 - me0) / el * 100.0),
+                );
                 let acc = counts.accepted.load(Ordering::Relaxed) - a0;
                 let refd = counts.refused.load(Ordering::Relaxed) - r0;
                 let fwd = api_spans.load(Ordering::Relaxed) - f0;

@@ -173,7 +173,7 @@ impl Telemetry {
         );
         registry.register(
             "spans_refused",
-            "Spans refused with 503/RESOURCE_EXHAUSTED because the span buffer was full (the sender retries them)",
+            "Spans refused with 503/RESOURCE_EXHAUSTED because the span buffer was full (the sender retries them); requests refused before decoding count in otlp_requests{outcome=\"refused\"} only",
             t.spans_refused.clone(),
         );
         Telemetry { registry, ..t }

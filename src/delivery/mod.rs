@@ -329,6 +329,7 @@ impl Delivery {
         let total: u64 = encoded.iter().map(|b| b.size()).sum();
         {
             let mut st = sh.lock();
+            // the whole request, checked once: pushing spans never evicts
             if st.queue.room_for(PayloadKind::Spans) < total {
                 return Err(SpanQueueFull);
             }
@@ -343,6 +344,12 @@ impl Delivery {
         sh.wake.notify_one();
         sh.progress.send_replace(());
         Ok(())
+    }
+
+    /// Bytes of encoded spans that fit in the queue now (`u64::MAX` when no
+    /// span is queued): lets the receiver refuse before decoding.
+    pub fn span_room(&self) -> u64 {
+        self.shared.lock().queue.room_for(PayloadKind::Spans)
     }
 
     /// Wait until everything submitted so far is delivered or dropped, at

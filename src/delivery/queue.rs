@@ -131,16 +131,21 @@ impl BatchQueue for MemoryQueue {
 
 /// Metrics and spans in one submission order, each kind with its own
 /// bound. Metrics behave as in [`MemoryQueue`] (the oldest metrics are
-/// evicted to make room, never spans). Spans are never evicted: whoever
-/// submits spans asks [`BatchQueue::room_for`] first and refuses what does
-/// not fit (the OTLP receiver answers 503 / `RESOURCE_EXHAUSTED`). A span
-/// batch taken out for an attempt still counts against the span bound
-/// until [`BatchQueue::complete`], so putting it back after a transient
-/// failure always fits.
+/// evicted to make room, never spans). Spans are never evicted nor refused
+/// here: whoever submits spans asks [`BatchQueue::room_for`] first, for a
+/// whole request at once, and refuses what does not fit (the OTLP receiver
+/// answers 503 / `RESOURCE_EXHAUSTED`). A span batch taken out for an
+/// attempt still counts against the span bound until
+/// [`BatchQueue::complete`], so putting it back after a transient failure
+/// always fits. When no span is outstanding, any request fits: one request
+/// larger than the whole span bound goes through alone rather than being
+/// refused forever, so span memory is at most the bound or one request.
 #[derive(Debug)]
 pub struct SplitQueue {
     metrics: MemoryQueue,
+    /// Unbounded itself: the bound is `span_cap`, checked by `room_for`.
     spans: MemoryQueue,
+    span_cap: u64,
     /// Span bytes queued or in flight.
     span_outstanding: u64,
 }
@@ -149,7 +154,8 @@ impl SplitQueue {
     pub fn new(metrics_bytes: u64, span_bytes: u64) -> SplitQueue {
         SplitQueue {
             metrics: MemoryQueue::new(metrics_bytes),
-            spans: MemoryQueue::new(span_bytes),
+            spans: MemoryQueue::new(u64::MAX),
+            span_cap: span_bytes,
             span_outstanding: 0,
         }
     }
@@ -165,9 +171,7 @@ impl SplitQueue {
 impl BatchQueue for SplitQueue {
     fn push_back(&mut self, b: QueuedBatch) -> Vec<QueuedBatch> {
         if b.batch.kind == PayloadKind::Spans {
-            if b.batch.size() > self.room_for(PayloadKind::Spans) {
-                return vec![b];
-            }
+            // the caller checked room_for for the whole request
             self.span_outstanding += b.batch.size();
         }
         self.of(b.batch.kind).push_back(b)
@@ -216,7 +220,7 @@ impl BatchQueue for SplitQueue {
     }
 
     fn capacity_bytes(&self) -> u64 {
-        self.metrics.capacity_bytes() + self.spans.capacity_bytes()
+        self.metrics.capacity_bytes().saturating_add(self.span_cap)
     }
 
     fn drain_all(&mut self) -> Vec<QueuedBatch> {
@@ -233,10 +237,8 @@ impl BatchQueue for SplitQueue {
     fn room_for(&self, kind: PayloadKind) -> u64 {
         match kind {
             PayloadKind::Metrics => self.metrics.room_for(kind),
-            PayloadKind::Spans => self
-                .spans
-                .capacity_bytes()
-                .saturating_sub(self.span_outstanding),
+            PayloadKind::Spans if self.span_outstanding == 0 => u64::MAX,
+            PayloadKind::Spans => self.span_cap.saturating_sub(self.span_outstanding),
         }
     }
 }
@@ -308,32 +310,49 @@ mod tests {
     fn split_queue_never_evicts_spans() {
         use PayloadKind::{Metrics as M, Spans as S};
         let mut q = SplitQueue::new(100, 100);
+        // empty: anything fits, even more than the bound
+        assert_eq!(q.room_for(S), u64::MAX);
         assert!(q.push_back(qk(1, 60, S)).is_empty());
         assert!(q.push_back(qk(2, 80, M)).is_empty());
         assert_eq!(q.room_for(S), 40);
         // metrics evict metrics only
         assert_eq!(seqs(&q.push_back(qk(3, 50, M))), vec![2]);
-        // a span batch that does not fit is refused, nothing else lost
-        assert_eq!(seqs(&q.push_back(qk(4, 41, S))), vec![4]);
         assert!(q.push_back(qk(5, 40, S)).is_empty());
         assert_eq!(q.room_for(S), 0);
         assert_eq!(q.bytes(), 150);
         assert_eq!(q.capacity_bytes(), 200);
+        // more metrics still evict metrics, never spans
+        assert_eq!(seqs(&q.push_back(qk(6, 100, M))), vec![3]);
         // global order across kinds
         assert_eq!(q.oldest_seq(), Some(1));
         let b1 = q.pop_front().unwrap();
         assert_eq!(b1.seq, 1);
         // in flight: still counted against the span bound
         assert_eq!(q.room_for(S), 0);
-        assert_eq!(seqs(&q.push_back(qk(6, 10, S))), vec![6]);
-        // a transient failure puts it back first, and it fits
+        // a transient failure puts it back first
         assert!(q.requeue_front(b1).is_empty());
         let b1 = q.pop_front().unwrap();
         q.complete(&b1);
         assert_eq!(q.room_for(S), 60);
-        assert_eq!(q.pop_front().unwrap().seq, 3);
         assert_eq!(q.pop_front().unwrap().seq, 5);
+        assert_eq!(q.pop_front().unwrap().seq, 6);
         assert!(q.pop_front().is_none());
+    }
+
+    #[test]
+    fn split_queue_takes_one_oversized_request_alone() {
+        use PayloadKind::Spans as S;
+        let mut q = SplitQueue::new(100, 100);
+        for seq in 1..=3 {
+            assert!(q.push_back(qk(seq, 70, S)).is_empty());
+        }
+        assert_eq!(q.room_for(S), 0);
+        for seq in 1..=3 {
+            let b = q.pop_front().unwrap();
+            assert_eq!(b.seq, seq);
+            q.complete(&b);
+        }
+        assert_eq!(q.room_for(S), u64::MAX);
     }
 
     #[test]
@@ -344,7 +363,7 @@ mod tests {
         q.push_back(qk(2, 10, S));
         q.push_back(qk(3, 10, M));
         assert_eq!(seqs(&q.drain_all()), vec![1, 2, 3]);
-        assert_eq!(q.room_for(S), 100);
+        assert_eq!(q.room_for(S), u64::MAX);
         assert_eq!(q.bytes(), 0);
     }
 }

@@ -11,8 +11,9 @@
 //! tonic answers a plain over-limit message with `OUT_OF_RANGE`, which OTLP
 //! clients retry, and a message that is not protobuf with `INTERNAL`;
 //! [`Guarded`] rewrites these two statuses (recognised by tonic's messages) to
-//! `RESOURCE_EXHAUSTED` and `INVALID_ARGUMENT`, and holds one of the shared
-//! request permits while a request is read and decoded.
+//! `RESOURCE_EXHAUSTED` and `INVALID_ARGUMENT`; it also refuses a request
+//! before decoding it when the span buffer has no room, and holds one of the
+//! shared request permits while a request is read and decoded.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,7 +29,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use tokio::sync::Semaphore;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::{Service, http};
 use tonic::metadata::MetadataValue;
@@ -96,7 +96,7 @@ pub fn refusal(message: &str, delay: std::time::Duration) -> Status {
 #[derive(Clone)]
 pub struct Guarded<S> {
     inner: S,
-    permits: Arc<Semaphore>,
+    ingest: Arc<Ingest>,
 }
 
 impl<S: NamedService> NamedService for Guarded<S> {
@@ -125,9 +125,13 @@ where
         // the one polled ready for this call
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let permits = self.permits.clone();
+        let ingest = self.ingest.clone();
         Box::pin(async move {
-            let _permit = permits.acquire_owned().await;
+            if ingest.refuse_early(TRANSPORT, 0) {
+                let st = refusal("span buffer full: retry later", ingest.retry_after);
+                return Ok(st.into_http());
+            }
+            let _permit = ingest.permits.clone().acquire_owned().await;
             let resp = inner.call(req).await?;
             // the status is in the headers (trailers-only) or the trailers
             let (mut parts, body) = resp.into_parts();
@@ -194,16 +198,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let limit = ingest.max_body_bytes;
-    let permits = ingest.permits.clone();
-    let svc = TraceServiceServer::new(Receiver { ingest })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit);
+    let svc = TraceServiceServer::new(Receiver {
+        ingest: ingest.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(limit);
     tonic::transport::Server::builder()
-        .add_service(Guarded {
-            inner: svc,
-            permits,
-        })
+        .add_service(Guarded { inner: svc, ingest })
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,

@@ -94,6 +94,10 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
         drain(body).await;
         return too_large();
     }
+    if ingest.refuse_early(TRANSPORT, declared.unwrap_or(0)) {
+        drain(body).await;
+        return refused(&ingest, enc);
+    }
     // at most `max_concurrent_requests` bodies in memory at once
     let Ok(_permit) = ingest.permits.acquire().await else {
         return status_reply(
@@ -140,21 +144,26 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
             )
                 .into_response()
         }
-        Err(full) => {
+        Err(_) => {
             t.otlp_request(TRANSPORT, "refused");
-            let mut r = status_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                enc,
-                RESOURCE_EXHAUSTED,
-                &format!("{full}: retry later"),
-            );
-            let secs = ingest.retry_after.as_secs().max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            r
+            refused(&ingest, enc)
         }
     }
+}
+
+/// 503 with `Retry-After` and a `RESOURCE_EXHAUSTED` status.
+fn refused(ingest: &Ingest, enc: Encoding) -> Response {
+    let mut r = status_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        enc,
+        RESOURCE_EXHAUSTED,
+        "span buffer full: retry later",
+    );
+    let secs = ingest.retry_after.as_secs().max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 enum ReadError {

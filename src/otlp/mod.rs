@@ -8,7 +8,9 @@
 //! Back-pressure: when the sink's span buffer is full it refuses the whole
 //! request ([`SpanBufferFull`]) and the sender is told to retry (HTTP 503 with
 //! `Retry-After`, gRPC `RESOURCE_EXHAUSTED` with `RetryInfo`). A span is
-//! never accepted and then dropped here. Request bodies are bounded
+//! never accepted and then dropped here. When the sink already says it has
+//! no room ([`SpanSink::has_room`]) a request is refused before it is read
+//! and decoded, so an overloaded agent spends its CPU on what it can take. Request bodies are bounded
 //! (`max_body_bytes` after decompression) and so is the number decoded at
 //! once (`max_concurrent_requests`, shared by both transports), so memory
 //! has a ceiling whatever the senders do.
@@ -42,6 +44,14 @@ pub struct SpanBufferFull;
 /// delivery's own rules), or none is and the error says so. Must not block.
 pub trait SpanSink: Send + Sync + 'static {
     fn try_submit(&self, spans: Vec<StoredSpan>) -> Result<(), SpanBufferFull>;
+
+    /// Whether a request of about `hint_bytes` (its body as received) may
+    /// fit: `false` lets the receiver refuse before decoding anything, which
+    /// keeps an overloaded agent's CPU for the requests it can take. Only a
+    /// hint: `try_submit` decides.
+    fn has_room(&self, _hint_bytes: u64) -> bool {
+        true
+    }
 }
 
 /// Receiver settings.
@@ -160,6 +170,20 @@ impl Ingest {
         &self.telemetry
     }
 
+    /// Refuse early (before reading or decoding) when the sink says a
+    /// request of about `hint_bytes` cannot fit. Counts the refusal.
+    pub(crate) fn refuse_early(&self, transport: &str, hint_bytes: u64) -> bool {
+        if self.sink.has_room(hint_bytes) {
+            return false;
+        }
+        self.telemetry.otlp_request(transport, "refused");
+        crate::warn_limited!(
+            "otlp:full",
+            "span buffer full: refusing spans, the sender will retry"
+        );
+        true
+    }
+
     /// Take one export request: every span or none. Returns the number of
     /// spans accepted.
     pub fn export(&self, req: ExportTraceServiceRequest) -> Result<usize, SpanBufferFull> {
@@ -259,5 +283,11 @@ pub async fn start(
 impl SpanSink for crate::delivery::Delivery {
     fn try_submit(&self, spans: Vec<StoredSpan>) -> Result<(), SpanBufferFull> {
         self.try_submit_spans(spans).map_err(|_| SpanBufferFull)
+    }
+
+    /// Encoded JSON is larger than the protobuf it came from, so a request
+    /// whose body is larger than the room left cannot fit.
+    fn has_room(&self, hint_bytes: u64) -> bool {
+        self.span_room() >= hint_bytes.max(1)
     }
 }
