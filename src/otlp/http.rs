@@ -107,7 +107,7 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
             "shutting down",
         );
     };
-    let raw = match read_body(body, limit).await {
+    let raw = match read_body(body, limit, declared.unwrap_or(0) as usize).await {
         Ok(b) => b,
         Err(ReadError::TooLarge) => return too_large(),
         Err(ReadError::Io(e)) => {
@@ -171,10 +171,15 @@ enum ReadError {
     Io(axum::Error),
 }
 
-/// The whole body, or `TooLarge` as soon as it passes `limit` (the rest is
-/// then drained, not kept).
-async fn read_body(mut body: Body, limit: usize) -> Result<bytes::Bytes, ReadError> {
-    let mut buf = bytes::BytesMut::new();
+/// The whole body (room for `expected` bytes, the declared length, made
+/// once), or `TooLarge` as soon as it passes `limit` (the rest is then
+/// drained, not kept).
+async fn read_body(
+    mut body: Body,
+    limit: usize,
+    expected: usize,
+) -> Result<bytes::Bytes, ReadError> {
+    let mut buf = bytes::BytesMut::with_capacity(expected.min(limit));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(ReadError::Io)?;
         if let Ok(data) = frame.into_data() {
