@@ -353,7 +353,8 @@ fn main() {
             }
             "steady" => {
                 let (rate, secs) = (arg(1, 10_000), arg(2, 30));
-                let agent = start_agent(api_addr, otel, &[]);
+                let bs = std::env::var("BENCH_BATCH_SIZE").unwrap_or_else(|_| "100".into());
+                let agent = start_agent(api_addr, otel, &["--batch-size", &bs]);
                 let pid = agent.0.id();
                 // requests of 512 spans: rate/512 per second over 2 connections
                 let per_conn = Duration::from_secs_f64(2.0 * BATCH as f64 / rate as f64);
