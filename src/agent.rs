@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::time::MissedTickBehavior;
 
 use crate::collect::Collector;
+use crate::collect::cgroup::CgroupCollector;
 use crate::collect::node::NodeCollector;
 use crate::config::Config;
 use crate::delivery::{Delivery, DeliveryOptions};
@@ -57,13 +58,23 @@ impl Cycle {
         host: &HostPaths,
         telemetry: &Arc<Telemetry>,
     ) -> Vec<Box<dyn Collector>> {
-        let _ = telemetry;
-        vec![Box::new(NodeCollector::new(host.clone()))]
+        vec![
+            Box::new(NodeCollector::new(host.clone())),
+            Box::new(CgroupCollector::new(host.clone(), telemetry.clone())),
+        ]
     }
 
     /// Run every collector once. A collector that fails (or panics) loses its
-    /// part of this cycle only.
-    pub fn collect(&mut self, now: Instant, timestamp_ms: i64) -> Vec<Metric> {
+    /// part of this cycle only. Wire metrics are built `chunk` at a time and
+    /// handed to `emit`, so a large node never holds a whole cycle of them
+    /// (only its samples). Returns how many metrics were emitted.
+    pub fn collect(
+        &mut self,
+        now: Instant,
+        timestamp_ms: i64,
+        chunk: usize,
+        mut emit: impl FnMut(Vec<Metric>),
+    ) -> usize {
         let started = Instant::now();
         self.samples.clear();
         for c in &mut self.collectors {
@@ -94,8 +105,32 @@ impl Cycle {
             cluster_id: &self.cluster_id,
             timestamp_ms,
         };
-        let mut out = Vec::with_capacity(self.samples.len());
-        let dropped = enrich::to_wire(self.samples.drain(..), &ctx, self.meta.as_ref(), &mut out);
+        let chunk = chunk.max(1);
+        let mut emitted = 0;
+        let mut dropped = 0;
+        let mut samples = std::mem::take(&mut self.samples);
+        let mut rest = samples.drain(..);
+        loop {
+            let mut out = Vec::with_capacity(chunk.min(rest.len()));
+            dropped += enrich::to_wire(
+                rest.by_ref().take(chunk),
+                &ctx,
+                self.meta.as_ref(),
+                &mut out,
+            );
+            if out.is_empty() && rest.len() == 0 {
+                break;
+            }
+            emitted += out.len();
+            if !out.is_empty() {
+                emit(out);
+            }
+        }
+        drop(rest);
+        // keep the allocation for the next cycle, unless it was a spike
+        if samples.capacity() <= 4 * emitted.max(1024) {
+            self.samples = samples;
+        }
         if dropped > 0 {
             self.telemetry
                 .drop_items("metrics", "non_finite", 0, dropped as u64);
@@ -106,14 +141,21 @@ impl Cycle {
             );
         }
         self.telemetry.cycles.inc();
-        self.telemetry.metrics_produced.inc_by(out.len() as u64);
+        self.telemetry.metrics_produced.inc_by(emitted as u64);
         self.telemetry
             .cycle_duration_seconds
             .set(started.elapsed().as_secs_f64());
         self.telemetry
             .last_cycle_timestamp_seconds
             .set(unix_ms() as f64 / 1000.0);
-        out
+        emitted
+    }
+
+    /// One cycle's metrics, all at once (tests and tools).
+    pub fn collect_all(&mut self, now: Instant, timestamp_ms: i64) -> Vec<Metric> {
+        let mut all = Vec::new();
+        self.collect(now, timestamp_ms, usize::MAX, |m| all.extend(m));
+        all
     }
 }
 
@@ -125,14 +167,23 @@ pub fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Run the collection on a blocking thread (file reads are synchronous) and
-/// hand the cycle back.
-async fn collect_blocking(mut cycle: Cycle) -> (Cycle, Vec<Metric>) {
+/// Run the collection on a blocking thread (file reads are synchronous),
+/// hand its metrics to delivery batch by batch (when given), and hand the
+/// cycle back.
+async fn collect_blocking(
+    mut cycle: Cycle,
+    delivery: Option<Delivery>,
+    batch_size: usize,
+) -> (Cycle, usize) {
     let now = Instant::now();
     let ts = unix_ms();
     let joined = tokio::task::spawn_blocking(move || {
-        let metrics = cycle.collect(now, ts);
-        (cycle, metrics)
+        let n = cycle.collect(now, ts, batch_size, |metrics| {
+            if let Some(d) = &delivery {
+                d.submit_metrics(metrics);
+            }
+        });
+        (cycle, n)
     })
     .await;
     match joined {
@@ -256,11 +307,9 @@ async fn run_once(
     telemetry: &Telemetry,
 ) -> ExitCode {
     // priming sample: counters need two reads for a rate
-    let (cycle, _) = collect_blocking(cycle).await;
+    let (cycle, _) = collect_blocking(cycle, None, cfg.batch_size).await;
     tokio::time::sleep(PRIME_GAP).await;
-    let (_cycle, metrics) = collect_blocking(cycle).await;
-    let n = metrics.len();
-    delivery.submit_metrics(metrics);
+    let (_, n) = collect_blocking(cycle, Some(delivery.clone()), cfg.batch_size).await;
     let report = delivery
         .shutdown(cfg.shutdown_grace.max(cfg.request_timeout))
         .await;
@@ -316,9 +365,7 @@ async fn run_loop(
         tokio::select! {
             _ = &mut signal => break,
             _ = ticker.tick() => {
-                let (c, metrics) = collect_blocking(cycle).await;
-                cycle = c;
-                delivery.submit_metrics(metrics);
+                (cycle, _) = collect_blocking(cycle, Some(delivery.clone()), cfg.batch_size).await;
                 health.cycle_done();
             }
         }

@@ -14,3 +14,5 @@ pub mod server;
 pub mod sink;
 pub mod sketch;
 pub mod telemetry;
+#[cfg(test)]
+mod testutil;

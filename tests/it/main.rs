@@ -1,7 +1,13 @@
+mod cgroup_capture;
+mod cgroup_parse;
 mod cgroup_path;
+mod cgroup_real;
+mod cgroup_support;
+mod cgroup_v2_tree;
 mod cli;
 mod delivery;
 mod e2e;
+mod netns;
 mod node;
 mod otlp;
 mod otlp_clients;

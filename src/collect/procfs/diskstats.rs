@@ -156,11 +156,7 @@ pub fn sum_whole_disks(text: &str) -> Result<DiskTotals, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(rel: &str) -> String {
-        let p = format!("{}/../shared/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
-    }
+    use crate::testutil::fixture;
 
     fn whole(text: &str) -> Vec<String> {
         let mut v = vec![];

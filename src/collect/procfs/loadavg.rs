@@ -35,11 +35,7 @@ pub fn parse(text: &str) -> Result<LoadAvg, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(rel: &str) -> String {
-        let p = format!("{}/../shared/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
-    }
+    use crate::testutil::fixture;
 
     #[test]
     fn fixtures() {

@@ -80,11 +80,7 @@ fn value(key: &str, rest: &str) -> Result<u64, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(rel: &str) -> String {
-        let p = format!("{}/../shared/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
-    }
+    use crate::testutil::fixture;
 
     #[test]
     fn captured_hybrid() {
