@@ -539,3 +539,82 @@ async fn overload_refuses_then_delivers_every_accepted_span() {
     );
     assert!(a.counter("cased_agent_spans_refused_total") <= refused);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_sink_prints_spans_one_per_line_beside_metrics() {
+    use std::io::BufRead;
+    let (http, grpc, health) = (free_port(), free_port(), free_port());
+    let mut c = agent();
+    c.args(["--enable-otel", "--sink", "stdout", "--interval", "1s"])
+        .args(["--otel-port", &http.to_string()])
+        .args(["--otel-grpc-port", &grpc.to_string()])
+        .args(["--health-port", &health.to_string()])
+        .args(["--cluster-id", "c-out", "--node-name", "n-out"])
+        .env_remove("ENABLE_OTEL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let a = Agent {
+        child,
+        http,
+        grpc,
+        health,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", http))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "OTLP port never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = crate::otlp::fixture("examples-HEAD-ac2c4b5/trace.json");
+    let resp = http_client()
+        .post(format!("http://127.0.0.1:{http}/v1/traces"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // read lines until the span and its service's trace metrics are there
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("\"trace.duration_p99\"");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(10), lines)
+        .await
+        .expect("no trace metrics on stdout")
+        .unwrap();
+    drop(a);
+    let spans: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("{\"span\":"))
+        .collect();
+    assert_eq!(spans.len(), 1, "{lines:?}");
+    assert_eq!(
+        spans[0].as_str(),
+        r#"{"span":{"trace_id":"5b8efff798038103d269b633813fc60c","span_id":"eee19b7ec3c1b174","parent_span_id":"eee19b7ec3c1b173","service_name":"my.service","span_name":"I'm a server span","span_kind":2,"timestamp":1544712660000,"duration_ns":1000000000,"status_code":0,"status_message":"","attributes":{"my.span.attr":"some value"},"events":"[]","http_method":"","http_status_code":0,"http_url":"","cluster_id":"c-out"}}"#
+    );
+    // every other line is a metric
+    for l in lines.iter().filter(|l| !l.starts_with("{\"span\":")) {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert!(v["metric_name"].is_string(), "{l}");
+    }
+    let count = lines
+        .iter()
+        .find(|l| l.contains("\"trace.span_count\""))
+        .unwrap();
+    let v: Value = serde_json::from_str(count).unwrap();
+    assert_eq!(v["value"], 1.0);
+    assert_eq!(v["tags"], json!({"node": "n-out", "service": "my.service"}));
+}
