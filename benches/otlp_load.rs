@@ -7,12 +7,14 @@
 //! ```text
 //! cargo bench --bench otlp_load -- throughput [seconds] [connections]
 //! cargo bench --bench otlp_load -- steady [spans_per_second] [seconds]
+//! cargo bench --bench otlp_load -- phases [requests]
 //! ```
 //!
 //! `throughput`: as fast as the agent takes them; prints spans accepted per
 //! second (200s), refusals (503s), spans the API received, and the agent's
 //! CPU. `steady`: a fixed rate; prints the agent's CPU (% of one core) and
-//! RSS. Results go to docs/bench-otlp.md.
+//! RSS. `phases`: in process, one thread, the CPU per span of decoding,
+//! converting, JSON encoding and freeing. Results go to docs/bench-otlp.md.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -397,7 +399,49 @@ fn main() {
                 report.insert("agent_rss_mib", format!("{:.1}", rss as f64 / 1024.0));
                 report.insert("agent_peak_rss_mib", format!("{:.1}", hwm as f64 / 1024.0));
             }
-            other => panic!("unknown mode {other}: throughput or steady"),
+            "phases" => {
+                // in process, one thread: CPU per span of each step
+                let n = arg(1, 200) as usize;
+                let mut t = [Duration::ZERO; 4];
+                let mut spans_total = 0u64;
+                for i in 0..n {
+                    let b = &bodies[i % bodies.len()];
+                    let t0 = Instant::now();
+                    let req = ExportTraceServiceRequest::decode(&b[..]).unwrap();
+                    let t1 = Instant::now();
+                    let c = cased_agent::otlp::convert::convert(req, "bench");
+                    let t2 = Instant::now();
+                    let mut bytes = 0;
+                    for chunk in c.spans.chunks(100) {
+                        let mut out = Vec::with_capacity(64 + chunk.len() * 640);
+                        serde_json::to_writer(
+                            &mut out,
+                            &cased_agent::sink::wire::SpansBatch {
+                                spans: std::borrow::Cow::Borrowed(chunk),
+                            },
+                        )
+                        .unwrap();
+                        bytes += out.len();
+                    }
+                    let t3 = Instant::now();
+                    spans_total += c.spans.len() as u64;
+                    drop(c);
+                    let t4 = Instant::now();
+                    std::hint::black_box(bytes);
+                    for (k, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3].into_iter().enumerate() {
+                        t[k] += d;
+                    }
+                }
+                let per = |d: Duration| {
+                    format!("{:.3} us/span", d.as_secs_f64() * 1e6 / spans_total as f64)
+                };
+                report.insert("1_decode_protobuf", per(t[0]));
+                report.insert("2_convert_to_storedspan", per(t[1]));
+                report.insert("3_encode_json_batches", per(t[2]));
+                report.insert("4_drop", per(t[3]));
+                report.insert("total", per(t.iter().sum()));
+            }
+            other => panic!("unknown mode {other}: throughput, steady or phases"),
         }
         println!("otlp_load {mode}:");
         for (k, v) in report {
