@@ -1,6 +1,7 @@
 //! OTLP/HTTP request bodies → `ExportTraceServiceRequest` (SPEC §6): the
-//! content type, the content encoding (gzip, inflated with a hard limit so a
-//! gzip bomb costs at most `limit` bytes), binary protobuf or OTLP/JSON.
+//! content type, the content encoding (gzip, or deflate as the Python SDK
+//! can send, inflated with a hard limit so a bomb costs at most `limit`
+//! bytes), binary protobuf or OTLP/JSON.
 //!
 //! Pure: bytes and header values in, a typed request or a typed error out.
 //! Each error knows its HTTP status ([`DecodeError::status`]).
@@ -15,7 +16,7 @@
 
 use std::io::Read;
 
-use flate2::read::MultiGzDecoder;
+use flate2::read::{MultiGzDecoder, ZlibDecoder};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -42,11 +43,11 @@ impl Encoding {
 pub enum DecodeError {
     #[error("unsupported content type {0:?}: send application/x-protobuf or application/json")]
     ContentType(String),
-    #[error("unsupported content encoding {0:?}: send gzip or no encoding")]
+    #[error("unsupported content encoding {0:?}: send gzip, deflate or no encoding")]
     ContentEncoding(String),
     #[error("body over the limit of {limit} bytes (after decompression)")]
     TooLarge { limit: usize },
-    #[error("invalid gzip body: {0}")]
+    #[error("invalid gzip or deflate body: {0}")]
     Gzip(#[source] std::io::Error),
     #[error("invalid protobuf ExportTraceServiceRequest: {0}")]
     Protobuf(#[source] prost::DecodeError),
@@ -86,7 +87,7 @@ pub fn encoding_of(content_type: Option<&str>) -> Result<Encoding, DecodeError> 
     }
 }
 
-/// Undo `Content-Encoding` (none, `identity` or `gzip`), refusing anything
+/// Undo `Content-Encoding` (none, `identity`, `gzip` or `deflate`), refusing anything
 /// that is, or would inflate to, more than `limit` bytes.
 pub fn inflate(
     body: bytes::Bytes,
@@ -100,15 +101,20 @@ pub fn inflate(
         }
         return Ok(body);
     }
-    if !enc.eq_ignore_ascii_case("gzip") && !enc.eq_ignore_ascii_case("x-gzip") {
-        return Err(DecodeError::ContentEncoding(enc.to_string()));
-    }
     let mut out = Vec::with_capacity((body.len() * 4).min(limit + 1));
     // one byte past the limit tells "exactly at the limit" from "over"
-    MultiGzDecoder::new(&body[..])
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(DecodeError::Gzip)?;
+    let cap = limit as u64 + 1;
+    let read = if enc.eq_ignore_ascii_case("gzip") || enc.eq_ignore_ascii_case("x-gzip") {
+        MultiGzDecoder::new(&body[..])
+            .take(cap)
+            .read_to_end(&mut out)
+    } else if enc.eq_ignore_ascii_case("deflate") {
+        // HTTP's "deflate" is the zlib format (RFC 9110 §8.4.1.2)
+        ZlibDecoder::new(&body[..]).take(cap).read_to_end(&mut out)
+    } else {
+        return Err(DecodeError::ContentEncoding(enc.to_string()));
+    };
+    read.map_err(DecodeError::Gzip)?;
     if out.len() > limit {
         return Err(DecodeError::TooLarge { limit });
     }
@@ -358,6 +364,19 @@ mod tests {
         assert!(bomb.len() < 64 << 10);
         let e = inflate(bomb, Some("gzip"), 1 << 20).unwrap_err();
         assert_eq!(e.status(), 413);
+    }
+
+    #[test]
+    fn deflate_is_zlib() {
+        let bin = fixture("examples-f6bb641/trace.protobuf-bin");
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&bin).unwrap();
+        let z: bytes::Bytes = e.finish().unwrap().into();
+        assert_eq!(
+            &inflate(z.clone(), Some("deflate"), 214).unwrap()[..],
+            &bin[..]
+        );
+        assert_eq!(inflate(z, Some("deflate"), 213).unwrap_err().status(), 413);
     }
 
     #[test]

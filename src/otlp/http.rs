@@ -2,8 +2,8 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | valid protobuf or OTLP/JSON, optionally gzip | 200, an empty `ExportTraceServiceResponse` in the request's encoding |
-//! | not protobuf / truncated / JSON that is not a trace export / bad gzip | 400, a `google.rpc.Status` in the request's encoding |
+//! | valid protobuf or OTLP/JSON, optionally gzip or deflate | 200, an empty `ExportTraceServiceResponse` in the request's encoding |
+//! | not protobuf / truncated / JSON that is not a trace export / bad gzip or deflate | 400, a `google.rpc.Status` in the request's encoding |
 //! | body over the limit, before or after decompression | 413 |
 //! | another content type or content encoding | 415 |
 //! | another method | 405 (with `Allow: POST`) |

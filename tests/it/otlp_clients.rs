@@ -285,31 +285,31 @@ async fn python_and_js_sdks_end_to_end() {
     )
     .await;
     const PER: usize = 40;
-    let py = |proto: &str, endpoint: String, services: &str, gzip: bool| {
+    let py = |proto: &str, endpoint: String, services: &str, compression: &str| {
         let mut c = Command::new(&cl.python);
         c.arg(format!("{OTLP_DIR}/send_python.py"))
             .args(["--protocol", proto, "--endpoint", &endpoint])
+            .args(["--compression", compression])
             .args(["--services", services, "--per-service", &PER.to_string()]);
-        if gzip {
-            c.arg("--gzip");
-        }
         c
     };
+    // HTTP/protobuf with deflate, gRPC with gzip, OTLP/JSON with gzip
     let py_http = py(
         "http",
         format!("http://127.0.0.1:{}/v1/traces", a.http),
         "py-http-checkout,py-http-cart",
-        false,
+        "deflate",
     );
     let py_grpc = py(
         "grpc",
         format!("127.0.0.1:{}", a.grpc),
         "py-grpc-checkout,py-grpc-cart",
-        true,
+        "gzip",
     );
     let mut js = Command::new(&cl.node);
     js.current_dir(OTLP_DIR)
         .arg("send_js.mjs")
+        .arg("--gzip")
         .args([
             "--endpoint",
             &format!("http://127.0.0.1:{}/v1/traces", a.http),

@@ -3,7 +3,7 @@
 //
 // Used by tests/it/otlp_clients.rs. Usage:
 //
-//   node send_js.mjs --endpoint URL [--services a,b] [--per-service N]
+//   node send_js.mjs --endpoint URL [--gzip] [--services a,b] [--per-service N]
 //
 // The same span set as send_python.py (see there): durations
 // (i + 1) * 0.75 ms (+100 ms for every 10th), ERROR when i % 5 == 0, an
@@ -24,6 +24,7 @@ function arg(name, dflt) {
 const endpoint = arg('endpoint');
 const services = arg('services', 'checkout,cart').split(',');
 const perService = Number(arg('per-service', '40'));
+const compression = process.argv.includes('--gzip') ? 'gzip' : 'none';
 
 // ns since the epoch, as BigInt, and as the SDK's [seconds, nanos]
 const toHr = (ns) => [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
@@ -31,7 +32,7 @@ const base = BigInt(Date.now() - 60_000) * 1_000_000n + 123n;
 
 const sent = [];
 for (const [s, service] of services.entries()) {
-  const exporter = new OTLPTraceExporter({ url: endpoint, timeoutMillis: 10_000 });
+  const exporter = new OTLPTraceExporter({ url: endpoint, timeoutMillis: 10_000, compression });
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ 'service.name': service }),
     spanProcessors: [

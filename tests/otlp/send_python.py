@@ -3,7 +3,7 @@
 Used by tests/it/otlp_clients.rs. Usage:
 
     python send_python.py --protocol http|grpc --endpoint URL \
-        [--gzip] [--services a,b] [--per-service N]
+        [--compression none|gzip|deflate] [--services a,b] [--per-service N]
 
 For each service, one TracerProvider (its resource carries service.name)
 with a BatchSpanProcessor: all N spans of a service leave in one export
@@ -36,25 +36,25 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 
-def exporter(protocol, endpoint, gzip):
+def exporter(protocol, endpoint, compression):
     if protocol == "http":
         from opentelemetry.exporter.otlp.proto.http import Compression
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        comp = Compression.Gzip if gzip else Compression.NoCompression
-        return OTLPSpanExporter(endpoint=endpoint, compression=comp, timeout=10)
+        comp = {"none": Compression.NoCompression, "gzip": Compression.Gzip, "deflate": Compression.Deflate}
+        return OTLPSpanExporter(endpoint=endpoint, compression=comp[compression], timeout=10)
     import grpc
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    comp = grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression
-    return OTLPSpanExporter(endpoint=endpoint, insecure=True, compression=comp, timeout=10)
+    comp = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip}
+    return OTLPSpanExporter(endpoint=endpoint, insecure=True, compression=comp[compression], timeout=10)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--protocol", choices=["http", "grpc"], required=True)
     ap.add_argument("--endpoint", required=True)
-    ap.add_argument("--gzip", action="store_true")
+    ap.add_argument("--compression", choices=["none", "gzip", "deflate"], default="none")
     ap.add_argument("--services", default="checkout,cart")
     ap.add_argument("--per-service", type=int, default=40)
     a = ap.parse_args()
@@ -65,7 +65,7 @@ def main():
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
         provider.add_span_processor(
             BatchSpanProcessor(
-                exporter(a.protocol, a.endpoint, a.gzip),
+                exporter(a.protocol, a.endpoint, a.compression),
                 max_export_batch_size=512,
                 schedule_delay_millis=60_000,
             )
