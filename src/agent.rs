@@ -256,7 +256,32 @@ pub async fn run(cfg: Config) -> ExitCode {
             }
         }
     }
-    let meta: Arc<dyn Metadata> = Arc::new(NoMetadata);
+    let mut lease_release = None;
+    let meta: Arc<dyn Metadata> = match crate::k8s::connect(&telemetry).await {
+        Ok(Some(client)) => {
+            // --once runs no leader election: one cycle cannot count events
+            let k = crate::k8s::start(
+                client,
+                &cfg.node_name,
+                &cfg.namespace,
+                !cfg.once,
+                telemetry.clone(),
+            );
+            collectors.push(Box::new(k.collector));
+            lease_release = k.release;
+            k.meta
+        }
+        Ok(None) => {
+            tracing::info!(
+                "no Kubernetes credentials (in-cluster or kubeconfig): local mode, no pod metadata"
+            );
+            Arc::new(NoMetadata)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up the Kubernetes client: local mode, no pod metadata");
+            Arc::new(NoMetadata)
+        }
+    };
     let cycle = Cycle::new(
         collectors,
         meta,
@@ -295,6 +320,10 @@ pub async fn run(cfg: Config) -> ExitCode {
     let _ = otlp_stop.send(true);
     if let Some(h) = otlp {
         let _ = tokio::time::timeout(Duration::from_secs(2), h.join()).await;
+    }
+    if let Some(r) = lease_release {
+        // a successor takes over now rather than when the Lease expires
+        r.release(Duration::from_secs(2)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), delivery_task).await;
     code

@@ -6,6 +6,7 @@ pub mod config;
 pub mod delivery;
 pub mod enrich;
 pub mod host;
+pub mod k8s;
 pub mod logging;
 pub mod model;
 pub mod otlp;

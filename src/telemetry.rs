@@ -40,6 +40,12 @@ pub struct OtlpLabel {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabel {
+    /// `pods` (this node's pods) or `events` (cluster events, leader only).
+    pub watch: String,
+}
+
 pub struct Telemetry {
     registry: Registry,
     pub cycles: Counter,
@@ -60,6 +66,14 @@ pub struct Telemetry {
     pub otlp_requests: Family<OtlpLabel, Counter>,
     pub spans_received: Counter,
     pub spans_refused: Counter,
+    pub k8s_watch_up: Family<WatchLabel, Gauge>,
+    pub k8s_watch_errors: Family<WatchLabel, Counter>,
+    pub k8s_watch_relists: Family<WatchLabel, Counter>,
+    pub k8s_pods_cached: Gauge,
+    pub k8s_owner_lookups: Counter,
+    pub k8s_leader: Gauge,
+    pub k8s_leader_transitions: Counter,
+    pub k8s_events_seen: Counter,
     undelivered_batches: AtomicU64,
 }
 
@@ -91,6 +105,14 @@ impl Telemetry {
             otlp_requests: Family::default(),
             spans_received: Counter::default(),
             spans_refused: Counter::default(),
+            k8s_watch_up: Family::default(),
+            k8s_watch_errors: Family::default(),
+            k8s_watch_relists: Family::default(),
+            k8s_pods_cached: Gauge::default(),
+            k8s_owner_lookups: Counter::default(),
+            k8s_leader: Gauge::default(),
+            k8s_leader_transitions: Counter::default(),
+            k8s_events_seen: Counter::default(),
             undelivered_batches: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -176,6 +198,46 @@ impl Telemetry {
             "Spans refused with 503/RESOURCE_EXHAUSTED because the span buffer was full (the sender retries them); requests refused before decoding count in otlp_requests{outcome=\"refused\"} only",
             t.spans_refused.clone(),
         );
+        registry.register(
+            "k8s_watch_up",
+            "1 while the API server watch is connected and current, 0 while it fails and retries",
+            t.k8s_watch_up.clone(),
+        );
+        registry.register(
+            "k8s_watch_errors",
+            "API server watch or list failures (each retried with backoff)",
+            t.k8s_watch_errors.clone(),
+        );
+        registry.register(
+            "k8s_watch_relists",
+            "Full lists of a watched collection (start, 410 Expired, reconnect)",
+            t.k8s_watch_relists.clone(),
+        );
+        registry.register(
+            "k8s_pods_cached",
+            "Pods of this node in the metadata cache",
+            t.k8s_pods_cached.clone(),
+        );
+        registry.register(
+            "k8s_owner_lookups",
+            "Owner (ReplicaSet, Job) metadata requests to the API server",
+            t.k8s_owner_lookups.clone(),
+        );
+        registry.register(
+            "k8s_leader",
+            "1 while this agent holds the events Lease (and counts cluster events)",
+            t.k8s_leader.clone(),
+        );
+        registry.register(
+            "k8s_leader_transitions",
+            "Times this agent became the events leader",
+            t.k8s_leader_transitions.clone(),
+        );
+        registry.register(
+            "k8s_events_seen",
+            "Kubernetes event occurrences counted by this agent (as leader)",
+            t.k8s_events_seen.clone(),
+        );
         Telemetry { registry, ..t }
     }
 
@@ -214,6 +276,31 @@ impl Telemetry {
             .get_or_create(&OtlpLabel {
                 transport: transport.to_string(),
                 outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Whether the last list/watch request of `watch` was answered.
+    pub fn k8s_watch_state(&self, watch: &str, up: bool) {
+        let l = WatchLabel {
+            watch: watch.to_string(),
+        };
+        self.k8s_watch_up.get_or_create(&l).set(i64::from(up));
+    }
+
+    /// A list or watch of `watch` failed (it is retried).
+    pub fn k8s_watch_error(&self, watch: &str) {
+        let l = WatchLabel {
+            watch: watch.to_string(),
+        };
+        self.k8s_watch_up.get_or_create(&l).set(0);
+        self.k8s_watch_errors.get_or_create(&l).inc();
+    }
+
+    pub fn k8s_relist(&self, watch: &str) {
+        self.k8s_watch_relists
+            .get_or_create(&WatchLabel {
+                watch: watch.to_string(),
             })
             .inc();
     }

@@ -7,6 +7,8 @@ mod cgroup_v2_tree;
 mod cli;
 mod delivery;
 mod e2e;
+mod fakeapi;
+mod k8s;
 mod netns;
 mod node;
 mod otlp;

@@ -105,19 +105,9 @@ fn read<T>(
     buf: &mut Vec<u8>,
     parse: fn(&str) -> Result<T, ParseError>,
 ) -> Result<Option<T>, ContainerError> {
-    let Some(f) = f else { return Ok(None) };
-    match f.read(buf) {
-        Ok(None) => Ok(None),
-        Ok(Some(text)) => parse(text)
-            .map(Some)
-            .map_err(|source| ContainerError::Parse {
-                path: f.path(),
-                source,
-            }),
-        Err(source) => Err(ContainerError::Io {
-            path: f.path(),
-            source,
-        }),
+    match f {
+        Some(f) => read_ref(f, buf, parse),
+        None => Ok(None),
     }
 }
 
