@@ -14,7 +14,7 @@
 //! second (200s), refusals (503s), spans the API received, and the agent's
 //! CPU. `steady`: a fixed rate; prints the agent's CPU (% of one core) and
 //! RSS. `phases`: in process, one thread, the CPU per span of decoding,
-//! converting, JSON encoding and freeing. Results go to docs/bench-otlp.md.
+//! converting, JSON encoding and freeing. Results go to BENCHMARKS.md (OTLP part).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
