@@ -12,6 +12,9 @@ use crate::collect::Collector;
 use crate::collect::cgroup::CgroupCollector;
 use crate::collect::node::NodeCollector;
 use crate::config::Config;
+use crate::delivery::backoff::Backoff;
+use crate::delivery::disk::{DiskOptions, DiskQueue};
+use crate::delivery::queue::{BatchQueue, MemoryQueue, SplitQueue};
 use crate::delivery::{Delivery, DeliveryOptions};
 use crate::enrich::{self, CycleContext, Metadata, NoMetadata};
 use crate::host::HostPaths;
@@ -212,6 +215,52 @@ async fn shutdown_signal() {
     }
 }
 
+/// The delivery queue: the disk buffer with `--buffer-path` (memory only,
+/// with an error logged and counted, when that directory is unusable).
+fn build_queue(cfg: &Config, telemetry: &Arc<Telemetry>, otel: bool) -> Box<dyn BatchQueue> {
+    // in memory with OTLP on, the bound is split: metrics drop their oldest,
+    // spans are refused at the door (the sender retries) and never evicted
+    let memory = || -> Box<dyn BatchQueue> {
+        if otel {
+            let metrics = cfg.queue_max_bytes / 2;
+            Box::new(SplitQueue::new(metrics, cfg.queue_max_bytes - metrics))
+        } else {
+            Box::new(MemoryQueue::new(cfg.queue_max_bytes))
+        }
+    };
+    let Some(dir) = &cfg.buffer_path else {
+        return memory();
+    };
+    let opts = DiskOptions {
+        max_bytes: cfg.buffer_max_bytes,
+        memory_fallback_bytes: cfg.queue_max_bytes,
+    };
+    match DiskQueue::open(dir, opts, telemetry.clone()) {
+        Ok(q) => {
+            let r = q.recovery();
+            tracing::info!(
+                dir = %dir.display(),
+                max_bytes = cfg.buffer_max_bytes,
+                recovered_batches = r.batches,
+                recovered_items = r.items,
+                corrupt_regions = r.corrupt_regions,
+                corrupt_bytes = r.corrupt_bytes,
+                "disk buffer open"
+            );
+            Box::new(q)
+        }
+        Err(e) => {
+            telemetry.buffer_error("open");
+            telemetry.buffer_memory_fallback.set(1);
+            tracing::error!(
+                error = %e,
+                "disk buffer unusable (--buffer-path): queueing in memory only, nothing survives a restart"
+            );
+            memory()
+        }
+    }
+}
+
 /// The whole agent: returns the process exit code.
 pub async fn run(cfg: Config) -> ExitCode {
     let telemetry = Arc::new(Telemetry::new());
@@ -223,19 +272,21 @@ pub async fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let opts = DeliveryOptions {
-        batch_size: cfg.batch_size,
-        queue_max_bytes: cfg.queue_max_bytes,
-        request_timeout: cfg.request_timeout,
-        compression: cfg.compression,
-    };
     // the OTLP receiver runs in the loop only (--once has no time to receive)
     let otel = cfg.enable_otel && !cfg.once;
-    let (delivery, delivery_task) = if otel {
-        Delivery::start_with_spans(sink, opts, telemetry.clone())
-    } else {
-        Delivery::start(sink, opts, telemetry.clone())
-    };
+    let queue = build_queue(&cfg, &telemetry, otel);
+    let (delivery, delivery_task) = Delivery::start_with_queue(
+        sink,
+        DeliveryOptions {
+            batch_size: cfg.batch_size,
+            queue_max_bytes: cfg.queue_max_bytes,
+            request_timeout: cfg.request_timeout,
+            compression: cfg.compression,
+        },
+        Backoff::default(),
+        queue,
+        telemetry.clone(),
+    );
     let mut collectors = Cycle::host_collectors(&host, &telemetry);
     let (otlp_stop, otlp_stop_rx) = tokio::sync::watch::channel(false);
     let mut otlp = None;
@@ -305,11 +356,6 @@ pub async fn run(cfg: Config) -> ExitCode {
     }
     if cfg.enable_otel && cfg.once {
         tracing::info!("--enable-otel: no OTLP receiver with --once");
-    }
-    if cfg.buffer_path.is_some() {
-        tracing::warn!(
-            "--buffer-path: the disk buffer is not built into this version yet; the queue is memory only"
-        );
     }
 
     let code = if cfg.once {

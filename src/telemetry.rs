@@ -27,7 +27,8 @@ pub struct DropLabel {
     /// `metrics` or `spans`.
     pub kind: String,
     /// Why: `permanent` (4xx), `queue_full` (oldest dropped), `shutdown`
-    /// (grace period over, nothing to keep it in), `non_finite` (NaN/inf).
+    /// (grace period over, nothing to keep it in), `non_finite` (NaN/inf),
+    /// `corrupt` (a disk buffer record unreadable when it was due).
     pub reason: String,
 }
 
@@ -38,6 +39,13 @@ pub struct OtlpLabel {
     /// `accepted`, `refused` (span buffer full), `malformed`, `too_large`,
     /// `unsupported` (content type or encoding).
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// Disk buffer operation: `open`, `write`, `sync`, `read`, `cursor`,
+    /// `delete`.
+    pub op: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +74,12 @@ pub struct Telemetry {
     pub otlp_requests: Family<OtlpLabel, Counter>,
     pub spans_received: Counter,
     pub spans_refused: Counter,
+    pub buffer_disk_bytes: Gauge,
+    pub buffer_memory_fallback: Gauge,
+    pub buffer_recovered_batches: Counter,
+    pub buffer_corrupt_records: Counter,
+    pub buffer_corrupt_bytes: Counter,
+    pub buffer_errors: Family<OpLabel, Counter>,
     pub k8s_watch_up: Family<WatchLabel, Gauge>,
     pub k8s_watch_errors: Family<WatchLabel, Counter>,
     pub k8s_watch_relists: Family<WatchLabel, Counter>,
@@ -105,6 +119,12 @@ impl Telemetry {
             otlp_requests: Family::default(),
             spans_received: Counter::default(),
             spans_refused: Counter::default(),
+            buffer_disk_bytes: Gauge::default(),
+            buffer_memory_fallback: Gauge::default(),
+            buffer_recovered_batches: Counter::default(),
+            buffer_corrupt_records: Counter::default(),
+            buffer_corrupt_bytes: Counter::default(),
+            buffer_errors: Family::default(),
             k8s_watch_up: Family::default(),
             k8s_watch_errors: Family::default(),
             k8s_watch_relists: Family::default(),
@@ -199,6 +219,36 @@ impl Telemetry {
             t.spans_refused.clone(),
         );
         registry.register(
+            "buffer_disk_bytes",
+            "Bytes of undelivered batches in the disk buffer",
+            t.buffer_disk_bytes.clone(),
+        );
+        registry.register(
+            "buffer_memory_fallback",
+            "1 while the disk buffer is unusable and batches queue in memory only",
+            t.buffer_memory_fallback.clone(),
+        );
+        registry.register(
+            "buffer_recovered_batches",
+            "Batches found in the disk buffer at start (delivered first)",
+            t.buffer_recovered_batches.clone(),
+        );
+        registry.register(
+            "buffer_corrupt_records",
+            "Torn or corrupt regions of the disk buffer skipped",
+            t.buffer_corrupt_records.clone(),
+        );
+        registry.register(
+            "buffer_corrupt_bytes",
+            "Bytes of the disk buffer skipped as torn or corrupt",
+            t.buffer_corrupt_bytes.clone(),
+        );
+        registry.register(
+            "buffer_errors",
+            "Disk buffer I/O failures, by operation (open, write, sync, read, cursor, delete)",
+            t.buffer_errors.clone(),
+        );
+        registry.register(
             "k8s_watch_up",
             "1 while the API server watch is connected and current, 0 while it fails and retries",
             t.k8s_watch_up.clone(),
@@ -277,6 +327,12 @@ impl Telemetry {
                 transport: transport.to_string(),
                 outcome: outcome.to_string(),
             })
+            .inc();
+    }
+
+    pub fn buffer_error(&self, op: &str) {
+        self.buffer_errors
+            .get_or_create(&OpLabel { op: op.to_string() })
             .inc();
     }
 

@@ -25,8 +25,9 @@
 //!   delivered or dropped; [`Delivery::shutdown`] stops taking new batches,
 //!   keeps sending (waits between attempts, backoff or `Retry-After`, cut
 //!   to at most 1 s) for the grace period,
-//!   then stops the task; what is left is dropped and counted
-//!   (`reason="shutdown"`): nothing is kept in memory-only mode.
+//!   then stops the task; what is left stays in the disk buffer
+//!   ([`disk::DiskQueue`], `--buffer-path`) for the next start, or, in
+//!   memory-only mode, is dropped and counted (`reason="shutdown"`).
 //! - Metrics whose value is NaN or infinite are dropped at submission and
 //!   counted (`reason="non_finite"`): JSON has no such numbers.
 //! - Spans (from the OTLP receiver) go through the same queue and sender,
@@ -37,6 +38,7 @@
 //!   gives them their own part of the bound ([`queue::SplitQueue`]).
 
 pub mod backoff;
+pub mod disk;
 pub mod queue;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,8 +77,9 @@ pub struct FlushReport {
     /// Batches dropped (permanent failure, queue full) while the call ran.
     pub dropped_batches: u64,
     /// `flush`: batches queued or in flight at return. `shutdown`: batches
-    /// still undelivered when the grace period ended (discarded, and counted
-    /// in telemetry as dropped with reason `shutdown`).
+    /// still undelivered when the grace period ended (kept in the disk
+    /// buffer when there is one, else discarded and counted in telemetry as
+    /// dropped with reason `shutdown`).
     pub pending_batches: u64,
 }
 
@@ -223,9 +226,9 @@ impl Delivery {
             .set(queue.capacity_bytes().min(i64::MAX as u64) as i64);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
+                next_seq: queue.first_seq(),
                 queue,
                 in_flight: None,
-                next_seq: 1,
                 delivered: 0,
                 dropped: 0,
                 left_at_stop: 0,
@@ -297,6 +300,7 @@ impl Delivery {
                 let ev = st.queue.push_back(QueuedBatch { seq, batch });
                 sh.evicted(&mut st, ev);
             }
+            st.queue.sync();
             sh.set_gauges(&st);
         }
         sh.wake.notify_one();
@@ -541,11 +545,23 @@ async fn run(sh: Arc<Shared>) {
             }
         }
     }
-    // stopping: nothing keeps what is left
+    // stopping: a durable queue keeps what it can (the batch in flight
+    // goes back first), the rest is dropped
     let mut st = sh.lock();
     st.in_flight = None;
-    let mut left = st.queue.drain_all();
-    left.extend(leftover);
+    let mut left = Vec::new();
+    if let Some(b) = leftover {
+        left.extend(st.queue.requeue_front(b));
+    }
+    left.extend(st.queue.drain_all());
+    let kept = st.queue.batches();
+    if kept > 0 {
+        tracing::info!(
+            batches = kept,
+            bytes = st.queue.bytes(),
+            "shutdown: undelivered batches kept in the disk buffer for the next start"
+        );
+    }
     if !left.is_empty() {
         let mut items = 0;
         for b in &left {

@@ -37,7 +37,9 @@ pub trait BatchQueue: Send {
     fn bytes(&self) -> u64;
     fn batches(&self) -> usize;
     fn capacity_bytes(&self) -> u64;
-    /// Remove everything (shutdown with nowhere to keep it).
+    /// Remove everything that cannot be kept (shutdown): all of it in
+    /// memory; a durable queue keeps what is safely stored and returns the
+    /// rest. What `batches()` still counts afterwards is kept.
     fn drain_all(&mut self) -> Vec<QueuedBatch>;
     /// Bytes of `kind` that can be pushed now without evicting anything.
     /// Default: the free room of the whole queue (a later push of another
@@ -45,6 +47,13 @@ pub trait BatchQueue: Send {
     fn room_for(&self, _kind: PayloadKind) -> u64 {
         self.capacity_bytes().saturating_sub(self.bytes())
     }
+    /// Submission number for the first new batch: batches recovered from a
+    /// previous run hold the numbers below it.
+    fn first_seq(&self) -> u64 {
+        1
+    }
+    /// Make what was pushed so far durable (called once per submission).
+    fn sync(&mut self) {}
 }
 
 /// In memory; `bytes() <= capacity_bytes()` always holds.

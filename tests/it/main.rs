@@ -8,6 +8,7 @@ mod cli;
 mod delivery;
 mod e2e;
 mod fakeapi;
+mod faults;
 mod k8s;
 mod netns;
 mod node;

@@ -1,0 +1,11 @@
+//! /proc/loadavg.
+#![no_main]
+use cased_agent::collect::procfs::loadavg;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = loadavg::parse(text);
+});
