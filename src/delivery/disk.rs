@@ -1272,6 +1272,80 @@ mod tests {
         );
     }
 
+    /// Random pushes, deliveries, transient failures and restarts (with or
+    /// without a batch in flight) against a model: the queue always holds
+    /// exactly the model's batches, in order, across restarts.
+    #[test]
+    fn random_operations_and_restarts_match_a_model() {
+        use rand::{Rng, SeedableRng};
+        let d = tempfile::tempdir().unwrap();
+        let rec = (HEADER_LEN + PAYLOAD_PREFIX) as u64;
+        let cap = 40 * (rec + 300);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        // model: (body id, size) oldest first; the disk's seqs are renumbered
+        // at each restart, so bodies identify batches
+        let mut model: VecDeque<(u64, usize)> = VecDeque::new();
+        let mut next_id = 0u64;
+        let mut next_seq = 1u64;
+        let (mut q, _) = open(d.path(), cap);
+        let body = |id: u64| format!("{{\"batch\":{id}}}");
+        for _ in 0..3000 {
+            match rng.random_range(0..10) {
+                0..=4 => {
+                    let size = rng.random_range(20..600);
+                    let b = QueuedBatch {
+                        seq: next_seq,
+                        batch: batch(next_id, size),
+                    };
+                    next_seq += 1;
+                    let ev = q.push_back(b);
+                    model.push_back((next_id, size));
+                    next_id += 1;
+                    // the model evicts the same way: oldest first, by bytes
+                    let mut used: u64 = model.iter().map(|(_, s)| rec + *s as u64).sum();
+                    let mut gone = Vec::new();
+                    while used > cap {
+                        let (id, s) = model.pop_front().unwrap();
+                        used -= rec + s as u64;
+                        gone.push(id);
+                    }
+                    let ev_items: Vec<u64> = ev.iter().map(|b| b.batch.items - 1).collect();
+                    assert_eq!(ev_items, gone);
+                }
+                5..=6 => {
+                    if let Some(b) = q.pop_front() {
+                        let (id, _) = model.pop_front().unwrap();
+                        assert_eq!(String::from_utf8_lossy(&b.batch.body).trim_end(), body(id));
+                        q.complete(&b);
+                    }
+                }
+                7 => {
+                    if let Some(b) = q.pop_front() {
+                        assert!(q.requeue_front(b).is_empty());
+                    }
+                }
+                8 => {
+                    // a restart, maybe with a batch in flight (it stays)
+                    let in_flight = q.pop_front();
+                    drop(in_flight);
+                    drop(q);
+                    let (q2, _) = open(d.path(), cap);
+                    q = q2;
+                    assert_eq!(q.recovery().batches as usize, model.len());
+                    assert_eq!(q.recovery().corrupt_regions, 0);
+                    next_seq = q.first_seq();
+                }
+                _ => q.sync(),
+            }
+            assert_eq!(q.batches(), model.len());
+        }
+        let got = take_all(&mut q);
+        let want: Vec<String> = model.iter().map(|(id, _)| body(*id)).collect();
+        assert_eq!(bodies(&got), want);
+        // everything resolved: one (fresh) segment left
+        assert_eq!(segs(d.path()).len(), 1);
+    }
+
     #[test]
     fn drain_keeps_disk_and_returns_memory_only() {
         let d = tempfile::tempdir().unwrap();
