@@ -14,7 +14,7 @@ use crate::collect::node::NodeCollector;
 use crate::config::Config;
 use crate::delivery::backoff::Backoff;
 use crate::delivery::disk::{DiskOptions, DiskQueue};
-use crate::delivery::queue::{BatchQueue, MemoryQueue};
+use crate::delivery::queue::{BatchQueue, MemoryQueue, SplitQueue};
 use crate::delivery::{Delivery, DeliveryOptions};
 use crate::enrich::{self, CycleContext, Metadata, NoMetadata};
 use crate::host::HostPaths;
@@ -217,8 +217,17 @@ async fn shutdown_signal() {
 
 /// The delivery queue: the disk buffer with `--buffer-path` (memory only,
 /// with an error logged and counted, when that directory is unusable).
-fn build_queue(cfg: &Config, telemetry: &Arc<Telemetry>) -> Box<dyn BatchQueue> {
-    let memory = || Box::new(MemoryQueue::new(cfg.queue_max_bytes));
+fn build_queue(cfg: &Config, telemetry: &Arc<Telemetry>, otel: bool) -> Box<dyn BatchQueue> {
+    // in memory with OTLP on, the bound is split: metrics drop their oldest,
+    // spans are refused at the door (the sender retries) and never evicted
+    let memory = || -> Box<dyn BatchQueue> {
+        if otel {
+            let metrics = cfg.queue_max_bytes / 2;
+            Box::new(SplitQueue::new(metrics, cfg.queue_max_bytes - metrics))
+        } else {
+            Box::new(MemoryQueue::new(cfg.queue_max_bytes))
+        }
+    };
     let Some(dir) = &cfg.buffer_path else {
         return memory();
     };
@@ -263,7 +272,9 @@ pub async fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let queue = build_queue(&cfg, &telemetry);
+    // the OTLP receiver runs in the loop only (--once has no time to receive)
+    let otel = cfg.enable_otel && !cfg.once;
+    let queue = build_queue(&cfg, &telemetry, otel);
     let (delivery, delivery_task) = Delivery::start_with_queue(
         sink,
         DeliveryOptions {
@@ -277,6 +288,25 @@ pub async fn run(cfg: Config) -> ExitCode {
         telemetry.clone(),
     );
     let mut collectors = Cycle::host_collectors(&host, &telemetry);
+    let (otlp_stop, otlp_stop_rx) = tokio::sync::watch::channel(false);
+    let mut otlp = None;
+    if otel {
+        let mut rx = otlp_stop_rx;
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let ocfg = crate::otlp::OtlpConfig::from_config(&cfg);
+        match crate::otlp::start(&ocfg, Arc::new(delivery.clone()), telemetry.clone(), stop).await {
+            Ok(h) => {
+                collectors.push(Box::new(h.metrics.clone()));
+                otlp = Some(h);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the OTLP receiver");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let mut lease_release = None;
     let meta: Arc<dyn Metadata> = match crate::k8s::connect(&telemetry).await {
         Ok(Some(client)) => {
@@ -324,10 +354,8 @@ pub async fn run(cfg: Config) -> ExitCode {
             "--enable-ebpf: eBPF HTTP tracing is not built into this version yet; running without it"
         );
     }
-    if cfg.enable_otel {
-        tracing::warn!(
-            "--enable-otel: the OTLP receiver is not built into this version yet; running without it"
-        );
+    if cfg.enable_otel && cfg.once {
+        tracing::info!("--enable-otel: no OTLP receiver with --once");
     }
 
     let code = if cfg.once {
@@ -335,6 +363,10 @@ pub async fn run(cfg: Config) -> ExitCode {
     } else {
         run_loop(cycle, &delivery, &cfg, telemetry).await
     };
+    let _ = otlp_stop.send(true);
+    if let Some(h) = otlp {
+        let _ = tokio::time::timeout(Duration::from_secs(2), h.join()).await;
+    }
     if let Some(r) = lease_release {
         // a successor takes over now rather than when the Lease expires
         r.release(Duration::from_secs(2)).await;

@@ -9,9 +9,11 @@ pub mod host;
 pub mod k8s;
 pub mod logging;
 pub mod model;
+pub mod otlp;
 pub mod rate;
 pub mod server;
 pub mod sink;
+pub mod sketch;
 pub mod telemetry;
 #[cfg(test)]
 mod testutil;

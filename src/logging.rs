@@ -10,7 +10,12 @@ use crate::config::LogFormat;
 /// Install the global subscriber: stderr, text or JSON, `RUST_LOG` honoured.
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // kube's client logs an ERROR per failed request (several a second
+        // while the API server is away); the watchers' own warnings are
+        // rate-limited and say the same
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         }
     };
     cased_agent::logging::init(cfg.log_format);
+    limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
@@ -43,4 +44,17 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(cased_agent::agent::run(cfg))
+}
+
+/// glibc gives every thread that allocates its own arena; the cycle's
+/// buffers then sit in several arenas at once and peak RSS with 1,000
+/// containers was ~20 MiB instead of ~16 (BENCHMARKS.md). Two arenas are
+/// plenty for a runtime of two workers and one collection thread.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called once at start,
+    // before the runtime's threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }

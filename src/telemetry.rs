@@ -33,6 +33,15 @@ pub struct DropLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OtlpLabel {
+    /// `http` or `grpc`.
+    pub transport: String,
+    /// `accepted`, `refused` (span buffer full), `malformed`, `too_large`,
+    /// `unsupported` (content type or encoding).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
     /// Disk buffer operation: `open`, `write`, `sync`, `read`, `cursor`,
     /// `delete`.
@@ -62,6 +71,9 @@ pub struct Telemetry {
     pub queue_bytes: Gauge,
     pub queue_batches: Gauge,
     pub queue_capacity_bytes: Gauge,
+    pub otlp_requests: Family<OtlpLabel, Counter>,
+    pub spans_received: Counter,
+    pub spans_refused: Counter,
     pub buffer_disk_bytes: Gauge,
     pub buffer_memory_fallback: Gauge,
     pub buffer_recovered_batches: Counter,
@@ -104,6 +116,9 @@ impl Telemetry {
             queue_bytes: Gauge::default(),
             queue_batches: Gauge::default(),
             queue_capacity_bytes: Gauge::default(),
+            otlp_requests: Family::default(),
+            spans_received: Counter::default(),
+            spans_refused: Counter::default(),
             buffer_disk_bytes: Gauge::default(),
             buffer_memory_fallback: Gauge::default(),
             buffer_recovered_batches: Counter::default(),
@@ -187,6 +202,21 @@ impl Telemetry {
             "queue_capacity_bytes",
             "Bound of the delivery queue in bytes",
             t.queue_capacity_bytes.clone(),
+        );
+        registry.register(
+            "otlp_requests",
+            "OTLP export requests, by transport and outcome",
+            t.otlp_requests.clone(),
+        );
+        registry.register(
+            "spans_received",
+            "Spans accepted by the OTLP receiver (each is queued for delivery)",
+            t.spans_received.clone(),
+        );
+        registry.register(
+            "spans_refused",
+            "Spans refused with 503/RESOURCE_EXHAUSTED because the span buffer was full (the sender retries them); requests refused before decoding count in otlp_requests{outcome=\"refused\"} only",
+            t.spans_refused.clone(),
         );
         registry.register(
             "buffer_disk_bytes",
@@ -289,6 +319,15 @@ impl Telemetry {
     pub fn undelivered_batches(&self) -> u64 {
         self.undelivered_batches
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn otlp_request(&self, transport: &str, outcome: &str) {
+        self.otlp_requests
+            .get_or_create(&OtlpLabel {
+                transport: transport.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn buffer_error(&self, op: &str) {

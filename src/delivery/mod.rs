@@ -30,6 +30,12 @@
 //!   memory-only mode, is dropped and counted (`reason="shutdown"`).
 //! - Metrics whose value is NaN or infinite are dropped at submission and
 //!   counted (`reason="non_finite"`): JSON has no such numbers.
+//! - Spans (from the OTLP receiver) go through the same queue and sender,
+//!   as batches of `batch_size` posted to `/api/v1/telemetry/spans`, but
+//!   are never dropped to make room: [`Delivery::try_submit_spans`] takes a
+//!   whole request's spans or refuses them all ([`SpanQueueFull`]) so the
+//!   receiver can tell the sender to retry. [`Delivery::start_with_spans`]
+//!   gives them their own part of the bound ([`queue::SplitQueue`]).
 
 pub mod backoff;
 pub mod disk;
@@ -42,9 +48,9 @@ use rand::SeedableRng;
 use tokio::sync::{Notify, watch};
 
 use self::backoff::Backoff;
-use self::queue::{BatchQueue, MemoryQueue, QueuedBatch};
+use self::queue::{BatchQueue, MemoryQueue, QueuedBatch, SplitQueue};
 use crate::config;
-use crate::sink::{AnySink, SendError, wire};
+use crate::sink::{AnySink, PayloadKind, SendError, wire};
 use crate::telemetry::{KindLabel, Telemetry};
 use crate::warn_limited;
 
@@ -159,6 +165,12 @@ impl Shared {
     }
 }
 
+/// Spans refused: their part of the queue is full (or delivery is shutting
+/// down). Nothing of the submission was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("span queue full")]
+pub struct SpanQueueFull;
+
 /// Handle to the delivery queue and its sender task. Cheap to clone.
 #[derive(Clone)]
 pub struct Delivery {
@@ -185,6 +197,20 @@ impl Delivery {
     ) -> (Delivery, tokio::task::JoinHandle<()>) {
         let queue = MemoryQueue::new(opts.queue_max_bytes);
         Self::start_with_queue(sink, opts, backoff, Box::new(queue), telemetry)
+    }
+
+    /// [`Delivery::start`] for an agent that also forwards spans: the queue
+    /// bound is split evenly, metrics in one half (oldest dropped when
+    /// full), spans in the other (refused when full, never dropped to make
+    /// room). The total stays `queue_max_bytes`.
+    pub fn start_with_spans(
+        sink: AnySink,
+        opts: DeliveryOptions,
+        telemetry: Arc<Telemetry>,
+    ) -> (Delivery, tokio::task::JoinHandle<()>) {
+        let metrics = opts.queue_max_bytes / 2;
+        let queue = SplitQueue::new(metrics, opts.queue_max_bytes - metrics);
+        Self::start_with_queue(sink, opts, Backoff::default(), Box::new(queue), telemetry)
     }
 
     /// Start over any [`BatchQueue`] (the disk buffer plugs in here).
@@ -279,6 +305,55 @@ impl Delivery {
         }
         sh.wake.notify_one();
         sh.progress.send_replace(());
+    }
+
+    /// Queue a request's spans in batches of `batch_size`, or refuse them
+    /// all when they do not fit in the span part of the queue without
+    /// evicting anything (or delivery is shutting down). Never blocks.
+    pub fn try_submit_spans(&self, spans: Vec<wire::StoredSpan>) -> Result<(), SpanQueueFull> {
+        let sh = &self.shared;
+        if spans.is_empty() {
+            return Ok(());
+        }
+        if *sh.phase.borrow() != Phase::Running {
+            return Err(SpanQueueFull);
+        }
+        let size = sh.opts.batch_size.max(1);
+        let mut encoded = Vec::with_capacity(spans.len().div_ceil(size));
+        for chunk in spans.chunks(size) {
+            match sh.sink.encode_spans(chunk, sh.opts.compression) {
+                Ok(b) => encoded.push(b),
+                Err(e) => {
+                    // refused, not dropped: the sender hears about it
+                    warn_limited!("delivery.encode_spans", error = %e, "cannot encode spans: refused");
+                    return Err(SpanQueueFull);
+                }
+            }
+        }
+        let total: u64 = encoded.iter().map(|b| b.size()).sum();
+        {
+            let mut st = sh.lock();
+            // the whole request, checked once: pushing spans never evicts
+            if st.queue.room_for(PayloadKind::Spans) < total {
+                return Err(SpanQueueFull);
+            }
+            for batch in encoded {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                let ev = st.queue.push_back(QueuedBatch { seq, batch });
+                sh.evicted(&mut st, ev);
+            }
+            sh.set_gauges(&st);
+        }
+        sh.wake.notify_one();
+        sh.progress.send_replace(());
+        Ok(())
+    }
+
+    /// Bytes of encoded spans that fit in the queue now (`u64::MAX` when no
+    /// span is queued): lets the receiver refuse before decoding.
+    pub fn span_room(&self) -> u64 {
+        self.shared.lock().queue.room_for(PayloadKind::Spans)
     }
 
     /// Wait until everything submitted so far is delivered or dropped, at

@@ -131,6 +131,19 @@ impl AnySink {
         }
     }
 
+    /// Encode one batch of spans in this sink's format (see
+    /// [`AnySink::encode_metrics`]).
+    pub fn encode_spans(
+        &self,
+        spans: &[wire::StoredSpan],
+        compression: Compression,
+    ) -> Result<EncodedBatch, SinkError> {
+        match self {
+            AnySink::Cased(s) => s.encode_spans(spans, compression),
+            AnySink::Stdout(_) => stdout::encode_spans(spans),
+        }
+    }
+
     /// Send one batch; `timeout` bounds the whole attempt.
     pub async fn send(&self, batch: &EncodedBatch, timeout: Duration) -> Result<(), SendError> {
         match self {

@@ -1,5 +1,7 @@
 //! The stdout sink: one JSON [`Metric`] per line (NDJSON), written and
-//! flushed per batch.
+//! flushed per batch. Spans received over OTLP are printed too, one per line
+//! wrapped as `{"span": StoredSpan}`, so a line is a metric when it has a
+//! top-level `metric_name` and a span when its only key is `span`.
 //!
 //! Broken pipe (stdout closed, as in `cased-agent --once | head -3`): the
 //! batch that hit it is a permanent failure (dropped and counted with
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::wire::Metric;
+use super::wire::{Metric, StoredSpan};
 use super::{ContentEncoding, EncodedBatch, PayloadKind, SendError, SinkError};
 
 type Writer = Box<dyn Write + Send>;
@@ -115,6 +117,25 @@ pub fn encode_metrics(metrics: &[Metric]) -> Result<EncodedBatch, SinkError> {
     })
 }
 
+/// One batch of spans: `{"span": {...}}` per line.
+pub fn encode_spans(spans: &[StoredSpan]) -> Result<EncodedBatch, SinkError> {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        span: &'a StoredSpan,
+    }
+    let mut body = Vec::with_capacity(spans.len() * 512);
+    for span in spans {
+        serde_json::to_writer(&mut body, &Line { span })?;
+        body.push(b'\n');
+    }
+    Ok(EncodedBatch {
+        kind: PayloadKind::Spans,
+        items: spans.len() as u64,
+        encoding: ContentEncoding::Identity,
+        body: Bytes::from(body),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -166,6 +187,38 @@ mod tests {
         let back: Metric = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(back, metric("b", "web-0"));
         assert!(encode_metrics(&[]).unwrap().body.is_empty());
+    }
+
+    #[test]
+    fn spans_are_wrapped_one_per_line() {
+        let span = StoredSpan {
+            trace_id: "5b8efff798038103d269b633813fc60c".into(),
+            span_id: "eee19b7ec3c1b174".into(),
+            parent_span_id: String::new(),
+            service_name: "checkout".into(),
+            span_name: "GET /cart".into(),
+            span_kind: 2,
+            timestamp: 1_732_650_000_123,
+            duration_ns: 1_234_567,
+            status_code: 0,
+            status_message: String::new(),
+            attributes: BTreeMap::from([("http.method".to_string(), "GET".to_string())]),
+            events: "[]".into(),
+            http_method: "GET".into(),
+            http_status_code: 200,
+            http_url: "/cart".into(),
+            cluster_id: "prod".into(),
+        };
+        let b = encode_spans(&[span.clone(), span]).unwrap();
+        assert_eq!(b.kind, PayloadKind::Spans);
+        assert_eq!(b.items, 2);
+        let text = std::str::from_utf8(&b.body).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[0],
+            r#"{"span":{"trace_id":"5b8efff798038103d269b633813fc60c","span_id":"eee19b7ec3c1b174","parent_span_id":"","service_name":"checkout","span_name":"GET /cart","span_kind":2,"timestamp":1732650000123,"duration_ns":1234567,"status_code":0,"status_message":"","attributes":{"http.method":"GET"},"events":"[]","http_method":"GET","http_status_code":200,"http_url":"/cart","cluster_id":"prod"}}"#
+        );
     }
 
     #[tokio::test]

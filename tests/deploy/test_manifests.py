@@ -138,7 +138,6 @@ def _rules(obj):
 def test_cluster_role_grants_exactly_what_the_agent_uses(plain):
     assert _rules(only(plain, "ClusterRole")) == {
         ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"),
-        ("", "events", "list"), ("", "events", "watch"),
         ("events.k8s.io", "events", "list"), ("events.k8s.io", "events", "watch"),
         ("apps", "replicasets", "get"),
         ("batch", "jobs", "get"),
@@ -149,7 +148,7 @@ def test_leases_only_in_the_agents_namespace(plain):
     role = only(plain, "Role")
     assert role["metadata"]["namespace"] == "cased-system"
     assert _rules(role) == {
-        ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
+        ("coordination.k8s.io", "leases", v) for v in ("get", "list", "watch", "create", "update")
     }
     assert not any("leases" in r for _, r, _ in _rules(only(plain, "ClusterRole")))
 

@@ -1001,7 +1001,7 @@ fn proc_kib(pid: u32, key: &str) -> u64 {
         .unwrap()
 }
 
-/// The figures of docs/bench-k8s.md: one agent on a node with 110 pods (the
+/// The figures of BENCHMARKS.md (Kubernetes part): one agent on a node with 110 pods (the
 /// kubelet's default maximum) leading a cluster with 5,000 event writes a
 /// minute, against the same binary in local mode at the same time.
 /// `CASED_LOAD_SECS` (default 60) sets the measured window.

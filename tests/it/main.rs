@@ -12,4 +12,6 @@ mod faults;
 mod k8s;
 mod netns;
 mod node;
+mod otlp;
+mod otlp_clients;
 mod support;

@@ -1,0 +1,451 @@
+//! Load generator for the OTLP receiver (not a timed test): starts the
+//! agent binary with `--enable-otel`, pinned to CPU 0, forwarding to a
+//! minimal local API (in this process, pinned with the generator to CPU 1),
+//! and sends OTLP/HTTP protobuf requests of 512 spans over keep-alive
+//! connections.
+//!
+//! ```text
+//! cargo bench --bench otlp_load -- throughput [seconds] [connections]
+//! cargo bench --bench otlp_load -- steady [spans_per_second] [seconds]
+//! cargo bench --bench otlp_load -- phases [requests]
+//! ```
+//!
+//! `throughput`: as fast as the agent takes them; prints spans accepted per
+//! second (200s), refusals (503s), spans the API received, and the agent's
+//! CPU. `steady`: a fixed rate; prints the agent's CPU (% of one core) and
+//! RSS. `phases`: in process, one thread, the CPU per span of decoding,
+//! converting, JSON encoding and freeing. Results go to BENCHMARKS.md (OTLP part).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::Event;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+
+const BATCH: usize = 512;
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::StringValue(v.into())
+}
+
+/// One request of 512 realistic server spans (6 attributes, an error
+/// every 20th, an event every 8th) for service `load-{n % 4}`.
+fn body(n: u64) -> Bytes {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let spans = (0..BATCH as u64)
+        .map(|i| {
+            let id = n * BATCH as u64 + i + 1;
+            let start = now + i * 1000;
+            Span {
+                trace_id: [id.to_be_bytes(), n.to_be_bytes()].concat(),
+                span_id: id.to_be_bytes().to_vec(),
+                parent_span_id: if i % 2 == 1 {
+                    (id - 1).to_be_bytes().to_vec()
+                } else {
+                    Vec::new()
+                },
+                name: format!("GET /api/items/{}", i % 16),
+                kind: 2,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + 200_000 + (i * 7919) % 5_000_000,
+                attributes: vec![
+                    kv("http.request.method", s("GET")),
+                    kv("http.route", s("/api/items/{id}")),
+                    kv("url.path", s(&format!("/api/items/{}", i % 16))),
+                    kv(
+                        "http.response.status_code",
+                        Value::IntValue(if i % 20 == 0 { 500 } else { 200 }),
+                    ),
+                    kv("server.address", s("items.default.svc")),
+                    kv("user_agent.original", s("load/1.0")),
+                ],
+                events: if i % 8 == 0 {
+                    vec![Event {
+                        time_unix_nano: start + 100,
+                        name: "cache.miss".into(),
+                        attributes: vec![kv("key", s("item"))],
+                        dropped_attributes_count: 0,
+                    }]
+                } else {
+                    Vec::new()
+                },
+                status: (i % 20 == 0).then(|| Status {
+                    code: 2,
+                    message: "upstream".into(),
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s(&format!("load-{}", n % 4)))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// A minimal Cased API: reads each request, answers 200, counts spans by
+/// counting `"trace_id"` in the bodies.
+async fn api(spans: Arc<AtomicU64>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let spans = spans.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let spans = spans.clone();
+                        async move {
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let n = body.windows(10).filter(|w| w == b"\"trace_id\"").count();
+                            spans.fetch_add(n as u64, Ordering::Relaxed);
+                            Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::new())))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// (utime + stime) in seconds, RSS and peak RSS in KiB.
+fn usage(pid: u32) -> (f64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // fields 14 and 15 of the whole line are 12 and 13 after the name
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    (ticks as f64 / 100.0, kib("VmRSS:"), kib("VmHWM:"))
+}
+
+struct Agent(Child);
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pin_self(cpu: &str) {
+    let _ = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status();
+}
+
+fn start_agent(api: SocketAddr, otel: u16, extra: &[&str]) -> Agent {
+    let bin = env!("CARGO_BIN_EXE_cased-agent");
+    let mut c = Command::new("taskset");
+    c.args(["-c", "0", bin])
+        .args(["--enable-otel", "--otel-port", &otel.to_string()])
+        .args(["--otel-grpc-port", &free_port().to_string()])
+        .args(["--health-port", &free_port().to_string()])
+        .args([
+            "--endpoint",
+            &format!("http://{api}"),
+            "--api-key",
+            "bench",
+            "--cluster-id",
+            "bench",
+        ])
+        .args(["--interval", "15s"])
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let a = Agent(c.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", otel)).is_err() {
+        assert!(Instant::now() < deadline, "agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a
+}
+
+#[derive(Default)]
+struct Counts {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// One keep-alive connection sending `bodies` in turn until `until`; at
+/// most one request per `pace` when given.
+async fn sender(
+    url: String,
+    bodies: Arc<Vec<Bytes>>,
+    until: Instant,
+    pace: Option<Duration>,
+    c: Arc<Counts>,
+) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let mut i = 0usize;
+    let mut tick = pace.map(tokio::time::interval);
+    while Instant::now() < until {
+        if let Some(t) = tick.as_mut() {
+            t.tick().await;
+        }
+        let resp = client
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(bodies[i % bodies.len()].clone())
+            .send()
+            .await;
+        i += 1;
+        match resp.map(|r| r.status().as_u16()) {
+            Ok(200) => c.accepted.fetch_add(BATCH as u64, Ordering::Relaxed),
+            Ok(503) => {
+                c.refused.fetch_add(BATCH as u64, Ordering::Relaxed);
+                // a real client backs off; keep it short to stay saturating
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                0
+            }
+            other => panic!("unexpected answer {other:?}"),
+        };
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let mode = args.first().map(String::as_str).unwrap_or("throughput");
+    let arg = |i: usize, d: u64| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
+    pin_self("1");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let api_spans = Arc::new(AtomicU64::new(0));
+        let api_addr = api(api_spans.clone()).await;
+        let otel = free_port();
+        let bodies: Arc<Vec<Bytes>> = Arc::new((0..16).map(body).collect());
+        let url = format!("http://127.0.0.1:{otel}/v1/traces");
+        let counts = Arc::new(Counts::default());
+        let mut report = BTreeMap::new();
+        match mode {
+            "throughput" => {
+                let (secs, conns) = (arg(1, 10), arg(2, 4));
+                let bs = std::env::var("BENCH_BATCH_SIZE").unwrap_or_else(|_| "1000".into());
+                let agent = start_agent(api_addr, otel, &["--batch-size", &bs]);
+                let pid = agent.0.id();
+                // warm-up, then measure
+                let warm = Instant::now() + Duration::from_secs(2);
+                let tasks: Vec<_> = (0..conns)
+                    .map(|_| {
+                        tokio::spawn(sender(
+                            url.clone(),
+                            bodies.clone(),
+                            warm,
+                            None,
+                            counts.clone(),
+                        ))
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                let (a0, r0, f0) = (
+                    counts.accepted.load(Ordering::Relaxed),
+                    counts.refused.load(Ordering::Relaxed),
+                    api_spans.load(Ordering::Relaxed),
+                );
+                let (cpu0, _, _) = usage(pid);
+                let (me0, _, _) = usage(std::process::id());
+                let t0 = Instant::now();
+                let until = t0 + Duration::from_secs(secs);
+                let tasks: Vec<_> = (0..conns)
+                    .map(|_| {
+                        tokio::spawn(sender(
+                            url.clone(),
+                            bodies.clone(),
+                            until,
+                            None,
+                            counts.clone(),
+                        ))
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                let el = t0.elapsed().as_secs_f64();
+                let (cpu1, rss, hwm) = usage(pid);
+                let (me1, _, _) = usage(std::process::id());
+                report.insert(
+                    "generator_and_api_cpu_percent",
+                    format!("{:.1}", (me1 - me0) / el * 100.0),
+                );
+                let acc = counts.accepted.load(Ordering::Relaxed) - a0;
+                let refd = counts.refused.load(Ordering::Relaxed) - r0;
+                let fwd = api_spans.load(Ordering::Relaxed) - f0;
+                report.insert("seconds", format!("{el:.1}"));
+                report.insert("connections", conns.to_string());
+                report.insert("spans_accepted_per_s", format!("{:.0}", acc as f64 / el));
+                report.insert("spans_refused_per_s", format!("{:.0}", refd as f64 / el));
+                report.insert("spans_forwarded_per_s", format!("{:.0}", fwd as f64 / el));
+                report.insert(
+                    "agent_cpu_percent_of_one_core",
+                    format!("{:.1}", (cpu1 - cpu0) / el * 100.0),
+                );
+                report.insert("agent_rss_mib", format!("{:.1}", rss as f64 / 1024.0));
+                report.insert("agent_peak_rss_mib", format!("{:.1}", hwm as f64 / 1024.0));
+            }
+            "steady" => {
+                let (rate, secs) = (arg(1, 10_000), arg(2, 30));
+                let bs = std::env::var("BENCH_BATCH_SIZE").unwrap_or_else(|_| "100".into());
+                let agent = start_agent(api_addr, otel, &["--batch-size", &bs]);
+                let pid = agent.0.id();
+                // requests of 512 spans: rate/512 per second over 2 connections
+                let per_conn = Duration::from_secs_f64(2.0 * BATCH as f64 / rate as f64);
+                let warm = Instant::now() + Duration::from_secs(3);
+                let run = |until| {
+                    (0..2)
+                        .map(|_| {
+                            tokio::spawn(sender(
+                                url.clone(),
+                                bodies.clone(),
+                                until,
+                                Some(per_conn),
+                                counts.clone(),
+                            ))
+                        })
+                        .collect::<Vec<_>>()
+                };
+                for t in run(warm) {
+                    t.await.unwrap();
+                }
+                let a0 = counts.accepted.load(Ordering::Relaxed);
+                let (cpu0, _, _) = usage(pid);
+                let t0 = Instant::now();
+                for t in run(t0 + Duration::from_secs(secs)) {
+                    t.await.unwrap();
+                }
+                let el = t0.elapsed().as_secs_f64();
+                let (cpu1, rss, hwm) = usage(pid);
+                let acc = counts.accepted.load(Ordering::Relaxed) - a0;
+                report.insert("seconds", format!("{el:.1}"));
+                report.insert("spans_accepted_per_s", format!("{:.0}", acc as f64 / el));
+                report.insert(
+                    "spans_refused",
+                    counts.refused.load(Ordering::Relaxed).to_string(),
+                );
+                report.insert(
+                    "agent_cpu_percent_of_one_core",
+                    format!("{:.2}", (cpu1 - cpu0) / el * 100.0),
+                );
+                report.insert("agent_rss_mib", format!("{:.1}", rss as f64 / 1024.0));
+                report.insert("agent_peak_rss_mib", format!("{:.1}", hwm as f64 / 1024.0));
+            }
+            "phases" => {
+                // in process, one thread: CPU per span of each step
+                let n = arg(1, 200) as usize;
+                let mut t = [Duration::ZERO; 4];
+                let mut spans_total = 0u64;
+                for i in 0..n {
+                    let b = &bodies[i % bodies.len()];
+                    let t0 = Instant::now();
+                    let req = ExportTraceServiceRequest::decode(&b[..]).unwrap();
+                    let t1 = Instant::now();
+                    let c = cased_agent::otlp::convert::convert(req, "bench");
+                    let t2 = Instant::now();
+                    let mut bytes = 0;
+                    for chunk in c.spans.chunks(100) {
+                        let mut out = Vec::with_capacity(64 + chunk.len() * 640);
+                        serde_json::to_writer(
+                            &mut out,
+                            &cased_agent::sink::wire::SpansBatch {
+                                spans: std::borrow::Cow::Borrowed(chunk),
+                            },
+                        )
+                        .unwrap();
+                        bytes += out.len();
+                    }
+                    let t3 = Instant::now();
+                    spans_total += c.spans.len() as u64;
+                    drop(c);
+                    let t4 = Instant::now();
+                    std::hint::black_box(bytes);
+                    for (k, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3].into_iter().enumerate() {
+                        t[k] += d;
+                    }
+                }
+                let per = |d: Duration| {
+                    format!("{:.3} us/span", d.as_secs_f64() * 1e6 / spans_total as f64)
+                };
+                report.insert("1_decode_protobuf", per(t[0]));
+                report.insert("2_convert_to_storedspan", per(t[1]));
+                report.insert("3_encode_json_batches", per(t[2]));
+                report.insert("4_drop", per(t[3]));
+                report.insert("total", per(t.iter().sum()));
+            }
+            other => panic!("unknown mode {other}: throughput, steady or phases"),
+        }
+        println!("otlp_load {mode}:");
+        for (k, v) in report {
+            println!("  {k:32} {v}");
+        }
+    });
+}

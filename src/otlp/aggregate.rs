@@ -1,0 +1,263 @@
+//! Per-service golden signals of accepted spans, per interval (SPEC §4):
+//! span count, error rate, duration average and p50/p95/p99 in fractional
+//! milliseconds from a [`Sketch`].
+//!
+//! Memory is bounded: at most `max_services` distinct `service.name`s are
+//! kept per interval; spans of any further service count under the
+//! overflow service [`OVERFLOW_SERVICE`] (one more slot). Each slot is a few
+//! counters and a sketch of at most 16 KiB, and everything is dropped when
+//! the interval is drained.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::convert::SpanStat;
+use crate::collect::{CollectError, Collector};
+use crate::model::{About, Sample, unit};
+use crate::sketch::Sketch;
+
+/// The `service` tag of spans beyond the per-interval cap.
+pub const OVERFLOW_SERVICE: &str = "{other}";
+/// Default cap on distinct services per interval.
+pub const DEFAULT_MAX_SERVICES: usize = 256;
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    count: u64,
+    errors: u64,
+    sum_ms: f64,
+    sketch: Sketch,
+}
+
+impl Stats {
+    fn add(&mut self, s: &SpanStat) {
+        self.count += 1;
+        self.errors += u64::from(s.error);
+        self.sum_ms += s.duration_ms;
+        self.sketch.add(s.duration_ms);
+    }
+}
+
+/// One service's numbers for one interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSummary {
+    pub service: String,
+    pub span_count: u64,
+    /// Percent of spans with status ERROR.
+    pub error_rate: f64,
+    pub avg_ms: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The running interval.
+#[derive(Debug)]
+pub struct Aggregate {
+    services: HashMap<String, Stats>,
+    overflow: Stats,
+    max_services: usize,
+}
+
+impl Aggregate {
+    pub fn new(max_services: usize) -> Self {
+        Aggregate {
+            services: HashMap::new(),
+            overflow: Stats::default(),
+            max_services,
+        }
+    }
+
+    /// Record the spans of one accepted request (see
+    /// [`super::convert::Converted`]).
+    pub fn record(&mut self, services: &[String], stats: &[SpanStat]) {
+        for (i, name) in services.iter().enumerate() {
+            let slot = if let Some(s) = self.services.get_mut(name) {
+                s
+            } else if self.services.len() < self.max_services {
+                self.services.entry(name.clone()).or_default()
+            } else {
+                &mut self.overflow
+            };
+            for st in stats.iter().filter(|s| s.service as usize == i) {
+                slot.add(st);
+            }
+        }
+    }
+
+    /// Distinct services held (not counting the overflow slot).
+    pub fn services(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Take the interval's numbers and start a new interval. Services with
+    /// no span are absent; sorted by service name.
+    pub fn drain(&mut self) -> Vec<ServiceSummary> {
+        let services = std::mem::take(&mut self.services);
+        let overflow = std::mem::take(&mut self.overflow);
+        let mut out: Vec<ServiceSummary> = services
+            .into_iter()
+            .chain((overflow.count > 0).then(|| (OVERFLOW_SERVICE.to_string(), overflow)))
+            .map(|(service, s)| summarize(service, &s))
+            .collect();
+        out.sort_by(|a, b| a.service.cmp(&b.service));
+        out
+    }
+}
+
+fn summarize(service: String, s: &Stats) -> ServiceSummary {
+    let n = s.count.max(1) as f64;
+    let q = |p: f64| s.sketch.quantile(p).unwrap_or(0.0);
+    ServiceSummary {
+        service,
+        span_count: s.count,
+        error_rate: s.errors as f64 * 100.0 / n,
+        avg_ms: s.sum_ms / n,
+        p50_ms: q(0.50),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
+    }
+}
+
+impl ServiceSummary {
+    /// The six `trace.*` samples, tagged `service` (`node` is added by
+    /// enrichment).
+    pub fn push_samples(&self, out: &mut Vec<Sample>) {
+        for (name, value, u) in [
+            ("trace.span_count", self.span_count as f64, unit::COUNT),
+            ("trace.error_rate", self.error_rate, unit::PERCENT),
+            ("trace.duration_avg", self.avg_ms, unit::MS),
+            ("trace.duration_p50", self.p50_ms, unit::MS),
+            ("trace.duration_p95", self.p95_ms, unit::MS),
+            ("trace.duration_p99", self.p99_ms, unit::MS),
+        ] {
+            let mut s = Sample::new(name, value, u, About::Tags);
+            s.tags.push(("service", self.service.clone()));
+            out.push(s);
+        }
+    }
+}
+
+/// The OTLP receiver's per-interval metrics, as a [`Collector`]: each
+/// `collect` drains the aggregate of the spans accepted since the last one.
+#[derive(Clone)]
+pub struct TraceMetrics {
+    aggregate: Arc<Mutex<Aggregate>>,
+}
+
+impl TraceMetrics {
+    pub fn new(aggregate: Arc<Mutex<Aggregate>>) -> Self {
+        TraceMetrics { aggregate }
+    }
+
+    /// Drain the interval (what `collect` does, without samples).
+    pub fn drain(&self) -> Vec<ServiceSummary> {
+        self.aggregate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+    }
+}
+
+impl Collector for TraceMetrics {
+    fn name(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn collect(&mut self, _now: Instant, out: &mut Vec<Sample>) -> Result<(), CollectError> {
+        for s in self.drain() {
+            s.push_samples(out);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(service: u32, ms: f64, error: bool) -> SpanStat {
+        SpanStat {
+            service,
+            duration_ms: ms,
+            error,
+        }
+    }
+
+    #[test]
+    fn per_service_numbers() {
+        let mut a = Aggregate::new(10);
+        let names = vec!["api".to_string(), "db".to_string()];
+        // api: 1..=100 ms, every 4th an error; db: 0.5 ms x 3
+        let mut stats: Vec<SpanStat> = (1..=100).map(|i| stat(0, i as f64, i % 4 == 0)).collect();
+        stats.extend((0..3).map(|_| stat(1, 0.5, false)));
+        a.record(&names, &stats);
+        let out = a.drain();
+        assert_eq!(out.len(), 2);
+        let api = &out[0];
+        assert_eq!(api.service, "api");
+        assert_eq!(api.span_count, 100);
+        assert!((api.error_rate - 25.0).abs() < 1e-12);
+        assert!((api.avg_ms - 50.5).abs() < 1e-9);
+        // exact values of ranks 49, 94, 98 are 50, 95, 99
+        for (got, want) in [(api.p50_ms, 50.0), (api.p95_ms, 95.0), (api.p99_ms, 99.0)] {
+            assert!((got - want).abs() <= 0.01 * want, "{got} vs {want}");
+        }
+        let db = &out[1];
+        assert_eq!((db.service.as_str(), db.span_count), ("db", 3));
+        assert_eq!(db.error_rate, 0.0);
+        assert!((db.p99_ms - 0.5).abs() < 1e-12);
+        // drained: the next interval starts empty
+        assert!(a.drain().is_empty());
+    }
+
+    #[test]
+    fn service_cap_and_overflow() {
+        let mut a = Aggregate::new(3);
+        for i in 0..10 {
+            a.record(
+                &[format!("svc{i}")],
+                &[stat(0, 1.0, i % 2 == 0), stat(0, 3.0, false)],
+            );
+        }
+        assert_eq!(a.services(), 3);
+        // a service already held keeps its own slot
+        a.record(&["svc1".to_string()], &[stat(0, 2.0, false)]);
+        let out = a.drain();
+        let names: Vec<&str> = out.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(names, vec!["svc0", "svc1", "svc2", "{other}"]);
+        assert_eq!(out[1].span_count, 3);
+        let other = &out[3];
+        assert_eq!(other.span_count, 14);
+        // svc3..svc9: errors on 4, 6, 8 → 3 of 14 spans
+        assert!((other.error_rate - 300.0 / 14.0).abs() < 1e-9);
+        assert!((other.avg_ms - 2.0).abs() < 1e-12);
+        assert_eq!(a.services(), 0);
+    }
+
+    #[test]
+    fn collector_emits_six_tagged_samples_per_service() {
+        let agg = Arc::new(Mutex::new(Aggregate::new(4)));
+        agg.lock().unwrap().record(
+            &["web".to_string()],
+            &[stat(0, 2.5, true), stat(0, 7.5, false)],
+        );
+        let mut c = TraceMetrics::new(agg);
+        let mut out = Vec::new();
+        c.collect(Instant::now(), &mut out).unwrap();
+        let got: Vec<(&str, f64, &str)> = out.iter().map(|s| (s.name, s.value, s.unit)).collect();
+        assert_eq!(got[0], ("trace.span_count", 2.0, "count"));
+        assert_eq!(got[1], ("trace.error_rate", 50.0, "percent"));
+        assert_eq!(got[2], ("trace.duration_avg", 5.0, "ms"));
+        assert_eq!(got.len(), 6);
+        assert!(
+            out.iter()
+                .all(|s| s.tags == vec![("service", "web".to_string())])
+        );
+        assert!(matches!(out[0].about, About::Tags));
+        out.clear();
+        c.collect(Instant::now(), &mut out).unwrap();
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,491 @@
+//! OTLP spans → the API's [`StoredSpan`] (SPEC §3), plus the few numbers per
+//! span that the per-service metrics need ([`SpanStat`]).
+//!
+//! Pure: no I/O. The request is consumed so strings move instead of being
+//! copied.
+//!
+//! - `service_name` is the resource's `service.name` (`unknown` when absent
+//!   or empty);
+//! - `attributes` holds every span attribute as a string: strings as they
+//!   are, ints and doubles in decimal, bools `true`/`false`, bytes in base64,
+//!   arrays and maps as JSON (a later duplicate key wins);
+//! - `events` is the JSON text of `[{"name", "time_unix_nano", "attributes"}]`;
+//! - `http_method` from `http.method` or `http.request.method`,
+//!   `http_status_code` from `http.status_code` or
+//!   `http.response.status_code`, `http_url` from the first of `http.url`,
+//!   `http.target`, `url.full`, `url.path` (old semantic conventions first);
+//!   empty (`0`) when absent.
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::Event;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use serde::Serialize;
+
+use crate::sink::wire::StoredSpan;
+
+/// Service name used when a resource has none.
+pub const UNKNOWN_SERVICE: &str = "unknown";
+
+/// What the per-service aggregate needs of one span.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpanStat {
+    /// Index into [`Converted::services`].
+    pub service: u32,
+    pub duration_ms: f64,
+    pub error: bool,
+}
+
+/// One export request, converted.
+#[derive(Debug, Default)]
+pub struct Converted {
+    pub spans: Vec<StoredSpan>,
+    /// Distinct service names of this request.
+    pub services: Vec<String>,
+    /// One per span, in the order of `spans`.
+    pub stats: Vec<SpanStat>,
+}
+
+/// Number of spans in a request (before converting it).
+pub fn span_count(req: &ExportTraceServiceRequest) -> usize {
+    req.resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
+}
+
+/// Convert every span of `req`.
+pub fn convert(req: ExportTraceServiceRequest, cluster_id: &str) -> Converted {
+    let mut out = Converted {
+        spans: Vec::with_capacity(span_count(&req)),
+        ..Converted::default()
+    };
+    for rs in req.resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+            .and_then(|kv| kv.value.as_ref())
+            .map(attr_string)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| UNKNOWN_SERVICE.to_string());
+        let idx = match out.services.iter().position(|s| *s == service) {
+            Some(i) => i,
+            None => {
+                out.services.push(service);
+                out.services.len() - 1
+            }
+        } as u32;
+        for ss in rs.scope_spans {
+            for span in ss.spans {
+                let stored = span_to_stored(span, &out.services[idx as usize], cluster_id);
+                out.stats.push(SpanStat {
+                    service: idx,
+                    duration_ms: stored.duration_ns as f64 / 1e6,
+                    error: stored.status_code == StatusCode::Error as i32,
+                });
+                out.spans.push(stored);
+            }
+        }
+    }
+    out
+}
+
+/// One span. `duration_ns` is 0 when the end precedes the start.
+pub fn span_to_stored(span: Span, service: &str, cluster_id: &str) -> StoredSpan {
+    let attributes = attributes_map(span.attributes);
+    let http_method = first_of(&attributes, &["http.method", "http.request.method"])
+        .unwrap_or_default()
+        .to_string();
+    let http_status_code = first_of(
+        &attributes,
+        &["http.status_code", "http.response.status_code"],
+    )
+    .and_then(|s| s.trim().parse::<i64>().ok())
+    .unwrap_or(0);
+    let http_url = first_of(
+        &attributes,
+        &["http.url", "http.target", "url.full", "url.path"],
+    )
+    .unwrap_or_default()
+    .to_string();
+    let (status_code, status_message) = match span.status {
+        Some(s) => (s.code, s.message),
+        None => (0, String::new()),
+    };
+    StoredSpan {
+        trace_id: hex(&span.trace_id),
+        span_id: hex(&span.span_id),
+        parent_span_id: hex(&span.parent_span_id),
+        service_name: service.to_string(),
+        span_name: span.name,
+        span_kind: span.kind,
+        timestamp: (span.start_time_unix_nano / 1_000_000) as i64,
+        duration_ns: span
+            .end_time_unix_nano
+            .saturating_sub(span.start_time_unix_nano),
+        status_code,
+        status_message,
+        attributes,
+        events: events_json(span.events),
+        http_method,
+        http_status_code,
+        http_url,
+        cluster_id: cluster_id.to_string(),
+    }
+}
+
+fn first_of<'a>(attrs: &'a BTreeMap<String, String>, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| attrs.get(*k).map(String::as_str))
+}
+
+fn attributes_map(kvs: Vec<KeyValue>) -> BTreeMap<String, String> {
+    kvs.into_iter()
+        .map(|kv| {
+            let v = match kv.value {
+                Some(AnyValue {
+                    value: Some(Value::StringValue(s)),
+                }) => s,
+                Some(v) => attr_string(&v),
+                None => String::new(),
+            };
+            (kv.key, v)
+        })
+        .collect()
+}
+
+/// An attribute value as the API's string.
+pub fn attr_string(v: &AnyValue) -> String {
+    match &v.value {
+        // a profiling-only string-table index: absent outside profiles
+        None | Some(Value::StringValueStrindex(_)) => String::new(),
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(Value::BytesValue(b)) => base64(b),
+        Some(Value::ArrayValue(_)) | Some(Value::KvlistValue(_)) => {
+            serde_json::to_string(&to_json(v)).unwrap_or_default()
+        }
+    }
+}
+
+/// An attribute value as JSON (for arrays and maps): ints and doubles as
+/// numbers (non-finite doubles as their decimal text), bytes as base64.
+fn to_json(v: &AnyValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &v.value {
+        None | Some(Value::StringValueStrindex(_)) => J::Null,
+        Some(Value::StringValue(s)) => J::String(s.clone()),
+        Some(Value::BoolValue(b)) => J::Bool(*b),
+        Some(Value::IntValue(i)) => J::from(*i),
+        Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map(J::Number)
+            .unwrap_or_else(|| J::String(d.to_string())),
+        Some(Value::BytesValue(b)) => J::String(base64(b)),
+        Some(Value::ArrayValue(a)) => J::Array(a.values.iter().map(to_json).collect()),
+        Some(Value::KvlistValue(kv)) => J::Object(
+            kv.values
+                .iter()
+                .map(|e| {
+                    let v = e.value.as_ref().map(to_json).unwrap_or(J::Null);
+                    (e.key.clone(), v)
+                })
+                .collect(),
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct EventOut {
+    name: String,
+    time_unix_nano: u64,
+    attributes: BTreeMap<String, String>,
+}
+
+fn events_json(events: Vec<Event>) -> String {
+    if events.is_empty() {
+        return "[]".to_string();
+    }
+    let out: Vec<EventOut> = events
+        .into_iter()
+        .map(|e| EventOut {
+            name: e.name,
+            time_unix_nano: e.time_unix_nano,
+            attributes: attributes_map(e.attributes),
+        })
+        .collect();
+    serde_json::to_string(&out).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as OTLP/JSON writes bytes.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                s.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn s(v: &str) -> Value {
+        Value::StringValue(v.into())
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn attribute_values_as_strings() {
+        let cases: Vec<(Value, &str)> = vec![
+            (s("x y"), "x y"),
+            (Value::IntValue(-42), "-42"),
+            (Value::IntValue(i64::MAX), "9223372036854775807"),
+            (Value::DoubleValue(0.25), "0.25"),
+            (Value::DoubleValue(3.0), "3"),
+            (Value::BoolValue(true), "true"),
+            (Value::BoolValue(false), "false"),
+            (Value::BytesValue(vec![0xde, 0xad]), "3q0="),
+            (
+                Value::ArrayValue(ArrayValue {
+                    values: vec![
+                        AnyValue {
+                            value: Some(s("a")),
+                        },
+                        AnyValue {
+                            value: Some(Value::IntValue(2)),
+                        },
+                        AnyValue {
+                            value: Some(Value::DoubleValue(1.5)),
+                        },
+                        AnyValue {
+                            value: Some(Value::BoolValue(true)),
+                        },
+                    ],
+                }),
+                r#"["a",2,1.5,true]"#,
+            ),
+            (
+                Value::KvlistValue(KeyValueList {
+                    values: vec![kv("k", s("v")), kv("n", Value::IntValue(1))],
+                }),
+                r#"{"k":"v","n":1}"#,
+            ),
+        ];
+        for (v, want) in cases {
+            assert_eq!(attr_string(&AnyValue { value: Some(v) }), want);
+        }
+        assert_eq!(attr_string(&AnyValue { value: None }), "");
+    }
+
+    fn span(attrs: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: (1..=16).collect(),
+            span_id: vec![0xab; 8],
+            name: "GET /cart".into(),
+            kind: 2,
+            start_time_unix_nano: 1_732_650_000_123_456_789,
+            end_time_unix_nano: 1_732_650_000_124_691_356,
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn old_semantic_conventions() {
+        let st = span_to_stored(
+            span(vec![
+                kv("http.method", s("GET")),
+                kv("http.status_code", Value::IntValue(200)),
+                kv("http.target", s("/cart")),
+            ]),
+            "checkout",
+            "prod",
+        );
+        assert_eq!(st.trace_id, "0102030405060708090a0b0c0d0e0f10");
+        assert_eq!(st.span_id, "abababababababab");
+        assert_eq!(st.parent_span_id, "");
+        assert_eq!(st.timestamp, 1_732_650_000_123);
+        assert_eq!(st.duration_ns, 1_234_567);
+        assert_eq!(
+            (
+                st.http_method.as_str(),
+                st.http_status_code,
+                st.http_url.as_str()
+            ),
+            ("GET", 200, "/cart")
+        );
+        assert_eq!(st.attributes["http.status_code"], "200");
+        assert_eq!(st.events, "[]");
+        assert_eq!((st.status_code, st.status_message.as_str()), (0, ""));
+    }
+
+    #[test]
+    fn new_semantic_conventions_and_url_priority() {
+        let st = span_to_stored(
+            span(vec![
+                kv("http.request.method", s("POST")),
+                kv("http.response.status_code", Value::IntValue(503)),
+                kv("url.path", s("/pay")),
+                kv("url.full", s("https://shop/pay?x=1")),
+            ]),
+            "checkout",
+            "prod",
+        );
+        assert_eq!(
+            (
+                st.http_method.as_str(),
+                st.http_status_code,
+                st.http_url.as_str()
+            ),
+            ("POST", 503, "https://shop/pay?x=1")
+        );
+        let none = span_to_stored(span(vec![]), "c", "p");
+        assert_eq!(
+            (
+                none.http_method.as_str(),
+                none.http_status_code,
+                none.http_url.as_str()
+            ),
+            ("", 0, "")
+        );
+    }
+
+    #[test]
+    fn events_status_and_stats() {
+        let mut sp = span(vec![]);
+        sp.parent_span_id = vec![1, 2, 3, 4, 5, 6, 7, 8];
+        sp.status = Some(Status {
+            code: 2,
+            message: "boom".into(),
+        });
+        sp.events = vec![Event {
+            time_unix_nano: 1_732_650_000_124_000_000,
+            name: "exception".into(),
+            attributes: vec![
+                kv("exception.type", s("ValueError")),
+                kv("retry", Value::IntValue(3)),
+            ],
+            dropped_attributes_count: 0,
+        }];
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![kv("service.name", s("pay"))],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![sp, span(vec![])],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                ResourceSpans {
+                    resource: None,
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![span(vec![])],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+        };
+        assert_eq!(span_count(&req), 3);
+        let c = convert(req, "prod");
+        assert_eq!(c.services, vec!["pay", "unknown"]);
+        let first = &c.spans[0];
+        assert_eq!(first.parent_span_id, "0102030405060708");
+        assert_eq!(
+            (first.status_code, first.status_message.as_str()),
+            (2, "boom")
+        );
+        assert_eq!(
+            first.events,
+            r#"[{"name":"exception","time_unix_nano":1732650000124000000,"attributes":{"exception.type":"ValueError","retry":"3"}}]"#
+        );
+        assert_eq!(c.spans[2].service_name, "unknown");
+        assert_eq!(c.spans[1].cluster_id, "prod");
+        assert_eq!(
+            c.stats,
+            vec![
+                SpanStat {
+                    service: 0,
+                    duration_ms: 1.234567,
+                    error: true
+                },
+                SpanStat {
+                    service: 0,
+                    duration_ms: 1.234567,
+                    error: false
+                },
+                SpanStat {
+                    service: 1,
+                    duration_ms: 1.234567,
+                    error: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn end_before_start_is_zero_duration() {
+        let mut sp = span(vec![]);
+        sp.end_time_unix_nano = sp.start_time_unix_nano - 5;
+        assert_eq!(span_to_stored(sp, "a", "b").duration_ns, 0);
+    }
+}
