@@ -16,21 +16,7 @@ use crate::support::receiver::{Receiver, Reply};
 const KEY: &str = "test-key-0123";
 
 fn cased_sink(endpoint: &str) -> AnySink {
-    let cfg = Config::try_parse_from([
-        "cased-agent",
-        "--sink",
-        "cased",
-        "--endpoint",
-        endpoint,
-        "--api-key",
-        KEY,
-        "--cluster-id",
-        "prod",
-        "--node-name",
-        "n1",
-    ])
-    .expect("valid config");
-    sink::build(&cfg).expect("sink builds")
+    crate::support::cased_sink(endpoint, KEY)
 }
 
 /// Metric `i`: names of fixed width (so batches of equal count have equal

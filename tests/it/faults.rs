@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cased_agent::config::{Compression, Config};
+use cased_agent::config::Compression;
 use cased_agent::delivery::backoff::Backoff;
 use cased_agent::delivery::disk::{DiskOptions, DiskQueue};
 use cased_agent::delivery::queue::BatchQueue;
 use cased_agent::delivery::{Delivery, DeliveryOptions};
-use cased_agent::sink::{self, AnySink, wire::Metric};
+use cased_agent::sink::{AnySink, wire::Metric};
 use cased_agent::telemetry::{DropLabel, Telemetry};
 use serde_json::Value;
 
@@ -99,21 +99,7 @@ fn keys_of(ms: &[Metric]) -> BTreeSet<MetricKey> {
 }
 
 fn cased_sink(endpoint: &str) -> AnySink {
-    let cfg = Config::try_parse_from([
-        "cased-agent",
-        "--sink",
-        "cased",
-        "--endpoint",
-        endpoint,
-        "--api-key",
-        KEY,
-        "--cluster-id",
-        "prod",
-        "--node-name",
-        "n1",
-    ])
-    .expect("valid config");
-    sink::build(&cfg).expect("sink builds")
+    crate::support::cased_sink(endpoint, KEY)
 }
 
 fn fast() -> Backoff {
