@@ -14,8 +14,7 @@ fuzz_target!(|data: &[u8]| {
         2 => Some("deflate"),
         _ => Some("identity"),
     };
-    let Ok(body) = decode::inflate(bytes::Bytes::copy_from_slice(body), encoding, 1 << 20)
-    else {
+    let Ok(body) = decode::inflate(bytes::Bytes::copy_from_slice(body), encoding, 1 << 20) else {
         return;
     };
     let as_json = mode & 0b100 != 0;
