@@ -707,27 +707,9 @@ async fn s4_corrupt_buffer_delivers_what_is_intact() {
     assert!(!seg.exists());
 }
 
-/// The uid from /proc/self/status.
-fn uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 /// Root is needed (mount); under `CI=true` its absence is a failure.
 fn need_root(test: &str) -> bool {
-    if uid() == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root (mount) and CI=true"
-    );
-    eprintln!("skipping {test}: needs root to mount a tmpfs");
-    false
+    crate::cgroup_support::need_root(test)
 }
 
 /// A small tmpfs, unmounted (lazily, so a busy mount cannot leak) and
