@@ -274,19 +274,7 @@ impl Elector {
             return;
         };
         let seal = self.counts.seal(self.term);
-        let old = l.spec.take().unwrap_or_default();
-        let mut spec = self.spec(
-            Timestamp::now(),
-            old.acquire_time.map(|t| t.0),
-            old.lease_transitions.unwrap_or(0),
-        );
-        spec.preferred_holder = old.preferred_holder;
-        spec.strategy = old.strategy;
-        l.spec = Some(spec);
-        if let Some(rv) = seal {
-            l.annotations_mut()
-                .insert(CHECKPOINT_ANNOTATION.to_string(), rv);
-        }
+        self.renewed(&mut l, Timestamp::now(), seal);
         match self
             .api
             .replace(&self.cfg.name, &PostParams::default(), &l)
@@ -429,6 +417,25 @@ impl Elector {
         self.tx.send_replace(Leadership::Follower);
     }
 
+    /// `l` renewed by us at `now`: our spec, keeping its acquire time,
+    /// transitions and the fields we do not own, plus the events checkpoint
+    /// when there is a new one.
+    fn renewed(&self, l: &mut Lease, now: Timestamp, seal: Option<String>) {
+        let old = l.spec.take().unwrap_or_default();
+        let mut spec = self.spec(
+            now,
+            old.acquire_time.map(|t| t.0),
+            old.lease_transitions.unwrap_or(0),
+        );
+        spec.preferred_holder = old.preferred_holder;
+        spec.strategy = old.strategy;
+        l.spec = Some(spec);
+        if let Some(rv) = seal {
+            l.annotations_mut()
+                .insert(CHECKPOINT_ANNOTATION.to_string(), rv);
+        }
+    }
+
     fn spec(&self, now: Timestamp, acquire: Option<Timestamp>, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.cfg.identity.clone()),
@@ -475,19 +482,7 @@ impl Elector {
                 })
             }
             (Decision::Renew, Some(mut l)) => {
-                let old = l.spec.take().unwrap_or_default();
-                let mut spec = self.spec(
-                    ts,
-                    old.acquire_time.map(|t| t.0),
-                    old.lease_transitions.unwrap_or(0),
-                );
-                spec.preferred_holder = old.preferred_holder;
-                spec.strategy = old.strategy;
-                l.spec = Some(spec);
-                if let Some(rv) = seal {
-                    l.annotations_mut()
-                        .insert(CHECKPOINT_ANNOTATION.to_string(), rv);
-                }
+                self.renewed(&mut l, ts, seal);
                 self.current = Some(
                     self.api
                         .replace(&self.cfg.name, &PostParams::default(), &l)
