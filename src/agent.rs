@@ -153,13 +153,6 @@ impl Cycle {
             .set(unix_ms() as f64 / 1000.0);
         emitted
     }
-
-    /// One cycle's metrics, all at once (tests and tools).
-    pub fn collect_all(&mut self, now: Instant, timestamp_ms: i64) -> Vec<Metric> {
-        let mut all = Vec::new();
-        self.collect(now, timestamp_ms, usize::MAX, |m| all.extend(m));
-        all
-    }
 }
 
 /// Wall-clock Unix milliseconds (the cycle's timestamp on the wire).

@@ -49,11 +49,6 @@ impl Counter {
     pub fn rate(&mut self, value: u64, at: Instant) -> Option<f64> {
         self.update(value, at).map(|d| d.per_sec())
     }
-
-    /// Forget the last value (the next read is a first sight again).
-    pub fn reset(&mut self) {
-        self.last = None;
-    }
 }
 
 /// Per-subject state that lives as long as the subject is seen each cycle.
