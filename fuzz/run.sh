@@ -33,6 +33,8 @@ for t in "${targets[@]}"; do
   else
     echo "$t: FAILED"; tail -n 40 "$log"; status=1
   fi
+  # FUZZ_LOG_DIR keeps each target's libFuzzer log (coverage, corpus size).
+  if [ -n "${FUZZ_LOG_DIR:-}" ]; then mkdir -p "$FUZZ_LOG_DIR"; cp "$log" "$FUZZ_LOG_DIR/$t.log"; fi
   rm -f "$log"
 done
 echo "total: $(( $(date +%s) - start )) s"
