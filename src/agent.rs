@@ -300,6 +300,20 @@ pub async fn run(cfg: Config) -> ExitCode {
             }
         }
     }
+    if cfg.enable_ebpf {
+        // a kernel that refuses the program costs HTTP tracing only
+        let opts = crate::ebpf::HttpOptions {
+            proc_path: cfg.proc_path.clone(),
+            max_paths: crate::ebpf::aggregate::DEFAULT_MAX_PATHS,
+        };
+        match crate::ebpf::HttpCollector::start(&opts, telemetry.clone()) {
+            Ok(c) => collectors.push(Box::new(c)),
+            Err(e) => tracing::error!(
+                error = %e,
+                "--enable-ebpf: eBPF HTTP tracing unavailable, running without it (needs Linux 5.8+ with BTF, CAP_BPF + CAP_PERFMON or root, tracefs)"
+            ),
+        }
+    }
     let mut lease_release = None;
     let meta: Arc<dyn Metadata> = match crate::k8s::connect(&telemetry).await {
         Ok(Some(client)) => {
@@ -342,11 +356,6 @@ pub async fn run(cfg: Config) -> ExitCode {
         cgroup = %cfg.cgroup_path.display(),
         "cased-agent starting"
     );
-    if cfg.enable_ebpf {
-        tracing::warn!(
-            "--enable-ebpf: eBPF HTTP tracing is not built into this version yet; running without it"
-        );
-    }
     if cfg.enable_otel && cfg.once {
         tracing::info!("--enable-otel: no OTLP receiver with --once");
     }

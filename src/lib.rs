@@ -4,6 +4,7 @@ pub mod agent;
 pub mod collect;
 pub mod config;
 pub mod delivery;
+pub mod ebpf;
 pub mod enrich;
 pub mod host;
 pub mod k8s;

@@ -54,6 +54,14 @@ pub struct WatchLabel {
     pub watch: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// HTTP tracing: `unanswered` (connection closed or idle with requests
+    /// waiting), `unmatched` (a response with no request), `pending_limit`,
+    /// `conn_limit`.
+    pub reason: String,
+}
+
 pub struct Telemetry {
     registry: Registry,
     pub cycles: Counter,
@@ -88,6 +96,12 @@ pub struct Telemetry {
     pub k8s_leader: Gauge,
     pub k8s_leader_transitions: Counter,
     pub k8s_events_seen: Counter,
+    pub ebpf_up: Gauge,
+    pub ebpf_events: Counter,
+    pub ebpf_events_lost: Counter,
+    pub ebpf_connections: Gauge,
+    pub http_requests: Counter,
+    pub http_dropped: Family<ReasonLabel, Counter>,
     undelivered_batches: AtomicU64,
 }
 
@@ -133,6 +147,12 @@ impl Telemetry {
             k8s_leader: Gauge::default(),
             k8s_leader_transitions: Counter::default(),
             k8s_events_seen: Counter::default(),
+            ebpf_up: Gauge::default(),
+            ebpf_events: Counter::default(),
+            ebpf_events_lost: Counter::default(),
+            ebpf_connections: Gauge::default(),
+            http_requests: Counter::default(),
+            http_dropped: Family::default(),
             undelivered_batches: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -288,6 +308,36 @@ impl Telemetry {
             "Kubernetes event occurrences counted by this agent (as leader)",
             t.k8s_events_seen.clone(),
         );
+        registry.register(
+            "ebpf_up",
+            "1 when the eBPF HTTP tracer is loaded and attached",
+            t.ebpf_up.clone(),
+        );
+        registry.register(
+            "ebpf_events",
+            "Events read from the eBPF ring buffer",
+            t.ebpf_events.clone(),
+        );
+        registry.register(
+            "ebpf_events_lost",
+            "eBPF events lost because the ring buffer was full",
+            t.ebpf_events_lost.clone(),
+        );
+        registry.register(
+            "ebpf_connections",
+            "Connections the HTTP tracer follows",
+            t.ebpf_connections.clone(),
+        );
+        registry.register(
+            "http_requests_traced",
+            "HTTP requests paired with their response by the eBPF tracer",
+            t.http_requests.clone(),
+        );
+        registry.register(
+            "http_dropped",
+            "HTTP requests or responses the tracer gave up on, by reason",
+            t.http_dropped.clone(),
+        );
         Telemetry { registry, ..t }
     }
 
@@ -319,6 +369,14 @@ impl Telemetry {
     pub fn undelivered_batches(&self) -> u64 {
         self.undelivered_batches
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn http_dropped(&self, reason: &str, n: u64) {
+        self.http_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
     }
 
     pub fn otlp_request(&self, transport: &str, outcome: &str) {

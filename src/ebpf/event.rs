@@ -1,0 +1,113 @@
+//! The ring buffer's records (`struct http_event` of `bpf/http.bpf.c`),
+//! decoded from bytes (pure, no `unsafe`).
+
+/// Bytes of data an event carries at most (`HTTP_MAX_BUF`).
+pub const MAX_BUF: usize = 256;
+/// Size of one record.
+pub const EVENT_LEN: usize = 24 + MAX_BUF;
+
+/// What the syscall did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Data arrived (read, recvfrom, readv, recvmsg); stamped at return.
+    Read,
+    /// Data left (write, sendto, writev, sendmsg); stamped at entry.
+    Write,
+    /// An fd that carried HTTP was closed (or reused).
+    Close,
+}
+
+/// One event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub fd: u32,
+    pub kind: Kind,
+    /// Bytes the syscall moved (not only what is in `data`).
+    pub bytes: u32,
+    /// The first bytes of the data (empty for [`Kind::Close`]).
+    pub data: &'a [u8],
+}
+
+impl Event<'_> {
+    /// The connection it belongs to.
+    pub fn conn(&self) -> u64 {
+        (u64::from(self.tgid) << 32) | u64::from(self.fd)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+/// Decode one record; `None` when it is too short or of an unknown kind.
+pub fn decode(b: &[u8]) -> Option<Event<'_>> {
+    if b.len() < 24 {
+        return None;
+    }
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&b[..8]);
+    let len = usize::from(u16::from_le_bytes([b[20], b[21]]));
+    let kind = match b[22] {
+        1 => Kind::Read,
+        2 => Kind::Write,
+        3 => Kind::Close,
+        _ => return None,
+    };
+    let data = b.get(24..24 + len.min(MAX_BUF))?;
+    Some(Event {
+        ts_ns: u64::from_le_bytes(ts),
+        tgid: u32_at(b, 8),
+        fd: u32_at(b, 12),
+        kind,
+        bytes: u32_at(b, 16),
+        data,
+    })
+}
+
+/// The bytes of a record (tests and benches build events with it).
+pub fn encode(ts_ns: u64, tgid: u32, fd: u32, kind: Kind, bytes: u32, data: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; EVENT_LEN];
+    let n = data.len().min(MAX_BUF);
+    b[..8].copy_from_slice(&ts_ns.to_le_bytes());
+    b[8..12].copy_from_slice(&tgid.to_le_bytes());
+    b[12..16].copy_from_slice(&fd.to_le_bytes());
+    b[16..20].copy_from_slice(&bytes.to_le_bytes());
+    b[20..22].copy_from_slice(&(n as u16).to_le_bytes());
+    b[22] = match kind {
+        Kind::Read => 1,
+        Kind::Write => 2,
+        Kind::Close => 3,
+    };
+    b[24..24 + n].copy_from_slice(&data[..n]);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_bounds() {
+        let b = encode(7, 42, 5, Kind::Write, 1000, b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(b.len(), EVENT_LEN);
+        let e = decode(&b).unwrap();
+        assert_eq!((e.ts_ns, e.tgid, e.fd, e.bytes), (7, 42, 5, 1000));
+        assert_eq!(e.kind, Kind::Write);
+        assert_eq!(e.data, b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(e.conn(), (42u64 << 32) | 5);
+        assert!(decode(&b[..23]).is_none());
+        let mut bad = b.clone();
+        bad[22] = 9;
+        assert!(decode(&bad).is_none());
+        // a length past the record is refused, not read past
+        let mut long = b.clone();
+        long[20..22].copy_from_slice(&300u16.to_le_bytes());
+        assert_eq!(decode(&long).unwrap().data.len(), MAX_BUF);
+        assert!(decode(&long[..100]).is_none());
+    }
+}

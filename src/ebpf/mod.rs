@@ -1,0 +1,22 @@
+//! eBPF HTTP tracing (`--enable-ebpf`, SPEC §4 "HTTP through eBPF").
+//!
+//! - `bpf/http.bpf.c`: the kernel side, on syscall tracepoints; it hands
+//!   chunks of socket data that start like HTTP to userspace through a ring
+//!   buffer (the compiled object `bpf/http.bpf.o` is committed).
+//! - [`loader`]: loads and attaches it with aya; a kernel that refuses it
+//!   (no BTF, no permission, a verifier error) is reported with the reason
+//!   and the agent runs on without it.
+//! - [`event`] decodes records, [`http`] parses request and status lines and
+//!   normalizes paths, [`track`] pairs requests with responses per
+//!   connection, [`owner`] finds the process's container, [`aggregate`]
+//!   keeps per-interval numbers per container, direction, method and path.
+//! - [`HttpCollector`] drains it all once per cycle into samples.
+
+pub mod aggregate;
+pub mod event;
+pub mod http;
+pub mod loader;
+pub mod owner;
+pub mod track;
+
+pub use loader::{EbpfError, HttpCollector, HttpOptions};
