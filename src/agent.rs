@@ -304,7 +304,9 @@ pub async fn run(cfg: Config) -> ExitCode {
         // a kernel that refuses the program costs HTTP tracing only
         let opts = crate::ebpf::HttpOptions {
             proc_path: cfg.proc_path.clone(),
+            cgroup_path: cfg.cgroup_path.clone(),
             max_paths: crate::ebpf::aggregate::DEFAULT_MAX_PATHS,
+            reader_thread: true,
         };
         match crate::ebpf::HttpCollector::start(&opts, telemetry.clone()) {
             Ok(c) => collectors.push(Box::new(c)),

@@ -8,8 +8,9 @@
 //! intervals without a request, so the set follows what a container serves
 //! now. Owners with no request for as long are forgotten.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use super::http::METHODS;
 use super::owner::Owner;
@@ -39,11 +40,12 @@ struct SeriesKey {
     path: Arc<str>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct OwnerState {
+    owner: Arc<Owner>,
     /// Known paths and the interval they were last used in.
-    paths: HashMap<Arc<str>, u64>,
-    series: HashMap<SeriesKey, Stats>,
+    paths: FxHashMap<Arc<str>, u64>,
+    series: FxHashMap<SeriesKey, Stats>,
     last_interval: u64,
 }
 
@@ -62,9 +64,12 @@ pub struct Summary {
     pub p99_ms: f64,
 }
 
+/// Per-interval numbers. Owners are keyed by their `Arc`'s address
+/// ([`super::owner::Owners`] hands out one `Arc` per distinct owner; the
+/// state holds a clone, so the address stays theirs).
 #[derive(Debug)]
 pub struct HttpAggregate {
-    owners: HashMap<Arc<Owner>, OwnerState>,
+    owners: FxHashMap<usize, OwnerState>,
     max_paths: usize,
     interval: u64,
     overflow: Arc<str>,
@@ -73,7 +78,7 @@ pub struct HttpAggregate {
 impl HttpAggregate {
     pub fn new(max_paths: usize) -> Self {
         HttpAggregate {
-            owners: HashMap::new(),
+            owners: FxHashMap::default(),
             max_paths,
             interval: 0,
             overflow: Arc::from(OVERFLOW_PATH),
@@ -82,16 +87,20 @@ impl HttpAggregate {
 
     pub fn record(&mut self, owner: &Arc<Owner>, x: Exchange) {
         let interval = self.interval;
-        let st = match self.owners.get_mut(owner) {
-            Some(s) => s,
-            None => self.owners.entry(owner.clone()).or_default(),
-        };
+        let st = self
+            .owners
+            .entry(Arc::as_ptr(owner) as usize)
+            .or_insert_with(|| OwnerState {
+                owner: owner.clone(),
+                paths: FxHashMap::default(),
+                series: FxHashMap::default(),
+                last_interval: interval,
+            });
         st.last_interval = interval;
-        let path = match st.paths.get_key_value(x.path.as_str()) {
-            Some((p, _)) => {
-                let p = p.clone();
-                st.paths.insert(p.clone(), interval);
-                p
+        let path = match st.paths.get_mut(&*x.path) {
+            Some(seen) => {
+                *seen = interval;
+                x.path
             }
             None => {
                 if st.paths.len() >= self.max_paths {
@@ -99,9 +108,8 @@ impl HttpAggregate {
                         .retain(|_, seen| interval - *seen < PATH_IDLE_INTERVALS);
                 }
                 if st.paths.len() < self.max_paths {
-                    let p: Arc<str> = Arc::from(x.path);
-                    st.paths.insert(p.clone(), interval);
-                    p
+                    st.paths.insert(x.path.clone(), interval);
+                    x.path
                 } else {
                     self.overflow.clone()
                 }
@@ -131,7 +139,8 @@ impl HttpAggregate {
     pub fn drain(&mut self) -> Vec<Summary> {
         let mut out = Vec::new();
         let interval = self.interval;
-        for (owner, st) in &mut self.owners {
+        for st in self.owners.values_mut() {
+            let owner = &st.owner;
             for (k, s) in st.series.drain() {
                 let n = s.count.max(1) as f64;
                 let q = |p: f64| s.sketch.quantile(p).unwrap_or(0.0);
@@ -201,7 +210,7 @@ mod tests {
             tgid: 1,
             direction: dir,
             method: 0,
-            path: path.to_string(),
+            path: Arc::from(path),
             status,
             latency_ns: ms * 1_000_000,
         }

@@ -4,7 +4,8 @@
 /// Bytes of data an event carries at most (`HTTP_MAX_BUF`).
 pub const MAX_BUF: usize = 256;
 /// Size of one record.
-pub const EVENT_LEN: usize = 24 + MAX_BUF;
+pub const EVENT_LEN: usize = HEADER + MAX_BUF;
+const HEADER: usize = 40;
 
 /// What the syscall did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,10 @@ pub struct Event<'a> {
     pub kind: Kind,
     /// Bytes the syscall moved (not only what is in `data`).
     pub bytes: u32,
+    /// On a connection's first event: the process's cgroup2 id and its v1
+    /// `cpu` cgroup's id (directory inode numbers); 0 otherwise.
+    pub cgroup_v2: u64,
+    pub cgroup_cpu: u64,
     /// The first bytes of the data (empty for [`Kind::Close`]).
     pub data: &'a [u8],
 }
@@ -44,13 +49,17 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(a)
 }
 
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
 /// Decode one record; `None` when it is too short or of an unknown kind.
 pub fn decode(b: &[u8]) -> Option<Event<'_>> {
-    if b.len() < 24 {
+    if b.len() < HEADER {
         return None;
     }
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&b[..8]);
     let len = usize::from(u16::from_le_bytes([b[20], b[21]]));
     let kind = match b[22] {
         1 => Kind::Read,
@@ -58,19 +67,34 @@ pub fn decode(b: &[u8]) -> Option<Event<'_>> {
         3 => Kind::Close,
         _ => return None,
     };
-    let data = b.get(24..24 + len.min(MAX_BUF))?;
+    let data = b.get(HEADER..HEADER + len.min(MAX_BUF))?;
     Some(Event {
-        ts_ns: u64::from_le_bytes(ts),
+        ts_ns: u64_at(b, 0),
         tgid: u32_at(b, 8),
         fd: u32_at(b, 12),
         kind,
         bytes: u32_at(b, 16),
+        cgroup_v2: u64_at(b, 24),
+        cgroup_cpu: u64_at(b, 32),
         data,
     })
 }
 
 /// The bytes of a record (tests and benches build events with it).
 pub fn encode(ts_ns: u64, tgid: u32, fd: u32, kind: Kind, bytes: u32, data: &[u8]) -> Vec<u8> {
+    encode_with_cgroups(ts_ns, tgid, fd, kind, bytes, (0, 0), data)
+}
+
+/// [`encode`] with `(cgroup_v2, cgroup_cpu)` ids.
+pub fn encode_with_cgroups(
+    ts_ns: u64,
+    tgid: u32,
+    fd: u32,
+    kind: Kind,
+    bytes: u32,
+    cgroups: (u64, u64),
+    data: &[u8],
+) -> Vec<u8> {
     let mut b = vec![0u8; EVENT_LEN];
     let n = data.len().min(MAX_BUF);
     b[..8].copy_from_slice(&ts_ns.to_le_bytes());
@@ -83,7 +107,9 @@ pub fn encode(ts_ns: u64, tgid: u32, fd: u32, kind: Kind, bytes: u32, data: &[u8
         Kind::Write => 2,
         Kind::Close => 3,
     };
-    b[24..24 + n].copy_from_slice(&data[..n]);
+    b[24..32].copy_from_slice(&cgroups.0.to_le_bytes());
+    b[32..40].copy_from_slice(&cgroups.1.to_le_bytes());
+    b[HEADER..HEADER + n].copy_from_slice(&data[..n]);
     b
 }
 
@@ -100,7 +126,13 @@ mod tests {
         assert_eq!(e.kind, Kind::Write);
         assert_eq!(e.data, b"HTTP/1.1 200 OK\r\n");
         assert_eq!(e.conn(), (42u64 << 32) | 5);
-        assert!(decode(&b[..23]).is_none());
+        assert!(decode(&b[..39]).is_none());
+        let c = encode_with_cgroups(1, 2, 3, Kind::Read, 4, (77, 88), b"GET / HTTP/1.1");
+        let e = decode(&c).unwrap();
+        assert_eq!(
+            (e.cgroup_v2, e.cgroup_cpu, e.data),
+            (77, 88, &b"GET / HTTP/1.1"[..])
+        );
         let mut bad = b.clone();
         bad[22] = 9;
         assert!(decode(&bad).is_none());

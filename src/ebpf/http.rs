@@ -81,10 +81,15 @@ fn request_at(b: &[u8]) -> Option<(RequestLine<'_>, usize)> {
 }
 
 /// The end of the header block that starts at `from` (index just past the
-/// blank line), and the `Content-Length` it declares.
+/// blank line), and the `Content-Length` it declares. `None` when the chunk
+/// ends before the blank line, or nothing follows it (the common case: one
+/// message per chunk, no header parsed).
 fn headers_end(b: &[u8], from: usize) -> Option<(usize, u64)> {
     let rest = b.get(from..)?;
-    let end = rest.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let end = memchr::memmem::find(rest, b"\r\n\r\n")? + 4;
+    if from + end >= b.len() {
+        return None;
+    }
     let mut len = 0u64;
     for line in rest[..end].split(|&c| c == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -17,10 +17,9 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 
-use super::aggregate::HttpAggregate;
-use super::event::{Kind, decode};
-use super::owner::Owners;
-use super::track::{Dropped, Limits, Tracker};
+use super::pipeline::Pipeline;
+use super::track::{Dropped, Limits};
+use crate::collect::cgroup::mountinfo::read_layout;
 use crate::collect::{CollectError, Collector};
 use crate::model::Sample;
 use crate::telemetry::Telemetry;
@@ -73,8 +72,14 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub struct HttpOptions {
     /// `/proc` of the host (to find a process's cgroup).
     pub proc_path: PathBuf,
+    /// The host's cgroup root (its mounts place processes that are gone).
+    pub cgroup_path: PathBuf,
     /// Distinct paths per container before `/{other}`.
     pub max_paths: usize,
+    /// Drain the ring on a thread of its own (the agent); when false only
+    /// [`Collector::collect`] drains it (tests: every process they traced
+    /// is gone by then, so the kernel's cgroup ids must place it).
+    pub reader_thread: bool,
 }
 
 struct Inner {
@@ -82,39 +87,14 @@ struct Inner {
     _ebpf: Ebpf,
     ring: RingBuf<MapData>,
     stats: PerCpuArray<MapData, u64>,
-    tracker: Tracker,
-    owners: Owners,
-    agg: HttpAggregate,
-    events: u64,
-    requests: u64,
+    pipeline: Pipeline,
 }
 
 impl Inner {
     /// Read everything the ring holds now.
     fn pump(&mut self) {
-        let Inner {
-            ring,
-            tracker,
-            owners,
-            agg,
-            events,
-            requests,
-            ..
-        } = self;
-        while let Some(item) = ring.next() {
-            *events += 1;
-            if let Some(e) = decode(&item) {
-                if e.kind != Kind::Close {
-                    // look the process up while it exists: a short-lived
-                    // client may be gone by the time its response is read
-                    owners.get(e.tgid);
-                }
-                tracker.handle(&e, &mut |x| {
-                    *requests += 1;
-                    let o = owners.get(x.tgid);
-                    agg.record(&o, x);
-                });
-            }
+        while let Some(item) = self.ring.next() {
+            self.pipeline.event(&item);
         }
     }
 
@@ -162,6 +142,9 @@ impl HttpCollector {
     pub fn start(opts: &HttpOptions, telemetry: Arc<Telemetry>) -> Result<Self, EbpfError> {
         let started = Instant::now();
         let mut ebpf = EbpfLoader::new()
+            // task storage (the syscalls in flight) is created by the kernel
+            // as usual; aya only has no userspace type for it, none needed
+            .allow_unsupported_maps()
             .override_global("self_tgid", &std::process::id(), true)
             .load(OBJECT)
             .map_err(|e| EbpfError::Load(chain(&e)))?;
@@ -199,18 +182,21 @@ impl HttpCollector {
                 PerCpuArray::try_from(m).map_err(|e| EbpfError::Map("stats", chain(&e)))
             })?;
         let ring_fd = ring.as_raw_fd();
+        let layout = read_layout(&opts.proc_path.join("self/mountinfo"), &opts.cgroup_path);
         let inner = Arc::new(Mutex::new(Inner {
             _ebpf: ebpf,
             ring,
             stats,
-            tracker: Tracker::new(Limits::default()),
-            owners: Owners::new(opts.proc_path.clone()),
-            agg: HttpAggregate::new(opts.max_paths),
-            events: 0,
-            requests: 0,
+            pipeline: Pipeline::new(
+                opts.proc_path.clone(),
+                layout.unified,
+                layout.cpu,
+                opts.max_paths,
+                Limits::default(),
+            ),
         }));
         let stop = Arc::new(AtomicBool::new(false));
-        {
+        if opts.reader_thread {
             let inner = inner.clone();
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -262,15 +248,13 @@ impl Collector for HttpCollector {
     fn collect(&mut self, _now: Instant, out: &mut Vec<Sample>) -> Result<(), CollectError> {
         let mut g = lock(&self.inner);
         g.pump();
-        g.tracker.expire(monotonic_ns());
-        let summaries = g.agg.drain();
-        g.owners.next_interval();
+        let summaries = g.pipeline.finish_interval(monotonic_ns());
         let (events, lost, requests, dropped, conns) = (
-            g.events,
+            g.pipeline.events,
             g.stat(STAT_LOST),
-            g.requests,
-            g.tracker.dropped,
-            g.tracker.conns(),
+            g.pipeline.requests,
+            g.pipeline.dropped(),
+            g.pipeline.connections(),
         );
         let kernel_events = g.stat(STAT_EVENTS);
         drop(g);

@@ -10,13 +10,14 @@
 //!   normalizes paths, [`track`] pairs requests with responses per
 //!   connection, [`owner`] finds the process's container, [`aggregate`]
 //!   keeps per-interval numbers per container, direction, method and path.
-//! - [`HttpCollector`] drains it all once per cycle into samples.
+//! - [`pipeline`] chains those for each record; [`HttpCollector`] drains it all once per cycle into samples.
 
 pub mod aggregate;
 pub mod event;
 pub mod http;
 pub mod loader;
 pub mod owner;
+pub mod pipeline;
 pub mod track;
 
 pub use loader::{EbpfError, HttpCollector, HttpOptions};

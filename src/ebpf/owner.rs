@@ -10,6 +10,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::collect::cgroup::path::{classify, split_proc_cgroup_line};
 use crate::model::ContainerIdentity;
@@ -75,24 +78,106 @@ pub fn parse(text: &str) -> Owner {
     Owner::cgroup(v2.or(v1.map(|(_, p)| p)).unwrap_or("/"))
 }
 
+/// Cgroup directory inode numbers → paths, for one hierarchy (the kernel
+/// names cgroups by their kernfs id, which is the directory's inode).
+/// Rebuilt by walking the hierarchy when an id is not found, at most once
+/// per [`REINDEX_EVERY`].
+#[derive(Debug)]
+pub struct CgroupIndex {
+    root: Option<PathBuf>,
+    paths: FxHashMap<u64, Arc<str>>,
+    built: Option<Instant>,
+}
+
+/// How often an unknown cgroup id can cause a walk of a hierarchy.
+pub const REINDEX_EVERY: Duration = Duration::from_millis(500);
+/// Directories indexed per hierarchy, at most.
+const MAX_INDEXED: usize = 100_000;
+
+impl CgroupIndex {
+    pub fn new(root: Option<PathBuf>) -> Self {
+        CgroupIndex {
+            root,
+            paths: FxHashMap::default(),
+            built: None,
+        }
+    }
+
+    /// The path (relative to the hierarchy's root, `/`-led) of cgroup `id`.
+    pub fn path(&mut self, id: u64) -> Option<Arc<str>> {
+        if id == 0 {
+            return None;
+        }
+        if let Some(p) = self.paths.get(&id) {
+            return Some(p.clone());
+        }
+        if self.built.is_some_and(|t| t.elapsed() < REINDEX_EVERY) {
+            return None;
+        }
+        self.rebuild();
+        self.paths.get(&id).cloned()
+    }
+
+    fn rebuild(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        self.built = Some(Instant::now());
+        self.paths.clear();
+        let Some(root) = self.root.clone() else {
+            return;
+        };
+        let mut stack = vec![(root, String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            if let Ok(m) = std::fs::metadata(&dir) {
+                let shown = if rel.is_empty() { "/" } else { rel.as_str() };
+                self.paths.insert(m.ino(), Arc::from(shown));
+            }
+            if self.paths.len() >= MAX_INDEXED {
+                break;
+            }
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    stack.push((e.path(), format!("{rel}/{name}")));
+                }
+            }
+        }
+    }
+}
+
 /// Owners by tgid, looked up once and kept while the process is seen.
+/// Equal owners (processes of one container) share one `Arc`, so the
+/// aggregate can key on the pointer.
 #[derive(Debug)]
 pub struct Owners {
     proc: PathBuf,
-    cache: HashMap<u32, (Arc<Owner>, u64)>,
+    v2: CgroupIndex,
+    cpu: CgroupIndex,
+    cache: FxHashMap<u32, (Arc<Owner>, u64)>,
+    interned: HashMap<Owner, Arc<Owner>>,
     generation: u64,
 }
 
 impl Owners {
-    pub fn new(proc: PathBuf) -> Self {
+    /// `unified` and `cpu`: the cgroup2 mount and the v1 `cpu` mount, for
+    /// processes gone before `/proc` could be read.
+    pub fn new(proc: PathBuf, unified: Option<PathBuf>, cpu: Option<PathBuf>) -> Self {
         Owners {
             proc,
-            cache: HashMap::new(),
+            v2: CgroupIndex::new(unified),
+            cpu: CgroupIndex::new(cpu),
+            cache: FxHashMap::default(),
+            interned: HashMap::new(),
             generation: 0,
         }
     }
 
-    pub fn get(&mut self, tgid: u32) -> Arc<Owner> {
+    /// The owner of `tgid`; `cgroups` = the `(cgroup2, v1 cpu)` ids the
+    /// kernel gave with a connection's first event (0 when not given), used
+    /// when the process is already gone.
+    pub fn get(&mut self, tgid: u32, cgroups: (u64, u64)) -> Arc<Owner> {
         let generation = self.generation;
         if let Some((o, seen)) = self.cache.get_mut(&tgid) {
             *seen = generation;
@@ -101,9 +186,30 @@ impl Owners {
         let path = self.proc.join(tgid.to_string()).join("cgroup");
         let owner = match std::fs::read_to_string(&path) {
             Ok(text) => parse(&text),
-            Err(_) => Owner::unknown(),
+            Err(_) => {
+                // gone: rebuild what /proc/<pid>/cgroup said from the ids
+                let mut text = String::new();
+                if let Some(p) = self.cpu.path(cgroups.1) {
+                    text.push_str(&format!("1:cpu:{p}\n"));
+                }
+                if let Some(p) = self.v2.path(cgroups.0) {
+                    text.push_str(&format!("0::{p}\n"));
+                }
+                if text.is_empty() {
+                    Owner::unknown()
+                } else {
+                    parse(&text)
+                }
+            }
         };
-        let o = Arc::new(owner);
+        let o = match self.interned.get(&owner) {
+            Some(o) => o.clone(),
+            None => {
+                let o = Arc::new(owner.clone());
+                self.interned.insert(owner, o.clone());
+                o
+            }
+        };
         self.cache.insert(tgid, (o.clone(), generation));
         o
     }
@@ -114,6 +220,8 @@ impl Owners {
         let g = self.generation;
         self.cache
             .retain(|_, (_, seen)| g.saturating_sub(*seen) < 2);
+        // an owner nobody refers to any more (only this map holds it)
+        self.interned.retain(|_, o| Arc::strong_count(o) > 1);
         self.generation += 1;
     }
 
@@ -165,20 +273,53 @@ mod tests {
     }
 
     #[test]
+    fn a_gone_process_is_placed_by_its_cgroup_ids() {
+        use std::os::unix::fs::MetadataExt;
+        use std::path::Path;
+        let proc = tempfile::tempdir().unwrap();
+        let cpu = tempfile::tempdir().unwrap();
+        let v2 = tempfile::tempdir().unwrap();
+        let id = "b".repeat(64);
+        let uid = "0b1c2d3e-0000-4000-8000-000000000002";
+        let c = cpu
+            .path()
+            .join(format!("kubepods/besteffort/pod{uid}/{id}"));
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::create_dir_all(v2.path().join("user.slice/s.scope")).unwrap();
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        let mut o = Owners::new(
+            proc.path().into(),
+            Some(v2.path().into()),
+            Some(cpu.path().into()),
+        );
+        let got = o.get(41, (ino(&v2.path().join("user.slice/s.scope")), ino(&c)));
+        assert_eq!(got.container.as_ref().unwrap().container_id, id);
+        assert_eq!(&*got.cgroup, format!("/kubepods/besteffort/pod{uid}/{id}"));
+        // only the v2 id known: a plain cgroup
+        let got = o.get(42, (ino(&v2.path().join("user.slice/s.scope")), 12345));
+        assert_eq!(*got, Owner::cgroup("/user.slice/s.scope"));
+        assert_eq!(*o.get(43, (0, 0)), Owner::unknown());
+    }
+
+    #[test]
     fn cache_follows_processes() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("7")).unwrap();
         std::fs::write(dir.path().join("7/cgroup"), "0::/a.slice/x.scope\n").unwrap();
-        let mut o = Owners::new(dir.path().to_path_buf());
-        assert_eq!(*o.get(7), Owner::cgroup("/a.slice/x.scope"));
-        assert_eq!(*o.get(8), Owner::unknown());
+        let mut o = Owners::new(dir.path().to_path_buf(), None, None);
+        assert_eq!(*o.get(7, (0, 0)), Owner::cgroup("/a.slice/x.scope"));
+        assert_eq!(*o.get(8, (0, 0)), Owner::unknown());
+        // processes of one owner share one Arc
+        std::fs::create_dir_all(dir.path().join("9")).unwrap();
+        std::fs::write(dir.path().join("9/cgroup"), "0::/a.slice/x.scope\n").unwrap();
+        assert!(Arc::ptr_eq(&o.get(7, (0, 0)), &o.get(9, (0, 0))));
         std::fs::write(dir.path().join("7/cgroup"), "0::/b\n").unwrap();
         // cached while seen
         o.next_interval();
-        assert_eq!(*o.get(7), Owner::cgroup("/a.slice/x.scope"));
+        assert_eq!(*o.get(7, (0, 0)), Owner::cgroup("/a.slice/x.scope"));
         o.next_interval();
         o.next_interval();
         o.next_interval();
-        assert_eq!(*o.get(7), Owner::cgroup("/b"));
+        assert_eq!(*o.get(7, (0, 0)), Owner::cgroup("/b"));
     }
 }

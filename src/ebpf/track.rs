@@ -10,7 +10,10 @@
 //! [`MAX_PENDING`] requests wait per connection and [`Limits::max_conns`]
 //! connections are tracked; what falls out is counted in [`Dropped`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use super::event::{Event, Kind};
 use super::http::{normalize_path, requests, statuses};
@@ -44,7 +47,7 @@ pub struct Exchange {
     /// Index into [`super::http::METHODS`].
     pub method: u8,
     /// Normalized path.
-    pub path: String,
+    pub path: Arc<str>,
     pub status: u16,
     pub latency_ns: u64,
 }
@@ -84,18 +87,35 @@ struct Pending {
     ts_ns: u64,
     direction: Direction,
     method: u8,
-    path: String,
+    path: Arc<str>,
 }
 
 #[derive(Debug, Default)]
 struct Conn {
     pending: VecDeque<Pending>,
     last_ns: u64,
+    /// The last request target and its normalized path: a keep-alive
+    /// connection mostly asks for the same few, so most requests cost no
+    /// normalization and no allocation.
+    last_path: Option<(Box<[u8]>, Arc<str>)>,
+}
+
+impl Conn {
+    fn path(&mut self, target: &[u8]) -> Arc<str> {
+        if let Some((t, p)) = &self.last_path
+            && **t == *target
+        {
+            return p.clone();
+        }
+        let p: Arc<str> = Arc::from(normalize_path(target));
+        self.last_path = Some((target.into(), p.clone()));
+        p
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Tracker {
-    conns: HashMap<u64, Conn>,
+    conns: FxHashMap<u64, Conn>,
     limits: Limits,
     pub dropped: Dropped,
 }
@@ -103,7 +123,7 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(limits: Limits) -> Self {
         Tracker {
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             limits,
             dropped: Dropped::default(),
         }
@@ -138,11 +158,12 @@ impl Tracker {
                     conn.pending.pop_front();
                     pushed_out += 1;
                 }
+                let path = conn.path(r.target);
                 conn.pending.push_back(Pending {
                     ts_ns: e.ts_ns,
                     direction,
                     method: r.method,
-                    path: normalize_path(r.target),
+                    path,
                 });
             }
             self.dropped.pending_limit += pushed_out;
@@ -245,7 +266,7 @@ mod tests {
             (
                 x[0].direction,
                 x[0].method,
-                x[0].path.as_str(),
+                &*x[0].path,
                 x[0].status,
                 x[0].latency_ns
             ),
@@ -292,13 +313,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 201 C\r\n\r\n",
         );
         assert_eq!(
-            x.iter()
-                .map(|e| (e.path.as_str(), e.status))
-                .collect::<Vec<_>>(),
+            x.iter().map(|e| (&*e.path, e.status)).collect::<Vec<_>>(),
             vec![("/{id}", 200), ("/two", 201)]
         );
         let x = feed(&mut t, 400, 7, Kind::Write, b"HTTP/1.1 204 N\r\n\r\n");
-        assert_eq!((x[0].path.as_str(), x[0].latency_ns), ("/three", 300));
+        assert_eq!((&*x[0].path, x[0].latency_ns), ("/three", 300));
         assert_eq!(t.dropped, Dropped::default());
     }
 

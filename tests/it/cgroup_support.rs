@@ -396,6 +396,14 @@ impl Drop for RealTree {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // and whatever they forked (nginx workers, shells' children)
+        for d in &self.made {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         for d in self.made.iter().rev() {
             // a just-killed task may linger a moment
             for _ in 0..50 {

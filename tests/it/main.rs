@@ -7,6 +7,7 @@ mod cgroup_v2_tree;
 mod cli;
 mod delivery;
 mod e2e;
+mod ebpf;
 mod fakeapi;
 mod faults;
 mod k8s;

@@ -49,12 +49,14 @@
 const volatile __u32 self_tgid = 0;
 
 struct pending {
-	__u64 ptr;
+	__u64 ptr; // reads: the syscall's buffer/iovec/msghdr; writes: the data
+	__u64 cap; // writes: bytes at ptr
 	__u64 ts;
 	__u32 fd;
 	__u8 src;
 	__u8 write;
-	__u8 pad[2];
+	__u8 active;
+	__u8 pad;
 };
 
 struct http_event {
@@ -65,15 +67,21 @@ struct http_event {
 	__u16 len;   // bytes valid in buf
 	__u8 kind;
 	__u8 pad;
+	// on a connection's first event only (else 0): the process's cgroups,
+	// so userspace can place it even when it has exited before its
+	// /proc/<pid>/cgroup is read (a short-lived client)
+	__u64 cgroup_v2; // cgroup2 id (inode of its directory)
+	__u64 cgroup_cpu; // v1 cpu controller cgroup's kernfs id (inode)
 	__u8 buf[HTTP_MAX_BUF];
 };
 
-// syscalls in flight, by thread: entered reads (and writes that look like
-// HTTP), completed at exit
+// the syscall in flight on a thread: entered reads (and writes that look
+// like HTTP), completed at exit. Task storage: a pointer off the task, no
+// hashing, so the entry of every read on the node stays cheap
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct pending);
 } inflight SEC(".maps");
 
@@ -171,6 +179,22 @@ static __always_inline int is_socket(__u32 fd)
 	return (mode & S_IFMT) == S_IFSOCK;
 }
 
+// The kernfs id of the current task's cgroup in the v1 cpu hierarchy (the
+// v2 one when cpu is not a v1 controller here): CO-RE through
+// task->cgroups->subsys[cpu_cgrp_id]->cgroup->kn->id.
+static __always_inline __u64 cpu_cgroup_id(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	int idx = bpf_core_enum_value(enum cgroup_subsys_id, cpu_cgrp_id);
+	if (idx < 0 || idx >= 12)
+		return 0;
+	struct cgroup_subsys_state *css = 0;
+	struct css_set *cs = BPF_CORE_READ(task, cgroups);
+	if (!cs || bpf_probe_read_kernel(&css, sizeof(css), &cs->subsys[idx]) || !css)
+		return 0;
+	return BPF_CORE_READ(css, cgroup, kn, id);
+}
+
 static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u8 kind, __u64 data, __u64 cap,
 				 __u64 bytes, int wake)
 {
@@ -186,6 +210,12 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u8 kind, __u6
 	e->bytes = bytes > 0xffffffff ? 0xffffffff : bytes;
 	e->kind = kind;
 	e->pad = 0;
+	e->cgroup_v2 = 0;
+	e->cgroup_cpu = 0;
+	if (wake) {
+		e->cgroup_v2 = bpf_get_current_cgroup_id();
+		e->cgroup_cpu = cpu_cgroup_id();
+	}
 	if (!data || bpf_probe_read_user(e->buf, len, (void *)data))
 		len = 0;
 	e->len = len;
@@ -198,17 +228,6 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u8 kind, __u6
 			      ? BPF_RB_FORCE_WAKEUP
 			      : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
-}
-
-// Remember a connection that carried HTTP; 1 when it is new.
-static __always_inline int mark_conn(__u32 tgid, __u32 fd)
-{
-	__u64 key = ((__u64)tgid << 32) | fd;
-	if (bpf_map_lookup_elem(&conns, &key))
-		return 0;
-	__u8 one = 1;
-	bpf_map_update_elem(&conns, &key, &one, BPF_ANY);
-	return 1;
 }
 
 // An fd that closes or is reused: report it when it carried HTTP.
@@ -229,11 +248,17 @@ static __always_inline int enter_read(__u32 fd, __u64 ptr, __u8 src, __u64 flags
 {
 	if (flags & MSG_PEEK)
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	if ((__u32)(id >> 32) == self_tgid)
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
-	struct pending p = {.ptr = ptr, .ts = 0, .fd = fd, .src = src, .write = 0};
-	bpf_map_update_elem(&inflight, &id, &p, BPF_ANY);
+	struct pending *p = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!p)
+		return 0;
+	p->ptr = ptr;
+	p->fd = fd;
+	p->src = src;
+	p->write = 0;
+	p->active = 1;
 	return 0;
 }
 
@@ -241,8 +266,7 @@ static __always_inline int enter_read(__u32 fd, __u64 ptr, __u8 src, __u64 flags
 // the exit says how it went.
 static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 count_arg)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	if ((__u32)(id >> 32) == self_tgid)
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
 	__u64 cap = count_arg;
 	__u64 data = first_bytes(ptr, src, &cap);
@@ -251,33 +275,55 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 		return 0;
 	if (!classify(head))
 		return 0;
-	struct pending p = {.ptr = ptr, .ts = bpf_ktime_get_ns(), .fd = fd, .src = src, .write = 1};
-	bpf_map_update_elem(&inflight, &id, &p, BPF_ANY);
+	struct pending *p = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!p)
+		return 0;
+	p->ptr = data;
+	p->cap = cap;
+	p->ts = bpf_ktime_get_ns();
+	p->fd = fd;
+	p->src = SRC_BUF;
+	p->write = 1;
+	p->active = 1;
 	return 0;
 }
 
 static __always_inline int do_exit(long ret, int plain)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending *pp = bpf_map_lookup_elem(&inflight, &id);
-	if (!pp)
+	struct pending *pp = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!pp || !pp->active)
 		return 0;
 	struct pending p = *pp;
-	bpf_map_delete_elem(&inflight, &id);
+	pp->active = 0;
 	if (ret <= 0)
 		return 0;
 	__u64 cap = ret;
-	__u64 data = first_bytes(p.ptr, p.src, &cap);
-	__u8 head[8] = {};
-	if (!data || cap < 8 || bpf_probe_read_user(head, sizeof(head), (void *)data))
-		return 0;
-	if (!p.write && !classify(head))
-		return 0;
-	if (plain && !is_socket(p.fd))
-		return 0;
-	__u32 tgid = id >> 32;
+	__u64 data;
+	if (p.write) {
+		// found and classified at entry
+		data = p.ptr;
+		if (p.cap < cap)
+			cap = p.cap;
+	} else {
+		data = first_bytes(p.ptr, p.src, &cap);
+		__u8 head[8] = {};
+		if (!data || cap < 8 || bpf_probe_read_user(head, sizeof(head), (void *)data))
+			return 0;
+		if (!classify(head))
+			return 0;
+	}
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 key = ((__u64)tgid << 32) | p.fd;
+	// a known connection was checked to be a socket when it became known
+	int fresh = !bpf_map_lookup_elem(&conns, &key);
+	if (fresh) {
+		if (plain && !is_socket(p.fd))
+			return 0;
+		__u8 one = 1;
+		bpf_map_update_elem(&conns, &key, &one, BPF_ANY);
+	}
 	__u64 ts = p.write ? p.ts : bpf_ktime_get_ns();
-	int fresh = mark_conn(tgid, p.fd);
 	emit(ts, tgid, p.fd, p.write ? EV_WRITE : EV_READ, data, cap, ret, fresh);
 	return 0;
 }

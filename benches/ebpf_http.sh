@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# Cost of the eBPF HTTP tracer (--enable-ebpf) on a loopback keep-alive load:
+# nginx (one worker) serves a 100-byte file, wrk drives it; each run is done
+# without the agent (baseline) and with the agent tracing, alternately, and
+# the two are compared as ratios within the same session.
+#
+#   saturated — wrk -t1 -c$CONNS, as fast as it goes: req/s without vs with;
+#   rate      — about $RATE req/s offered (wrk's Lua delay() hook,
+#               benches/ebpf_http_delay.lua: a fixed pause after each
+#               response on each connection; the number of connections is
+#               calibrated without the agent so the baseline achieves ~$RATE):
+#               achieved req/s and latency (avg, p99) without vs with.
+#
+# For every traced run: the agent's CPU (all threads, from its own cpuacct
+# cgroup when cgroup v1 cpuacct is mounted, else utime+stime of
+# /proc/<pid>/stat) from just before wrk until the first collection cycle
+# after wrk ends, divided by wrk's request count ("gross"), and the same
+# less the idle agent's CPU rate measured first ("net"); the agent's own
+# counters (cased_agent_http_requests_traced_total — both the client side,
+# wrk, and the server side, nginx, are traced, so expect 2 per request —,
+# cased_agent_ebpf_events_total, cased_agent_ebpf_events_lost_total,
+# cased_agent_http_dropped_total); peak RSS (VmHWM).
+#
+# The kernel side (the BPF programs on the syscall tracepoints) runs in the
+# traced processes' syscalls: it shows as nginx/wrk throughput loss, not as
+# agent CPU. With BPF_STATS=1 (default) one more traced run at the rate load
+# is done with kernel.bpf_stats_enabled=1 to measure it directly (run_time_ns
+# of the agent's programs, /proc/<agent>/fdinfo; the sysctl is put back).
+#
+# Usage: sudo benches/ebpf_http.sh [SECONDS]      (SECONDS per run, 15)
+# Env:   BIN (target/release/cased-agent; build with `cargo build --release`),
+#        RUNS (alternating pairs per load, 3), CONNS (saturated, 10),
+#        RATE (10000), DELAY_MS (10), RATE_CONNS (skip calibration),
+#        INTERVAL (agent --interval, 10s), PORT (nginx, a free one),
+#        BPF_STATS (1), KEEP (1: keep the temp dir with all outputs).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+SECS=${1:-15}
+BIN=${BIN:-target/release/cased-agent}
+RUNS=${RUNS:-3}
+CONNS=${CONNS:-10}
+RATE=${RATE:-10000}
+DELAY_MS=${DELAY_MS:-10}
+RATE_CONNS=${RATE_CONNS:-}
+INTERVAL=${INTERVAL:-10s}
+BPF_STATS=${BPF_STATS:-1}
+KEEP=${KEEP:-0}
+LUA=$(pwd)/benches/ebpf_http_delay.lua
+TICK=$(getconf CLK_TCK)
+TMP=$(mktemp -d)
+chmod 755 "$TMP" # the nginx worker runs as nobody
+CG=""
+NGINX=""
+AGENT=""
+HP=""
+STATS_BEFORE=""
+
+die() { echo "ebpf_http.sh: $*" >&2; exit 1; }
+
+stop_agent() {
+    if [ -n "$AGENT" ]; then
+        kill "$AGENT" 2>/dev/null || true
+        wait "$AGENT" 2>/dev/null || true
+        AGENT=""
+    fi
+}
+
+cleanup() {
+    stop_agent
+    if [ -n "$NGINX" ]; then kill "$NGINX" 2>/dev/null || true; wait "$NGINX" 2>/dev/null || true; fi
+    if [ -n "$STATS_BEFORE" ]; then sysctl -qw kernel.bpf_stats_enabled="$STATS_BEFORE" || true; fi
+    if [ -n "$CG" ]; then rmdir "$CG" 2>/dev/null || true; fi
+    if [ "$KEEP" = 1 ]; then echo "outputs kept in $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ "$(id -u)" = 0 ] || die "needs root (BPF programs, cgroups)"
+[ -x "$BIN" ] || die "no $BIN: run cargo build --release first"
+command -v nginx >/dev/null || die "nginx not installed"
+command -v wrk >/dev/null || die "wrk not installed"
+command -v curl >/dev/null || die "curl not installed"
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# --- nginx -----------------------------------------------------------------
+PORT=${PORT:-$(free_port)}
+mkdir -p "$TMP/www" "$TMP/nginx-tmp"
+head -c 100 /dev/zero | tr '\0' 'x' >"$TMP/www/small.html"
+cat >"$TMP/nginx.conf" <<EOF
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile off;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $TMP/nginx-tmp;
+    proxy_temp_path $TMP/nginx-tmp;
+    fastcgi_temp_path $TMP/nginx-tmp;
+    uwsgi_temp_path $TMP/nginx-tmp;
+    scgi_temp_path $TMP/nginx-tmp;
+    server {
+        listen 127.0.0.1:$PORT;
+        root $TMP/www;
+    }
+}
+EOF
+nginx -c "$TMP/nginx.conf" -p "$TMP/" -g 'daemon off;' &
+NGINX=$!
+URL="http://127.0.0.1:$PORT/small.html"
+for _ in $(seq 50); do curl -sf -o /dev/null "$URL" && break; sleep 0.1; done
+curl -sf -o /dev/null "$URL" || die "nginx does not answer on $URL (see $TMP/nginx-error.log)"
+
+# --- the agent's CPU: its own cpuacct cgroup (v1) when there is one ---------
+if [ -d /sys/fs/cgroup/cpuacct ] && [ -f /sys/fs/cgroup/cpuacct/cpuacct.usage ]; then
+    CG=/sys/fs/cgroup/cpuacct/cased-ebpf-bench-$$
+    mkdir "$CG" || CG=""
+fi
+CPU_SOURCE=${CG:+cpuacct.usage}
+CPU_SOURCE=${CPU_SOURCE:-/proc/pid/stat utime+stime}
+
+cpu_ns() { # CPU nanoseconds of the agent so far
+    if [ -n "$CG" ]; then
+        cat "$CG/cpuacct.usage"
+    else
+        awk -v t="$TICK" '{printf "%.0f\n", ($14 + $15) * 1e9 / t}' "/proc/$AGENT/stat"
+    fi
+}
+
+now_ns() { date +%s%N; }
+
+metric() { # name: the sum of all series of a cased_agent_ metric (0 when absent)
+    curl -sf "http://127.0.0.1:$HP/metrics" |
+        awk -v n="$1" '{ k = $1; sub(/\{.*/, "", k) } k == n { s += $NF } END { printf "%.0f\n", s + 0 }'
+}
+
+start_agent() { # tag
+    HP=$(free_port)
+    # shellcheck disable=SC2016 # $$ and $@ are the inner shell's
+    sh -c 'if [ -n "$1" ]; then echo $$ >"$1/cgroup.procs"; fi; shift; exec "$@"' sh "$CG" \
+        "$BIN" --enable-ebpf --sink stdout --interval "$INTERVAL" --health-port "$HP" \
+        >"$TMP/agent.$1.out" 2>"$TMP/agent.$1.err" &
+    AGENT=$!
+    for _ in $(seq 300); do
+        kill -0 "$AGENT" 2>/dev/null || die "agent exited: $(tail -3 "$TMP/agent.$1.err")"
+        [ "$(metric cased_agent_ebpf_up 2>/dev/null || echo 0)" = 1 ] &&
+            [ "$(metric cased_agent_last_cycle_timestamp_seconds 2>/dev/null || echo 0)" != 0 ] && return 0
+        sleep 0.1
+    done
+    die "agent's eBPF tracer not up after 30s: $(tail -3 "$TMP/agent.$1.err")"
+}
+
+wait_cycle_after() { # unix seconds: until a collection cycle has ended after it
+    for _ in $(seq 600); do
+        [ "$(metric cased_agent_last_cycle_timestamp_seconds)" -gt "$1" ] && return 0
+        sleep 0.1
+    done
+    die "no collection cycle after $1"
+}
+
+to_us() { # 414.33us / 1.87ms / 1.02s -> microseconds
+    awk -v v="$1" 'BEGIN {
+        m = 1; if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000
+        sub(/[a-z]+$/, "", v); printf "%.0f\n", v * m }'
+}
+
+run_wrk() { # connections script-or-empty seconds -> "rps requests avg_us p99_us"
+    local out
+    if [ -n "$2" ]; then
+        out=$(WRK_DELAY_MS=$DELAY_MS wrk -t1 -c"$1" -d"$3"s --latency -s "$2" "$URL")
+    else
+        out=$(wrk -t1 -c"$1" -d"$3"s --latency "$URL")
+    fi
+    echo "$out" >>"$TMP/wrk.log"
+    local rps req avg p99
+    rps=$(awk '/^Requests\/sec:/ {printf "%.0f\n", $2}' <<<"$out")
+    req=$(awk '/ requests in / {print $1}' <<<"$out")
+    avg=$(to_us "$(awk '$1 == "Latency" && $2 ~ /^[0-9]/ {print $2; exit}' <<<"$out")")
+    p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+    if grep -q 'Socket errors' <<<"$out"; then echo "wrk: $(grep 'Socket errors' <<<"$out")" >&2; fi
+    if grep -q 'Non-2xx' <<<"$out"; then echo "wrk: $(grep 'Non-2xx' <<<"$out")" >&2; fi
+    echo "$rps $req $avg $p99"
+}
+
+RESULTS=$TMP/results.tsv
+printf 'load\tmode\trps\trequests\tavg_us\tp99_us\tcpu_ns\twall_ns\ttraced\tevents\tlost\tdropped\thwm_kb\tbpf_ns\tbpf_cnt\n' >"$RESULTS"
+RUN_N=0
+
+one_run() { # load(saturated|rate) mode(base|ebpf) connections script
+    local load=$1 mode=$2 c=$3 script=$4 w
+    RUN_N=$((RUN_N + 1))
+    if [ "$mode" = base ]; then
+        w=$(run_wrk "$c" "$script" "$SECS")
+        printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\n' "$load" "$mode" "$(tr ' ' '\t' <<<"$w")" >>"$RESULTS"
+        echo "  $load $mode: $w" >&2
+        return
+    fi
+    start_agent "$RUN_N"
+    local tr0 ev0 lo0 dr0 cpu0 t0 tr1 ev1 lo1 dr1 cpu1 t1 end hwm b0 b1
+    tr0=$(metric cased_agent_http_requests_traced_total)
+    ev0=$(metric cased_agent_ebpf_events_total)
+    lo0=$(metric cased_agent_ebpf_events_lost_total)
+    dr0=$(metric cased_agent_http_dropped_total)
+    [ "$mode" = ebpf_stats ] && b0=$(bpf_run_stats)
+    t0=$(now_ns)
+    cpu0=$(cpu_ns)
+    w=$(run_wrk "$c" "$script" "$SECS")
+    [ "$mode" = ebpf_stats ] && b1=$(bpf_run_stats)
+    end=$(($(date +%s) + 1))
+    wait_cycle_after "$end"
+    cpu1=$(cpu_ns)
+    t1=$(now_ns)
+    tr1=$(metric cased_agent_http_requests_traced_total)
+    ev1=$(metric cased_agent_ebpf_events_total)
+    lo1=$(metric cased_agent_ebpf_events_lost_total)
+    dr1=$(metric cased_agent_http_dropped_total)
+    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$AGENT/status")
+    stop_agent
+    local bns=- bcnt=-
+    if [ "$mode" = ebpf_stats ]; then
+        bns=$(($(cut -d' ' -f1 <<<"$b1") - $(cut -d' ' -f1 <<<"$b0")))
+        bcnt=$(($(cut -d' ' -f2 <<<"$b1") - $(cut -d' ' -f2 <<<"$b0")))
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$load" "$mode" "$(tr ' ' '\t' <<<"$w")" \
+        $((cpu1 - cpu0)) $((t1 - t0)) $((tr1 - tr0)) $((ev1 - ev0)) $((lo1 - lo0)) $((dr1 - dr0)) \
+        "$hwm" "$bns" "$bcnt" >>"$RESULTS"
+    echo "  $load $mode: $w  traced=$((tr1 - tr0)) lost=$((lo1 - lo0)) cpu_ms=$(((cpu1 - cpu0) / 1000000))" >&2
+}
+
+bpf_run_stats() { # "run_time_ns run_cnt" summed over the agent's BPF programs
+    local f s=0 n=0 a b
+    for f in /proc/"$AGENT"/fdinfo/*; do
+        grep -q '^prog_type:' "$f" 2>/dev/null || continue
+        a=$(awk '/^run_time_ns:/ {print $2}' "$f")
+        b=$(awk '/^run_cnt:/ {print $2}' "$f")
+        s=$((s + ${a:-0}))
+        n=$((n + ${b:-0}))
+    done
+    echo "$s $n"
+}
+
+echo "nginx on 127.0.0.1:$PORT, $SECS s per run, $RUNS alternating pairs per load; agent CPU from $CPU_SOURCE" >&2
+
+# --- the idle agent (tracer attached, no load): its CPU floor ---------------
+start_agent idle
+i_cpu0=$(cpu_ns); i_t0=$(now_ns)
+i_ev0=$(metric cased_agent_ebpf_events_total)
+sleep "$SECS"
+i_end=$(($(date +%s) + 1)); wait_cycle_after "$i_end"
+i_cpu1=$(cpu_ns); i_t1=$(now_ns)
+i_ev1=$(metric cased_agent_ebpf_events_total)
+stop_agent
+IDLE_NS_PER_S=$(((i_cpu1 - i_cpu0) * 1000000000 / (i_t1 - i_t0)))
+echo "  idle agent: $((IDLE_NS_PER_S / 1000)) us CPU per s, $((i_ev1 - i_ev0)) background events" >&2
+
+# --- saturated ---------------------------------------------------------------
+run_wrk "$CONNS" "" 3 >/dev/null # warm-up
+for i in $(seq "$RUNS"); do
+    if [ $((i % 2)) = 1 ]; then order="base ebpf"; else order="ebpf base"; fi
+    for m in $order; do one_run saturated "$m" "$CONNS" ""; done
+done
+
+# --- about $RATE req/s offered: calibrate the connections without the agent --
+if [ -z "$RATE_CONNS" ]; then
+    RATE_CONNS=$(((RATE * (DELAY_MS * 1000 + 300) + 999999) / 1000000))
+    for _ in 1 2 3 4; do
+        r=$(run_wrk "$RATE_CONNS" "$LUA" 5 | cut -d' ' -f1)
+        echo "  calibration: $RATE_CONNS connections, delay ${DELAY_MS} ms -> $r req/s" >&2
+        off=$(((r - RATE) * 100 / RATE))
+        [ "${off#-}" -le 1 ] && break
+        RATE_CONNS=$(((RATE_CONNS * RATE + r / 2) / r))
+    done
+fi
+for i in $(seq "$RUNS"); do
+    if [ $((i % 2)) = 1 ]; then order="base ebpf"; else order="ebpf base"; fi
+    for m in $order; do one_run rate "$m" "$RATE_CONNS" "$LUA"; done
+done
+if [ "$BPF_STATS" = 1 ]; then
+    STATS_BEFORE=$(sysctl -n kernel.bpf_stats_enabled)
+    sysctl -qw kernel.bpf_stats_enabled=1
+    one_run rate ebpf_stats "$RATE_CONNS" "$LUA"
+    sysctl -qw kernel.bpf_stats_enabled="$STATS_BEFORE"
+    STATS_BEFORE=""
+fi
+
+# --- the table ---------------------------------------------------------------
+python3 - "$RESULTS" "$IDLE_NS_PER_S" "$CONNS" "$RATE_CONNS" "$DELAY_MS" <<'EOF'
+import csv, statistics as st, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+idle = int(sys.argv[2])
+conns = {"saturated": f"-c{sys.argv[3]}", "rate": f"-c{sys.argv[4]}, delay {sys.argv[5]} ms"}
+med = lambda xs: st.median(xs) if xs else float("nan")
+def sel(load, mode): return [r for r in rows if r["load"] == load and r["mode"] == mode]
+print("| load | wrk | req/s base (median) | req/s traced (median) | traced/base | avg lat base→traced (µs) | p99 base→traced (µs) |")
+print("|---|---|---|---|---|---|---|")
+for load in ("saturated", "rate"):
+    b, e = sel(load, "base"), sel(load, "ebpf")
+    if not b or not e: continue
+    f = lambda rs, k: med([float(r[k]) for r in rs])
+    # pairwise ratios (run i traced / run i base) as well as ratio of medians
+    pr = [float(x["rps"]) / float(y["rps"]) for x, y in zip(e, b)]
+    print(f"| {load} | {conns[load]} | {f(b,'rps'):.0f} | {f(e,'rps'):.0f} | {f(e,'rps')/f(b,'rps'):.3f} (pairs: {', '.join(f'{p:.3f}' for p in pr)}) "
+          f"| {f(b,'avg_us'):.0f} → {f(e,'avg_us'):.0f} | {f(b,'p99_us'):.0f} → {f(e,'p99_us'):.0f} |")
+print()
+print("| load | run | wrk requests | traced (agent) | traced/requests | events | lost | dropped | agent CPU gross ns/req | net of idle ns/req | ns/traced exchange (gross) | peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    if r["mode"] == "base": continue
+    req, cpu, wall = int(r["requests"]), int(r["cpu_ns"]), int(r["wall_ns"])
+    tr = int(r["traced"])
+    net = cpu - idle * wall / 1e9
+    extra = ""
+    if r["mode"] == "ebpf_stats":
+        extra = f" (bpf_stats on: kernel BPF {int(r['bpf_ns'])/req:.0f} ns/req over {int(r['bpf_cnt'])} program runs, {int(r['bpf_cnt'])/req:.1f} runs/req)"
+    print(f"| {r['load']} | {r['mode']}{extra} | {req} | {tr} | {tr/req:.3f} | {r['events']} | {r['lost']} | {r['dropped']} "
+          f"| {cpu/req:.0f} | {net/req:.0f} | {cpu/max(tr,1):.0f} | {int(r['hwm_kb'])/1024:.1f} |")
+print()
+print(f"idle agent (tracer attached, no load): {idle/1e3:.0f} µs CPU per second")
+EOF

@@ -1,0 +1,79 @@
+//! Userspace from raw ring-buffer records to per-interval summaries (no
+//! kernel involved: the loader feeds it, benches and tests feed it too).
+
+use std::path::PathBuf;
+
+use super::aggregate::{HttpAggregate, Summary};
+use super::event::{Kind, decode};
+use super::owner::Owners;
+use super::track::{Dropped, Limits, Tracker};
+
+pub struct Pipeline {
+    tracker: Tracker,
+    owners: Owners,
+    agg: HttpAggregate,
+    /// Records read, since start.
+    pub events: u64,
+    /// Requests paired with their response, since start.
+    pub requests: u64,
+}
+
+impl Pipeline {
+    /// `unified`, `cpu`: the cgroup2 and v1 `cpu` mounts (see [`Owners`]).
+    pub fn new(
+        proc_path: PathBuf,
+        unified: Option<PathBuf>,
+        cpu: Option<PathBuf>,
+        max_paths: usize,
+        limits: Limits,
+    ) -> Self {
+        Pipeline {
+            tracker: Tracker::new(limits),
+            owners: Owners::new(proc_path, unified, cpu),
+            agg: HttpAggregate::new(max_paths),
+            events: 0,
+            requests: 0,
+        }
+    }
+
+    /// One ring-buffer record.
+    pub fn event(&mut self, raw: &[u8]) {
+        self.events += 1;
+        let Some(e) = decode(raw) else {
+            return;
+        };
+        let Pipeline {
+            tracker,
+            owners,
+            agg,
+            requests,
+            ..
+        } = self;
+        if e.kind != Kind::Close {
+            // look the process up while it exists: a short-lived client may
+            // be gone by the time its response is read (cached per tgid)
+            owners.get(e.tgid, (e.cgroup_v2, e.cgroup_cpu));
+        }
+        tracker.handle(&e, &mut |x| {
+            *requests += 1;
+            let o = owners.get(x.tgid, (0, 0));
+            agg.record(&o, x);
+        });
+    }
+
+    /// Close the interval: forget idle connections, take the numbers.
+    pub fn finish_interval(&mut self, now_ns: u64) -> Vec<Summary> {
+        self.tracker.expire(now_ns);
+        let out = self.agg.drain();
+        self.owners.next_interval();
+        out
+    }
+
+    pub fn dropped(&self) -> Dropped {
+        self.tracker.dropped
+    }
+
+    pub fn connections(&self) -> usize {
+        self.tracker.conns()
+    }
+}

@@ -1,0 +1,72 @@
+"""HTTP clients for the eBPF tests. Usage: client.py PORT PLAN, where PLAN
+is a JSON list of steps:
+  ["keepalive", METHOD, PATH, N]   N requests on one keep-alive connection
+                                   (http.client; PATH may hold {i})
+  ["pipeline", [PATH, ...]]        one write with all the GETs, then read
+                                   every response (raw socket)
+  ["msg", PATH, N]                 N one-shot GETs through sendmsg/recvmsg
+Exits non-zero if any response is short or unexpected.
+"""
+import http.client
+import json
+import socket
+import sys
+
+port = int(sys.argv[1])
+plan = json.loads(sys.argv[2])
+
+
+def read_responses(sock, n, recv):
+    """Read n responses with Content-Length bodies; returns their codes."""
+    buf = b""
+    codes = []
+    while len(codes) < n:
+        while True:
+            head_end = buf.find(b"\r\n\r\n")
+            if head_end >= 0:
+                head = buf[:head_end].decode()
+                length = 0
+                for line in head.split("\r\n")[1:]:
+                    k, _, v = line.partition(":")
+                    if k.lower() == "content-length":
+                        length = int(v)
+                if len(buf) >= head_end + 4 + length:
+                    codes.append(int(head.split(" ")[1]))
+                    buf = buf[head_end + 4 + length:]
+                    break
+            chunk = recv(sock)
+            if not chunk:
+                sys.exit("connection closed early")
+            buf += chunk
+    return codes
+
+
+for step in plan:
+    kind = step[0]
+    if kind == "keepalive":
+        _, method, path, n = step
+        c = http.client.HTTPConnection("127.0.0.1", port)
+        for i in range(n):
+            body = b"x" * 10 if method == "POST" else None
+            c.request(method, path.replace("{i}", str(i)), body=body)
+            r = c.getresponse()
+            r.read()
+        c.close()
+    elif kind == "pipeline":
+        paths = step[1]
+        s = socket.create_connection(("127.0.0.1", port))
+        req = b"".join(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % p.encode() for p in paths)
+        s.sendall(req)
+        codes = read_responses(s, len(paths), lambda s: s.recv(65536))
+        print("pipeline", codes, flush=True)
+        s.close()
+    elif kind == "msg":
+        _, path, n = step
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendmsg([b"GET %s HTTP/1.1\r\nHost: t\r\n" % path.encode(), b"Connection: close\r\n\r\n"])
+            read_responses(s, 1, lambda s: s.recvmsg(65536)[0])
+            s.close()
+    else:
+        sys.exit("unknown step %r" % (kind,))
+print("done", flush=True)

@@ -1,0 +1,568 @@
+//! eBPF HTTP tracing against real servers and clients (Python's
+//! `http.server`, nginx, curl, wrk, raw sockets through sendmsg/recvmsg),
+//! each in a real v1 cgroup shaped like a kubelet container, with the
+//! committed BPF object through the real verifier. Root and BPF needed:
+//! under `CI=true` they must run.
+//!
+//! Every test sees all HTTP on the machine (other tests run at the same
+//! time); each counts only the containers it made.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cased_agent::collect::Collector;
+use cased_agent::ebpf::{HttpCollector, HttpOptions};
+use cased_agent::model::{About, Sample};
+use cased_agent::telemetry::Telemetry;
+
+use super::cgroup_support::{RealTree, V1_CONTROLLERS, container_id, need_root, pod_uid};
+use super::cli::{agent, free_port};
+
+fn scripts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ebpf")
+}
+
+/// Root, and tracefs where aya looks for it (mounted when it is not).
+fn need_bpf(what: &str) -> bool {
+    if !need_root(what) {
+        return false;
+    }
+    let t = Path::new("/sys/kernel/tracing");
+    if !t.join("events").is_dir() {
+        let ok = Command::new("mount")
+            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{what}: tracefs is not mounted and cannot be mounted");
+    }
+    true
+}
+
+fn need_tool(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{tool} is needed (scripts/test.sh installs it: apt-get install {tool})"
+    );
+}
+
+/// Start `cmd` inside container `rel` of `tree` (a shell puts itself in
+/// every controller, then execs), so everything it does is the container's.
+fn spawn_in(tree: &RealTree, rel: &str, cmd: &[&str]) -> Command {
+    let procs: Vec<String> = V1_CONTROLLERS
+        .iter()
+        .map(|c| {
+            tree.dir(c, rel)
+                .join("cgroup.procs")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(r#"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n-1)); done; exec "$@""#)
+        .arg("sh")
+        .arg(procs.len().to_string())
+        .args(&procs)
+        .args(cmd);
+    c
+}
+
+/// Run to completion; its stdout.
+fn run_in(tree: &RealTree, rel: &str, cmd: &[&str]) -> String {
+    let out = spawn_in(tree, rel, cmd)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("spawn");
+    assert!(out.status.success(), "{cmd:?} failed: {:?}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A server container and a client container.
+struct Pair {
+    tree: RealTree,
+    server: String,
+    client: String,
+    server_id: String,
+    client_id: String,
+}
+
+fn pair(tag: &str, salt: u32) -> Pair {
+    let mut tree = RealTree::new(tag).expect("v1 cgroup controllers");
+    let salt = salt ^ std::process::id();
+    let (server_id, client_id) = (container_id(1, salt), container_id(2, salt));
+    let server = tree.add_container("burstable", &pod_uid(1, salt), &server_id);
+    let client = tree.add_container("besteffort", &pod_uid(2, salt), &client_id);
+    Pair {
+        tree,
+        server,
+        client,
+        server_id,
+        client_id,
+    }
+}
+
+/// The Python server in the server container; its port.
+fn python_server(p: &mut Pair, slow_ms: u32) -> u16 {
+    let script = scripts().join("server.py");
+    let mut child = spawn_in(
+        &p.tree,
+        &p.server,
+        &["python3", script.to_str().unwrap(), &slow_ms.to_string()],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    p.tree.children.push(child);
+    line.trim().parse().expect("server port")
+}
+
+fn start_tracer() -> (HttpCollector, Arc<Telemetry>) {
+    tracer(true)
+}
+
+fn tracer(reader_thread: bool) -> (HttpCollector, Arc<Telemetry>) {
+    let t = Arc::new(Telemetry::new());
+    let c = HttpCollector::start(
+        &HttpOptions {
+            proc_path: "/proc".into(),
+            cgroup_path: "/sys/fs/cgroup".into(),
+            max_paths: 100,
+            reader_thread,
+        },
+        t.clone(),
+    )
+    .unwrap_or_else(|e| panic!("the kernel refused the eBPF program: {e}"));
+    (c, t)
+}
+
+/// Per (direction, method, path) of one container: the metrics of one
+/// interval.
+type Series = HashMap<(String, String, String), HashMap<&'static str, f64>>;
+
+fn tag<'a>(s: &'a Sample, k: &str) -> &'a str {
+    s.tags
+        .iter()
+        .find(|(t, _)| *t == k)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+fn series_of(samples: &[Sample], container: &str) -> Series {
+    let mut m: Series = HashMap::new();
+    for s in samples {
+        if let About::Container(c) = &s.about
+            && c.container_id == container
+        {
+            let k = (
+                tag(s, "direction").to_string(),
+                tag(s, "method").to_string(),
+                tag(s, "path").to_string(),
+            );
+            let prev = m.entry(k).or_default().insert(s.name, s.value);
+            assert!(prev.is_none(), "{} twice", s.name);
+        }
+    }
+    m
+}
+
+fn collect(c: &mut HttpCollector) -> Vec<Sample> {
+    let mut out = Vec::new();
+    c.collect(Instant::now(), &mut out).unwrap();
+    out
+}
+
+fn key(d: &str, m: &str, p: &str) -> (String, String, String) {
+    (d.to_string(), m.to_string(), p.to_string())
+}
+
+/// `(count, error_rate)` of a series, `(0, 0)` when absent.
+fn count_err(s: &Series, d: &str, m: &str, p: &str) -> (f64, f64) {
+    s.get(&key(d, m, p)).map_or((0.0, 0.0), |v| {
+        (v["http.request_count"], v["http.error_rate"])
+    })
+}
+
+#[test]
+fn short_lived_clients_are_placed_after_they_exit() {
+    if !need_bpf("eBPF HTTP tracing (exited clients)") {
+        return;
+    }
+    need_tool("curl");
+    let mut p = pair("ebpf-gone", 0x54);
+    let port = python_server(&mut p, 10);
+    // no reader thread: nothing is read before every curl has exited, so
+    // /proc/<pid>/cgroup is gone and the kernel's cgroup ids must do
+    let (mut tracer, _t) = tracer(false);
+    collect(&mut tracer);
+    for i in 0..6 {
+        run_in(
+            &p.tree,
+            &p.client,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                &format!("http://127.0.0.1:{port}/fail/{i}"),
+            ],
+        );
+    }
+    let samples = collect(&mut tracer);
+    let client = series_of(&samples, &p.client_id);
+    assert_eq!(
+        count_err(&client, "client", "GET", "/fail/{id}"),
+        (6.0, 100.0),
+        "{client:#?}"
+    );
+    // the server is alive and placed through /proc as usual
+    let server = series_of(&samples, &p.server_id);
+    assert_eq!(
+        count_err(&server, "server", "GET", "/fail/{id}"),
+        (6.0, 100.0)
+    );
+}
+
+#[test]
+fn committed_object_passes_the_verifier() {
+    if !need_bpf("eBPF program load") {
+        return;
+    }
+    let (mut c, t) = start_tracer();
+    let m = t.encode();
+    assert!(m.contains("cased_agent_ebpf_up 1"), "{m}");
+    // nothing traced yet is fine; a cycle works
+    collect(&mut c);
+    let m = t.encode();
+    assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
+}
+
+#[test]
+fn python_server_and_clients_counted_exactly_per_container() {
+    if !need_bpf("eBPF HTTP tracing") {
+        return;
+    }
+    need_tool("curl");
+    let mut p = pair("ebpf-py", 0x51);
+    let slow_ms = 200;
+    let port = python_server(&mut p, slow_ms);
+    let (mut tracer, telemetry) = start_tracer();
+    collect(&mut tracer);
+
+    let client = scripts().join("client.py");
+    let plan = serde_json::json!([
+        ["keepalive", "GET", "/ok/{i}?page=2&q=x", 30],
+        ["keepalive", "GET", "/missing", 10],
+        ["keepalive", "GET", "/fail/7f9c2a1b3d4e5f60a1b2", 5],
+        ["keepalive", "POST", "/items", 6],
+        ["keepalive", "GET", "/slow", 5],
+        ["pipeline", ["/pipe/a", "/pipe/b", "/pipe/c"]],
+        ["msg", "/msg/123e4567-e89b-12d3-a456-426614174000", 4],
+    ]);
+    let out = run_in(
+        &p.tree,
+        &p.client,
+        &[
+            "python3",
+            client.to_str().unwrap(),
+            &port.to_string(),
+            &plan.to_string(),
+        ],
+    );
+    assert!(out.contains("pipeline [200, 404, 500]"), "{out}");
+    // one-shot connections from short-lived processes
+    for i in 0..8 {
+        run_in(
+            &p.tree,
+            &p.client,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                &format!("http://127.0.0.1:{port}/ok/{}?x={i}", 1000 + i),
+            ],
+        );
+    }
+    let samples = collect(&mut tracer);
+    let server = series_of(&samples, &p.server_id);
+    let client = series_of(&samples, &p.client_id);
+
+    for (dir, s) in [("server", &server), ("client", &client)] {
+        let want = [
+            ("GET", "/ok/{id}", 38.0, 0.0),
+            ("GET", "/missing", 10.0, 100.0),
+            ("GET", "/fail/{id}", 5.0, 100.0),
+            ("POST", "/items", 6.0, 0.0),
+            ("GET", "/slow", 5.0, 0.0),
+            ("GET", "/pipe/a", 1.0, 0.0),
+            ("GET", "/pipe/b", 1.0, 100.0),
+            ("GET", "/pipe/c", 1.0, 100.0),
+            ("GET", "/msg/{id}", 4.0, 0.0),
+        ];
+        for (m, path, n, err) in want {
+            assert_eq!(
+                count_err(s, dir, m, path),
+                (n, err),
+                "{dir} {m} {path}: {s:#?}"
+            );
+        }
+        assert_eq!(s.len(), want.len(), "{dir}: unexpected series {s:#?}");
+        let slow = &s[&key(dir, "GET", "/slow")];
+        let p50 = slow["http.latency_p50"];
+        assert!(
+            (p50 - f64::from(slow_ms)).abs() <= 0.1 * f64::from(slow_ms),
+            "{dir} /slow p50 {p50} ms, want {slow_ms} ± 10%"
+        );
+        assert!(slow["http.latency_avg"] >= f64::from(slow_ms) * 0.99);
+        // fast paths are fast
+        assert!(s[&key(dir, "GET", "/ok/{id}")]["http.latency_p50"] < 50.0);
+    }
+    // the server never shows as a client, nor the client as a server
+    assert!(server.keys().all(|(d, _, _)| d == "server"));
+    assert!(client.keys().all(|(d, _, _)| d == "client"));
+    // the next interval starts from zero
+    let again = collect(&mut tracer);
+    assert!(series_of(&again, &p.server_id).is_empty());
+    let m = telemetry.encode();
+    assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
+}
+
+/// wrk's "N requests in" line.
+fn wrk_requests(out: &str) -> f64 {
+    out.lines()
+        .find_map(|l| {
+            let l = l.trim();
+            l.split_once(" requests in ")
+                .and_then(|(n, _)| n.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no request count in wrk output: {out}"))
+}
+
+#[test]
+fn nginx_under_wrk_and_curl() {
+    if !need_bpf("eBPF HTTP tracing (nginx)") {
+        return;
+    }
+    for t in ["nginx", "wrk", "curl"] {
+        need_tool(t);
+    }
+    let mut p = pair("ebpf-nginx", 0x52);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("small.html"), "x".repeat(100)).unwrap();
+    let port = free_port();
+    let conf = dir.path().join("nginx.conf");
+    let d = dir.path().display();
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log off; keepalive_requests 1000000; \
+             client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; \
+             uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; \
+             server {{ listen 127.0.0.1:{port}; root {}; }} }}\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let (mut tracer, telemetry) = start_tracer();
+    let nginx = spawn_in(
+        &p.tree,
+        &p.server,
+        &["nginx", "-c", conf.to_str().unwrap(), "-g", "daemon off;"],
+    )
+    .spawn()
+    .expect("nginx");
+    p.tree.children.push(nginx);
+    let url = format!("http://127.0.0.1:{port}/small.html");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    collect(&mut tracer);
+    let conns = 4.0;
+    // about 2,000 requests/s: bounded, so tests running beside this one
+    // (each with its own tracer) are not flooded
+    let lua = scripts().join("delay.lua");
+    let out = run_in(
+        &p.tree,
+        &p.client,
+        &[
+            "wrk",
+            "-t1",
+            "-c4",
+            "-d2s",
+            "-s",
+            lua.to_str().unwrap(),
+            &url,
+        ],
+    );
+    let wrk = wrk_requests(&out);
+    for i in 0..5 {
+        run_in(
+            &p.tree,
+            &p.client,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                &format!("http://127.0.0.1:{port}/nope/{i}.html"),
+            ],
+        );
+    }
+    let samples = collect(&mut tracer);
+    let server = series_of(&samples, &p.server_id);
+    let client = series_of(&samples, &p.client_id);
+    let (s, s_err) = count_err(&server, "server", "GET", "/small.html");
+    let (c, c_err) = count_err(&client, "client", "GET", "/small.html");
+    assert!(wrk > 100.0, "wrk made only {wrk} requests: {out}");
+    // wrk stops with up to one request in flight per connection: answered
+    // (and traced) on the server, not read by the client
+    assert!(
+        c <= s && s <= c + conns,
+        "server {s}, client {c}, wrk {wrk}"
+    );
+    assert!((c - wrk).abs() <= conns, "client {c}, wrk {wrk}");
+    assert_eq!((s_err, c_err), (0.0, 0.0));
+    assert_eq!(
+        count_err(&server, "server", "GET", "/nope/{id}.html"),
+        (0.0, 0.0)
+    );
+    // `{i}.html` is not an identifier (mostly letters): one path per file
+    for i in 0..5 {
+        let path = format!("/nope/{i}.html");
+        assert_eq!(
+            count_err(&server, "server", "GET", &path),
+            (1.0, 100.0),
+            "{server:#?}"
+        );
+        assert_eq!(
+            count_err(&client, "client", "GET", &path),
+            (1.0, 100.0),
+            "{client:#?}"
+        );
+    }
+    let m = telemetry.encode();
+    assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
+}
+
+#[test]
+fn agent_binary_reports_http_and_survives_a_refusal() {
+    if !need_bpf("eBPF HTTP tracing (binary)") {
+        return;
+    }
+    need_tool("curl");
+    let mut p = pair("ebpf-bin", 0x53);
+    let port = python_server(&mut p, 10);
+    let mut a: Child = agent()
+        .args(["--enable-ebpf", "--interval", "1s", "--sink", "stdout"])
+        .args(["--health-port", &free_port().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = a.stdout.take().unwrap();
+    let stderr = a.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let err_lines = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    // wait for the first cycle (attached by then), then make requests
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("agent output");
+    assert!(first.contains("metric_name"), "{first}");
+    for _ in 0..5 {
+        run_in(
+            &p.tree,
+            &p.client,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                &format!("http://127.0.0.1:{port}/missing/42"),
+            ],
+        );
+    }
+    let mut server_count = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server_count < 5.0 && Instant::now() < deadline {
+        let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        let t = &v["tags"];
+        if v["metric_name"] == "http.request_count"
+            && t["container_id"] == p.server_id.as_str()
+            && t["direction"] == "server"
+        {
+            assert_eq!(t["method"], "GET");
+            assert_eq!(t["path"], "/missing/{id}");
+            assert!(t["cgroup"].as_str().unwrap().ends_with(&p.server_id));
+            assert_eq!(v["pod_uid"], pod_uid(1, 0x53 ^ std::process::id()));
+            server_count += v["value"].as_f64().unwrap();
+        }
+    }
+    super::cli::unsafe_kill(a.id(), libc::SIGTERM);
+    assert!(a.wait().unwrap().success());
+    assert_eq!(server_count, 5.0);
+    let err = err_lines.join().unwrap().join("\n");
+    assert!(err.contains("eBPF HTTP tracing attached"), "{err}");
+
+    // without the privilege: the reason is said, everything else runs
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join("cased-agent");
+    std::fs::copy(env!("CARGO_BIN_EXE_cased-agent"), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .args(["--once", "--enable-ebpf", "--sink", "stdout"])
+        .env_remove("CASED_API_KEY")
+        .output()
+        .expect("setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("eBPF HTTP tracing unavailable")
+            && stderr.contains("Operation not permitted"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("\"node.cpu.usage_percent\""), "{stdout}");
+    assert!(stdout.contains("\"node.memory.total\""), "{stdout}");
+}
