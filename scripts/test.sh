@@ -12,6 +12,13 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# eBPF: the object's toolchain (stale check) and real servers and clients
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+command -v llvm-strip >/dev/null 2>&1 || need_apt+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need_apt[*]}"
@@ -19,6 +26,25 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   else
     echo "missing tools: ${need_apt[*]} (root tests will skip outside CI)" >&2
   fi
+fi
+
+echo "== eBPF object matches its source"
+# the committed src/ebpf/bpf/http.bpf.o must be what build.sh makes of
+# http.bpf.c (so `cargo build` needs no clang, and the object is not stale)
+if command -v clang >/dev/null 2>&1 && [ -f /usr/include/bpf/bpf_helpers.h ]; then
+  fresh=$(mktemp)
+  src/ebpf/bpf/build.sh "$fresh"
+  if ! cmp -s "$fresh" src/ebpf/bpf/http.bpf.o; then
+    rm -f "$fresh"
+    echo "src/ebpf/bpf/http.bpf.o is stale: run src/ebpf/bpf/build.sh and commit it" >&2
+    exit 1
+  fi
+  rm -f "$fresh"
+elif [ "${CI:-}" = true ]; then
+  echo "clang or libbpf-dev missing: cannot check the eBPF object" >&2
+  exit 1
+else
+  echo "clang or libbpf-dev missing: eBPF object not checked" >&2
 fi
 
 echo "== cargo fmt --check"

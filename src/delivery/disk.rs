@@ -199,7 +199,39 @@ pub enum Scanned<'a> {
 /// Split a segment's bytes into valid records and corrupt regions. After a
 /// bad record it resynchronises on the next [`MAGIC`] that starts a record
 /// whose CRC matches. Pure; never panics.
+///
+/// Work is linear in the input: checking a candidate costs a CRC over the
+/// length its header claims, so input full of fake headers (each claiming
+/// a long record) would make resynchronising quadratic. Past a budget of
+/// CRC bytes ([`resync_budget`]) a candidate is only checked when the record
+/// it claims ends at the end of the input or where another [`MAGIC`]
+/// starts, as records written by the agent do; past twice the budget the
+/// rest of the input counts as one corrupt region (counted, not silent).
+/// Random damage and torn tails never come near the budget.
 pub fn scan_records(buf: &[u8]) -> Vec<Scanned<'_>> {
+    scan_records_counting(buf).0
+}
+
+/// CRC bytes resynchronisation may spend on unconstrained candidates.
+pub fn resync_budget(len: usize) -> usize {
+    4 * len + (1 << 20)
+}
+
+/// The length a header at the start of `buf` claims, when it is a
+/// plausible header (magic, length within bounds and within `buf`).
+fn claimed_len(buf: &[u8]) -> Option<usize> {
+    let head = buf.get(..HEADER_LEN)?;
+    if head[..4] != MAGIC {
+        return None;
+    }
+    let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    (len <= MAX_PAYLOAD && buf.len() >= HEADER_LEN + len).then_some(len)
+}
+
+/// [`scan_records`], and the CRC bytes spent resynchronising.
+pub fn scan_records_counting(buf: &[u8]) -> (Vec<Scanned<'_>>, usize) {
+    let mut spent = 0usize;
+    let budget = resync_budget(buf.len());
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
@@ -216,10 +248,20 @@ pub fn scan_records(buf: &[u8]) -> Vec<Scanned<'_>> {
         let mut next = buf.len();
         let mut p = pos + 1;
         while let Some(i) = find_magic(&buf[p..]) {
-            let at = p + i;
-            if parse_record(&buf[at..]).is_some() {
-                next = at;
+            if spent >= 2 * budget {
                 break;
+            }
+            let at = p + i;
+            if let Some(len) = claimed_len(&buf[at..]) {
+                let end = at + HEADER_LEN + len;
+                let plausible = end == buf.len() || buf[end..].starts_with(&MAGIC);
+                if spent < budget || plausible {
+                    spent += len;
+                    if parse_record(&buf[at..]).is_some() {
+                        next = at;
+                        break;
+                    }
+                }
             }
             p = at + 1;
         }
@@ -229,11 +271,11 @@ pub fn scan_records(buf: &[u8]) -> Vec<Scanned<'_>> {
         });
         pos = next;
     }
-    out
+    (out, spent)
 }
 
 fn find_magic(hay: &[u8]) -> Option<usize> {
-    hay.windows(MAGIC.len()).position(|w| w == MAGIC)
+    memchr::memmem::find(hay, &MAGIC)
 }
 
 fn segment_name(id: u64) -> String {
@@ -1009,6 +1051,42 @@ mod tests {
         ));
         let cursor = fs::read(seeds.join("cursor")).unwrap();
         assert_eq!(decode_cursor(&cursor), Some((3, 1234)));
+    }
+
+    #[test]
+    fn resync_over_fake_headers_stays_within_its_budget() {
+        // 4 MiB of garbage dense with record headers (one every ~100
+        // bytes), each claiming a long record: unbounded, ~40k CRCs over
+        // megabytes each
+        let mut buf = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        while buf.len() < 4 << 20 {
+            let claim = (next() % (4 << 20)) as u32;
+            buf.extend_from_slice(&MAGIC);
+            buf.extend_from_slice(&claim.to_le_bytes());
+            buf.extend_from_slice(&(next() as u32).to_le_bytes());
+            for _ in 0..(next() % 176) {
+                buf.push(b'a' + (next() % 26) as u8);
+            }
+        }
+        let (s, spent) = scan_records_counting(&buf);
+        // bounded: twice the budget, plus the one check that crossed it
+        assert!(spent <= 2 * resync_budget(buf.len()) + buf.len(), "{spent}");
+        // and the whole input is accounted for, as corrupt
+        let covered: usize = s
+            .iter()
+            .map(|x| match x {
+                Scanned::Corrupt { len, .. } => *len,
+                Scanned::Record { .. } => panic!("no record in there"),
+            })
+            .sum();
+        assert_eq!(covered, buf.len());
     }
 
     #[test]
