@@ -183,22 +183,18 @@ impl Owners {
             *seen = generation;
             return o.clone();
         }
-        let path = self.proc.join(tgid.to_string()).join("cgroup");
-        let owner = match std::fs::read_to_string(&path) {
-            Ok(text) => parse(&text),
-            Err(_) => {
-                // gone: rebuild what /proc/<pid>/cgroup said from the ids
-                let mut text = String::new();
-                if let Some(p) = self.cpu.path(cgroups.1) {
-                    text.push_str(&format!("1:cpu:{p}\n"));
-                }
-                if let Some(p) = self.v2.path(cgroups.0) {
-                    text.push_str(&format!("0::{p}\n"));
-                }
-                if text.is_empty() {
-                    Owner::unknown()
-                } else {
-                    parse(&text)
+        // the ids were taken when the event happened: they hold even for a
+        // process that has exited since (whose /proc/<pid>/cgroup is gone,
+        // or for a zombie already shows the root)
+        let from_ids = self.from_ids(cgroups);
+        let owner = match from_ids {
+            Some(o) if o.container.is_some() => o,
+            from_ids => {
+                let path = self.proc.join(tgid.to_string()).join("cgroup");
+                match std::fs::read_to_string(&path).map(|t| parse(&t)) {
+                    Ok(o) if o.container.is_some() => o,
+                    Ok(o) => from_ids.unwrap_or(o),
+                    Err(_) => from_ids.unwrap_or_else(Owner::unknown),
                 }
             }
         };
@@ -212,6 +208,18 @@ impl Owners {
         };
         self.cache.insert(tgid, (o.clone(), generation));
         o
+    }
+
+    /// What `/proc/<pid>/cgroup` said, rebuilt from the kernel's ids.
+    fn from_ids(&mut self, (v2, cpu): (u64, u64)) -> Option<Owner> {
+        let mut text = String::new();
+        if let Some(p) = self.cpu.path(cpu) {
+            text.push_str(&format!("1:cpu:{p}\n"));
+        }
+        if let Some(p) = self.v2.path(v2) {
+            text.push_str(&format!("0::{p}\n"));
+        }
+        (!text.is_empty()).then(|| parse(&text))
     }
 
     /// Called once per interval: processes not seen for two intervals are
