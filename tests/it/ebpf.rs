@@ -86,6 +86,11 @@ fn run_in(tree: &RealTree, rel: &str, cmd: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// One request by a short-lived curl in the client container.
+fn curl_in(p: &Pair, url: &str) {
+    run_in(&p.tree, &p.client, &["curl", "-s", "-o", "/dev/null", url]);
+}
+
 /// A server container and a client container.
 struct Pair {
     tree: RealTree,
@@ -208,17 +213,7 @@ fn short_lived_clients_are_placed_after_they_exit() {
     let (mut tracer, _t) = tracer(false);
     collect(&mut tracer);
     for i in 0..6 {
-        run_in(
-            &p.tree,
-            &p.client,
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                &format!("http://127.0.0.1:{port}/fail/{i}"),
-            ],
-        );
+        curl_in(&p, &format!("http://127.0.0.1:{port}/fail/{i}"));
     }
     let samples = collect(&mut tracer);
     let client = series_of(&samples, &p.client_id);
@@ -284,16 +279,9 @@ fn python_server_and_clients_counted_exactly_per_container() {
     assert!(out.contains("pipeline [200, 404, 500]"), "{out}");
     // one-shot connections from short-lived processes
     for i in 0..8 {
-        run_in(
-            &p.tree,
-            &p.client,
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                &format!("http://127.0.0.1:{port}/ok/{}?x={i}", 1000 + i),
-            ],
+        curl_in(
+            &p,
+            &format!("http://127.0.0.1:{port}/ok/{}?x={i}", 1000 + i),
         );
     }
     let samples = collect(&mut tracer);
@@ -415,17 +403,7 @@ fn nginx_under_wrk_and_curl() {
     );
     let wrk = wrk_requests(&out);
     for i in 0..5 {
-        run_in(
-            &p.tree,
-            &p.client,
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                &format!("http://127.0.0.1:{port}/nope/{i}.html"),
-            ],
-        );
+        curl_in(&p, &format!("http://127.0.0.1:{port}/nope/{i}.html"));
     }
     let samples = collect(&mut tracer);
     let server = series_of(&samples, &p.server_id);
@@ -500,17 +478,7 @@ fn agent_binary_reports_http_and_survives_a_refusal() {
         .expect("agent output");
     assert!(first.contains("metric_name"), "{first}");
     for _ in 0..5 {
-        run_in(
-            &p.tree,
-            &p.client,
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                &format!("http://127.0.0.1:{port}/missing/42"),
-            ],
-        );
+        curl_in(&p, &format!("http://127.0.0.1:{port}/missing/42"));
     }
     let mut server_count = 0.0;
     let deadline = Instant::now() + Duration::from_secs(15);

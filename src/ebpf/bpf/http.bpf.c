@@ -330,101 +330,42 @@ static __always_inline int do_exit(long ret, int plain)
 
 #define ARG(i) (ctx->args[i])
 
-SEC("tracepoint/syscalls/sys_enter_read")
-int enter_read_tp(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_read(ARG(0), ARG(1), SRC_BUF, 0);
-}
+// One syscall's pair of programs, `enter_<name>_tp` on sys_enter_<name> and
+// `exit_<name>_tp` on sys_exit_<name> (the loader attaches by that name).
+// `plain`: read/write family, which also serve files and pipes.
+#define TRACE_READ(name, src, flags, plain)                                    \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                            \
+	int enter_##name##_tp(struct trace_event_raw_sys_enter *ctx)           \
+	{                                                                      \
+		return enter_read(ARG(0), ARG(1), src, flags);                 \
+	}                                                                      \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                             \
+	int exit_##name##_tp(struct trace_event_raw_sys_exit *ctx)             \
+	{                                                                      \
+		return do_exit(ctx->ret, plain);                               \
+	}
 
-SEC("tracepoint/syscalls/sys_exit_read")
-int exit_read_tp(struct trace_event_raw_sys_exit *ctx)
-{
-	return do_exit(ctx->ret, 1);
-}
+#define TRACE_WRITE(name, src, count, plain)                                   \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                            \
+	int enter_##name##_tp(struct trace_event_raw_sys_enter *ctx)           \
+	{                                                                      \
+		return enter_write(ARG(0), ARG(1), src, count);                \
+	}                                                                      \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                             \
+	int exit_##name##_tp(struct trace_event_raw_sys_exit *ctx)             \
+	{                                                                      \
+		return do_exit(ctx->ret, plain);                               \
+	}
 
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int enter_recvfrom_tp(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_read(ARG(0), ARG(1), SRC_BUF, ARG(3));
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int exit_recvfrom_tp(struct trace_event_raw_sys_exit *ctx)
-{
-	return do_exit(ctx->ret, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int enter_readv_tp(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_read(ARG(0), ARG(1), SRC_IOV, 0);
-}
-
-SEC("tracepoint/syscalls/sys_exit_readv")
-int exit_readv_tp(struct trace_event_raw_sys_exit *ctx)
-{
-	return do_exit(ctx->ret, 1);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int enter_recvmsg_tp(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_read(ARG(0), ARG(1), SRC_MSG, ARG(2));
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int exit_recvmsg_tp(struct trace_event_raw_sys_exit *ctx)
-{
-	return do_exit(ctx->ret, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_write")
-int enter_write_tp(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_write(ARG(0), ARG(1), SRC_BUF, ARG(2));
-}
-
-SEC("tracepoint/syscalls/sys_exit_write")
-int exit_write_tp(struct trace_event_raw_sys_exit *ctx)
-{
-	return do_exit(ctx->ret, 1);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int enter_sendto_tp(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_write(ARG(0), ARG(1), SRC_BUF, ARG(2));
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int exit_sendto_tp(struct trace_event_raw_sys_exit *ctx)
-{
-	return do_exit(ctx->ret, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_writev")
-int enter_writev_tp(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_write(ARG(0), ARG(1), SRC_IOV, ~0ULL);
-}
-
-SEC("tracepoint/syscalls/sys_exit_writev")
-int exit_writev_tp(struct trace_event_raw_sys_exit *ctx)
-{
-	return do_exit(ctx->ret, 1);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int enter_sendmsg_tp(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_write(ARG(0), ARG(1), SRC_MSG, ~0ULL);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int exit_sendmsg_tp(struct trace_event_raw_sys_exit *ctx)
-{
-	return do_exit(ctx->ret, 0);
-}
+TRACE_READ(read, SRC_BUF, 0, 1)
+TRACE_READ(recvfrom, SRC_BUF, ARG(3), 0)
+TRACE_READ(readv, SRC_IOV, 0, 1)
+TRACE_READ(recvmsg, SRC_MSG, ARG(2), 0)
+TRACE_WRITE(write, SRC_BUF, ARG(2), 1)
+TRACE_WRITE(sendto, SRC_BUF, ARG(2), 0)
+// iovec and msghdr: the first iovec's length bounds what is looked at
+TRACE_WRITE(writev, SRC_IOV, ~0ULL, 1)
+TRACE_WRITE(sendmsg, SRC_MSG, ~0ULL, 0)
 
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close_tp(struct trace_event_raw_sys_enter *ctx)
