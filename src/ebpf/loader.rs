@@ -182,6 +182,10 @@ impl HttpCollector {
                 PerCpuArray::try_from(m).map_err(|e| EbpfError::Map("stats", chain(&e)))
             })?;
         let ring_fd = ring.as_raw_fd();
+        // loading parsed the kernel's BTF (megabytes, freed now): give that
+        // memory back rather than carry it as RSS for the agent's lifetime
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
         let layout = read_layout(&opts.proc_path.join("self/mountinfo"), &opts.cgroup_path);
         let inner = Arc::new(Mutex::new(Inner {
             _ebpf: ebpf,
