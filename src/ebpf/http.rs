@@ -80,13 +80,20 @@ fn request_at(b: &[u8]) -> Option<(RequestLine<'_>, usize)> {
     Some((RequestLine { method: m, target }, start + n))
 }
 
+/// The searcher for the blank line ending a header block, built once
+/// (building one per search cost more than the search).
+fn blank_line() -> &'static memchr::memmem::Finder<'static> {
+    static F: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    F.get_or_init(|| memchr::memmem::Finder::new(b"\r\n\r\n"))
+}
+
 /// The end of the header block that starts at `from` (index just past the
 /// blank line), and the `Content-Length` it declares. `None` when the chunk
 /// ends before the blank line, or nothing follows it (the common case: one
 /// message per chunk, no header parsed).
 fn headers_end(b: &[u8], from: usize) -> Option<(usize, u64)> {
     let rest = b.get(from..)?;
-    let end = memchr::memmem::find(rest, b"\r\n\r\n")? + 4;
+    let end = blank_line().find(rest)? + 4;
     if from + end >= b.len() {
         return None;
     }

@@ -30,7 +30,6 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!("bpf/http.bpf.o");
 /// How often the reader thread drains the ring when nothing wakes it.
 const POLL: Duration = Duration::from_millis(100);
 
-const STAT_EVENTS: u32 = 0;
 const STAT_LOST: u32 = 1;
 
 /// Why eBPF tracing is not running.
@@ -260,7 +259,6 @@ impl Collector for HttpCollector {
             g.pipeline.dropped(),
             g.pipeline.connections(),
         );
-        let kernel_events = g.stat(STAT_EVENTS);
         drop(g);
         for s in &summaries {
             s.samples(out);
@@ -289,7 +287,6 @@ impl Collector for HttpCollector {
             crate::warn_limited!(
                 "ebpf_lost",
                 lost = lost - s.lost,
-                kernel_events,
                 "eBPF ring buffer full: HTTP events lost (counted in cased_agent_ebpf_events_lost_total)"
             );
         }

@@ -40,8 +40,7 @@
 #define SRC_MSG 2 // a user_msghdr (recvmsg, sendmsg)
 
 // stats slots (per CPU, summed by userspace)
-#define STAT_EVENTS 0
-#define STAT_LOST 1
+#define STAT_LOST 1 // slot 0 unused: userspace counts what it reads
 #define STAT_MAX 2
 
 // Set by the loader: the agent's own tgid, never traced (its API requests
@@ -219,7 +218,6 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u8 kind, __u6
 	if (!data || bpf_probe_read_user(e->buf, len, (void *)data))
 		len = 0;
 	e->len = len;
-	count(STAT_EVENTS);
 	// wake the reader on a new connection (so it finds the process while
 	// it still exists, even a short-lived client) or when the ring fills
 	// up; otherwise it drains on its own clock, so a busy keep-alive
