@@ -207,11 +207,11 @@ one_run() { # load(saturated|rate) mode(base|ebpf) connections script
     ev0=$(metric cased_agent_ebpf_events_total)
     lo0=$(metric cased_agent_ebpf_events_lost_total)
     dr0=$(metric cased_agent_http_dropped_total)
-    [ "$mode" = ebpf_stats ] && b0=$(bpf_run_stats)
+    [ "$mode" = ebpf_stats ] && b0=$(bpf_run_stats before)
     t0=$(now_ns)
     cpu0=$(cpu_ns)
     w=$(run_wrk "$c" "$script" "$SECS")
-    [ "$mode" = ebpf_stats ] && b1=$(bpf_run_stats)
+    [ "$mode" = ebpf_stats ] && b1=$(bpf_run_stats after)
     end=$(($(date +%s) + 1))
     wait_cycle_after "$end"
     cpu1=$(cpu_ns)
@@ -221,6 +221,11 @@ one_run() { # load(saturated|rate) mode(base|ebpf) connections script
     lo1=$(metric cased_agent_ebpf_events_lost_total)
     dr1=$(metric cased_agent_http_dropped_total)
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$AGENT/status")
+    # steady RSS at the end of the run (VmHWM is the BTF parse at load): side file only
+    echo "$load $mode VmRSS_kB=$(awk '/^VmRSS:/ {print $2}' "/proc/$AGENT/status") VmHWM_kB=$hwm" >>"$TMP/rss.txt"
+    if [ "$mode" = ebpf_stats ] && command -v bpftool >/dev/null; then
+        bpftool prog show >"$TMP/bpftool_prog_show.txt" 2>&1 || true
+    fi
     stop_agent
     local bns=- bcnt=-
     if [ "$mode" = ebpf_stats ]; then
@@ -234,11 +239,15 @@ one_run() { # load(saturated|rate) mode(base|ebpf) connections script
 }
 
 bpf_run_stats() { # "run_time_ns run_cnt" summed over the agent's BPF programs
-    local f s=0 n=0 a b
+    # (per program, "prog_id run_time_ns run_cnt" lines also go to $TMP/bpf_progs.<before|after>)
+    local f s=0 n=0 a b id
+    : >"$TMP/bpf_progs.$1"
     for f in /proc/"$AGENT"/fdinfo/*; do
         grep -q '^prog_type:' "$f" 2>/dev/null || continue
         a=$(awk '/^run_time_ns:/ {print $2}' "$f")
         b=$(awk '/^run_cnt:/ {print $2}' "$f")
+        id=$(awk '/^prog_id:/ {print $2}' "$f")
+        echo "${id:-?} ${a:-0} ${b:-0}" >>"$TMP/bpf_progs.$1"
         s=$((s + ${a:-0}))
         n=$((n + ${b:-0}))
     done

@@ -41,7 +41,12 @@ fn records(paths: &[String]) -> Vec<Vec<u8>> {
     for (i, p) in paths.iter().enumerate() {
         let fd = 10 + (i as u32 % CONNS);
         let req = format!("GET {p} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: wrk\r\n\r\n");
-        let resp = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 100\r\n\r\n";
+        // headers and a body in one chunk, as a client reads them
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 100\r\n\r\n{}",
+            "x".repeat(100)
+        );
+        let resp = resp.as_bytes();
         out.push(encode(
             ts,
             200,

@@ -87,6 +87,11 @@ fn blank_line() -> &'static memchr::memmem::Finder<'static> {
     F.get_or_init(|| memchr::memmem::Finder::new(b"\r\n\r\n"))
 }
 
+fn status_marker() -> &'static memchr::memmem::Finder<'static> {
+    static F: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    F.get_or_init(|| memchr::memmem::Finder::new(b"HTTP/1."))
+}
+
 /// The end of the header block that starts at `from` (index just past the
 /// blank line), and the `Content-Length` it declares. `None` when the chunk
 /// ends before the blank line, or nothing follows it (the common case: one
@@ -176,6 +181,12 @@ pub fn statuses(b: &[u8], max: usize) -> Vec<u16> {
             break;
         };
         out.push(code);
+        // another response must start with "HTTP/1." somewhere after this
+        // one: without it, no header is parsed (the usual case: a response
+        // and its body, alone in the chunk)
+        if status_marker().find(&b[at + end..]).is_none() {
+            break;
+        }
         // a 1xx has no body; others: Content-Length (or nothing inside b)
         match next_message(b, at + end) {
             Some(n) => at = n,
