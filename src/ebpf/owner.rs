@@ -186,7 +186,7 @@ impl Owners {
         // the ids were taken when the event happened: they hold even for a
         // process that has exited since (whose /proc/<pid>/cgroup is gone,
         // or for a zombie already shows the root)
-        let from_ids = self.from_ids(cgroups);
+        let from_ids = self.by_ids(cgroups);
         let owner = match from_ids {
             Some(o) if o.container.is_some() => o,
             from_ids => {
@@ -211,7 +211,7 @@ impl Owners {
     }
 
     /// What `/proc/<pid>/cgroup` said, rebuilt from the kernel's ids.
-    fn from_ids(&mut self, (v2, cpu): (u64, u64)) -> Option<Owner> {
+    fn by_ids(&mut self, (v2, cpu): (u64, u64)) -> Option<Owner> {
         let mut text = String::new();
         if let Some(p) = self.cpu.path(cpu) {
             text.push_str(&format!("1:cpu:{p}\n"));
