@@ -130,11 +130,6 @@ impl HttpAggregate {
         s.sketch.add(ms);
     }
 
-    /// Owners held (memory check).
-    pub fn owners(&self) -> usize {
-        self.owners.len()
-    }
-
     /// Take the interval's numbers (sorted) and start the next interval.
     pub fn drain(&mut self) -> Vec<Summary> {
         let mut out = Vec::new();

@@ -232,14 +232,6 @@ impl Owners {
         self.interned.retain(|_, o| Arc::strong_count(o) > 1);
         self.generation += 1;
     }
-
-    pub fn len(&self) -> usize {
-        self.cache.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.cache.is_empty()
-    }
 }
 
 #[cfg(test)]

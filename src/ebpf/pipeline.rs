@@ -49,15 +49,17 @@ impl Pipeline {
             requests,
             ..
         } = self;
-        if e.kind != Kind::Close {
-            // look the process up while it exists: a short-lived client may
-            // be gone by the time its response is read (cached per tgid)
-            owners.get(e.tgid, (e.cgroup_v2, e.cgroup_cpu));
+        if e.kind == Kind::Close {
+            tracker.handle(&e, &mut |_| {});
+            return;
         }
+        // look the process up at its first event, while it exists: a
+        // short-lived client may be gone by the time its response is read
+        // (cached per tgid); an exchange completes on this event's tgid
+        let owner = owners.get(e.tgid, (e.cgroup_v2, e.cgroup_cpu));
         tracker.handle(&e, &mut |x| {
             *requests += 1;
-            let o = owners.get(x.tgid, (0, 0));
-            agg.record(&o, x);
+            agg.record(&owner, x);
         });
     }
 

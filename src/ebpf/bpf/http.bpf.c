@@ -331,29 +331,20 @@ static __always_inline int do_exit(long ret, int plain)
 // One syscall's pair of programs, `enter_<name>_tp` on sys_enter_<name> and
 // `exit_<name>_tp` on sys_exit_<name> (the loader attaches by that name).
 // `plain`: read/write family, which also serve files and pipes.
-#define TRACE_READ(name, src, flags, plain)                                    \
+#define TRACE(name, on_enter, plain)                                           \
 	SEC("tracepoint/syscalls/sys_enter_" #name)                            \
 	int enter_##name##_tp(struct trace_event_raw_sys_enter *ctx)           \
 	{                                                                      \
-		return enter_read(ARG(0), ARG(1), src, flags);                 \
+		return on_enter;                                               \
 	}                                                                      \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                             \
 	int exit_##name##_tp(struct trace_event_raw_sys_exit *ctx)             \
 	{                                                                      \
 		return do_exit(ctx->ret, plain);                               \
 	}
-
+#define TRACE_READ(name, src, flags, plain) TRACE(name, enter_read(ARG(0), ARG(1), src, flags), plain)
 #define TRACE_WRITE(name, src, count, plain)                                   \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                            \
-	int enter_##name##_tp(struct trace_event_raw_sys_enter *ctx)           \
-	{                                                                      \
-		return enter_write(ARG(0), ARG(1), src, count);                \
-	}                                                                      \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                             \
-	int exit_##name##_tp(struct trace_event_raw_sys_exit *ctx)             \
-	{                                                                      \
-		return do_exit(ctx->ret, plain);                               \
-	}
+	TRACE(name, enter_write(ARG(0), ARG(1), src, count), plain)
 
 TRACE_READ(read, SRC_BUF, 0, 1)
 TRACE_READ(recvfrom, SRC_BUF, ARG(3), 0)
