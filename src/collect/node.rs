@@ -18,7 +18,12 @@
 //! and so in `usage_percent` = 100 − idle − iowait. A column that went down
 //! (iowait may, per proc(5)) counts as 0 for that interval.
 //!
-//! Network counters sum the physical interfaces
+//! Network counters are the node's network namespace, read through pid 1
+//! (`<proc>/1/net/dev`): `<proc>/net` is `self/net`, the namespace of the
+//! reader, which for a deployed agent is its own pod's. When pid 1 cannot be
+//! read (a non-dumpable init under a sandbox) pid 2 (`kthreadd`, always in
+//! the initial namespace) stands in; a proc tree with neither (a fixture
+//! copy) is read at `net/dev`. They sum the physical interfaces
 //! ([`net_dev::is_virtual`] decides); disk rates sum whole disks
 //! ([`diskstats::is_whole_disk`]). Both rates are computed per interface or
 //! disk and then summed, so a device that appears (or resets) does not turn
@@ -227,10 +232,29 @@ impl NodeCollector {
         Ok(())
     }
 
+    /// Read the node's `net/dev` (see the module comment): pid 1's, else
+    /// pid 2's, else the tree's own when it has no pid directories.
+    fn read_node_net_dev(&mut self) -> Result<&'static str, NodeError> {
+        let mut first_err = None;
+        for rel in ["1/net/dev", "2/net/dev"] {
+            match self.read(rel) {
+                Ok(Got::Read) => return Ok(rel),
+                Ok(Got::Absent) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => self.read_required("net/dev").map(|()| "net/dev"),
+        }
+    }
+
     fn network(&mut self, now: Instant, out: &mut Vec<Sample>) -> Result<(), NodeError> {
-        self.read_required("net/dev")?;
+        let rel = self.read_node_net_dev()?;
         // validates the whole file before any rate state is touched
-        let sum = net_dev::sum_physical(&self.buf).map_err(|e| self.parse_err("net/dev", e))?;
+        let sum = net_dev::sum_physical(&self.buf).map_err(|e| self.parse_err(rel, e))?;
         let bytes = |name, v: u64| Sample::node(name, v as f64, unit::BYTES);
         let count = |name, v: u64| Sample::node(name, v as f64, unit::COUNT);
         out.push(bytes(names::NET_RX_BYTES, sum.rx_bytes));

@@ -6,6 +6,7 @@ mod cgroup_support;
 mod cgroup_v2_tree;
 mod cli;
 mod delivery;
+mod deployed;
 mod e2e;
 mod ebpf;
 mod fakeapi;

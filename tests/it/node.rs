@@ -332,6 +332,40 @@ fn nothing_readable_is_an_error() {
     assert!(out.is_empty());
 }
 
+/// `<proc>/net/dev` is the reader's own namespace (a deployed agent's pod);
+/// the node's is pid 1's, and pid 2 (`kthreadd`) stands in when pid 1
+/// cannot be read.
+#[test]
+fn node_network_is_pid_1s_namespace_not_the_readers() {
+    let dir = fixture_tree();
+    let p = dir.path();
+    // the reader's own namespace: a pod with nothing but a quiet eth0
+    let pod = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n  eth0:      70       1    0    0    0     0          0         0       90       1    0    0    0     0       0          0\n";
+    let host = std::fs::read_to_string(p.join("net/dev")).unwrap();
+    std::fs::write(p.join("net/dev"), pod).unwrap();
+    std::fs::create_dir_all(p.join("1/net")).unwrap();
+    std::fs::write(p.join("1/net/dev"), &host).unwrap();
+
+    let mut c = NodeCollector::new(HostPaths::new(p, "/nonexistent"));
+    let mut out = vec![];
+    c.collect(Instant::now(), &mut out).unwrap();
+    close(one(&out, names::NET_RX_BYTES, "bytes"), 172125181.0);
+    close(one(&out, names::NET_TX_BYTES, "bytes"), 647773.0);
+
+    // pid 1 unreadable (a directory where the file should be): pid 2's
+    std::fs::remove_file(p.join("1/net/dev")).unwrap();
+    std::fs::create_dir(p.join("1/net/dev")).unwrap();
+    std::fs::create_dir_all(p.join("2/net")).unwrap();
+    std::fs::write(
+        p.join("2/net/dev"),
+        host.replace("eth0: 172125181", "eth0: 172125182"),
+    )
+    .unwrap();
+    let mut out = vec![];
+    c.collect(Instant::now(), &mut out).unwrap();
+    close(one(&out, names::NET_RX_BYTES, "bytes"), 172125182.0);
+}
+
 #[test]
 fn live_proc() {
     let mut c = NodeCollector::new(HostPaths::new("/proc", "/sys/fs/cgroup"));
