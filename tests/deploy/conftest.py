@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-import render_helm  # noqa: E402
+import helm  # noqa: E402
 
 PLAIN = ROOT / "deploy" / "kubernetes"
 CHART = ROOT / "deploy" / "helm" / "cased-agent"
@@ -55,7 +55,7 @@ def by_key(objs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, A
 
 
 def rendered(overrides: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
-    return render_helm.objects(render_helm.render(overrides, **kw))
+    return helm.objects(helm.render(overrides, **kw))
 
 
 def only(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:

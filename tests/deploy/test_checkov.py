@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import render_helm
+import helm
 from conftest import PLAIN, ROOT, container, plain_objects, rendered
 
 # Findings that are the job of a node agent, each skipped with its reason in a
@@ -64,7 +64,7 @@ def results(tmp_path_factory):
     shutil.copytree(PLAIN, d / "plain")
     shutil.copy(ROOT / "Dockerfile", d / "Dockerfile")
     (d / "chart-everything.yaml").write_text(
-        render_helm.render(
+        helm.render(
             {
                 "createNamespace": True,
                 "apiKey": {"value": "not-a-real-key"},

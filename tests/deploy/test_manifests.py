@@ -7,7 +7,7 @@ import base64
 import kubernetes_validate
 import pytest
 
-import render_helm
+import helm
 from conftest import (
     K8S_VERSIONS,
     PLAIN,
@@ -42,13 +42,13 @@ EVERYTHING = {
 
 
 def test_plain_files_are_exactly_the_charts_rendering():
-    expected = render_helm.plain_expected()
+    expected = helm.plain_expected()
     on_disk = {str(p.relative_to(PLAIN)) for p in PLAIN.rglob("*.yaml")}
     assert on_disk == set(expected), "deploy/kubernetes has files the chart does not generate"
     for rel, text in expected.items():
         assert (PLAIN / rel).read_text() == text, (
             f"deploy/kubernetes/{rel} differs from the chart: "
-            "run `python3 tests/deploy/render_helm.py --write-plain`"
+            "run `python3 tests/deploy/helm.py --write-plain`"
         )
 
 
@@ -306,35 +306,3 @@ def test_release_name_and_namespace_are_used_everywhere():
         if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert md["namespace"] == "mon"
     assert env_of(container(objs))["CASED_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "agent2"
-
-
-# ---------------------------------------------------------------- the renderer
-
-
-@pytest.mark.parametrize(
-    "src",
-    [
-        "{{ range .Values.x }}a{{ end }}",
-        '{{ include "x" . }}',
-        "{{ .Values.nope }}",
-        "{{ .Values.a | upper }}",
-        "{{ if .Values.a }}unterminated",
-        "{{ end }}",
-        "{{ $x := 1 }}",
-        "{{ .Values.a }",
-    ],
-)
-def test_renderer_refuses_what_it_does_not_know(src):
-    with pytest.raises(render_helm.TemplateError):
-        render_helm.render_template(src, {"Values": {"a": "v", "x": [1]}})
-
-
-def test_renderer_semantics():
-    ctx = {"Values": {"a": "v", "n": 0, "t": True, "l": [{"k": 1}], "e": ""}, "Release": {"Name": "r"}}
-    r = lambda s: render_helm.render_template(s, ctx)  # noqa: E731
-    assert r("x:\n  {{- if .Values.t }}\n  y{{ end }}") == "x:\n  y"
-    assert r("a {{- .Values.a -}} b") == "avb"
-    assert r("{{ .Values.n | quote }}/{{ .Values.t | quote }}/{{ .Values.e | default .Release.Name }}") == '"0"/"true"/r'
-    assert r("{{ if .Values.n }}1{{ else }}0{{ end }}{{ if and .Values.t (not .Values.e) }}y{{ end }}") == "0y"
-    assert r("l:\n{{- toYaml .Values.l | nindent 2 }}") == "l:\n  - k: 1"
-    assert r("{{/* comment */}}{{ .Values.a | b64enc }}") == "dg=="
