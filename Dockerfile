@@ -14,6 +14,8 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION} AS build
+# a failing stage of a pipe fails the RUN
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY . .
 # --target is explicit so that RUSTFLAGS (crt-static) applies to the agent
@@ -37,5 +39,6 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/cased-agent /usr/local/bin/cased-agent
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 EXPOSE 8080 4317 4318
-USER nonroot:nonroot
+# distroless' nonroot, numeric so the kubelet can check runAsNonRoot
+USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/cased-agent"]

