@@ -18,7 +18,9 @@
 //! says so.
 //!
 //! OOM kills found in pod statuses ([`super::pods`]) are counted by every
-//! node for its own pods and drained by the same collector.
+//! node for its own pods and drained by the same collector; they alone make
+//! `k8s.oom_kills` (an `OOMKilling` event of the same kill cannot be told
+//! apart from it: see [`reason_metric`]).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -297,9 +299,15 @@ pub enum Leadership {
 
 /// Metric names per reason (besides `k8s.event_count` for every counted
 /// event and `k8s.warning_events` for every Warning).
+///
+/// `k8s.oom_kills` is not among them: it counts the OOM-killed containers
+/// of the pod statuses (see [`samples`]). An `OOMKilling` event
+/// (node-problem-detector, about the Node) names a pid and a command, not
+/// a pod, and is read by the leader while the pod status is read by the
+/// pod's node: the same kill cannot be matched across the two, so counting
+/// both would count it twice.
 fn reason_metric(reason: &str) -> Option<&'static str> {
     match reason {
-        "OOMKilling" | "OOMKilled" => Some("k8s.oom_kills"),
         "Evicted" => Some("k8s.evictions"),
         "FailedScheduling" => Some("k8s.failed_scheduling"),
         "BackOff" => Some("k8s.crashloop_backoff"),
@@ -308,7 +316,7 @@ fn reason_metric(reason: &str) -> Option<&'static str> {
 }
 
 /// Samples of one interval: events (leader only) and this node's OOM kills
-/// from pod statuses (which only feed `k8s.oom_kills`).
+/// from pod statuses (the only source of `k8s.oom_kills`).
 pub fn samples(events: &Tally, local_oom: &Tally, out: &mut Vec<Sample>) {
     let mut by_metric: HashMap<(&'static str, &TallyKey), u64> = HashMap::new();
     for (k, n) in events {
@@ -846,7 +854,9 @@ mod tests {
         assert_eq!(get("k8s.failed_scheduling", "FailedScheduling"), vec![2.0]);
         assert_eq!(get("k8s.warning_events", "Pulled"), Vec::<f64>::new());
         assert_eq!(get("k8s.event_count", "Pulled"), vec![1.0]);
-        assert_eq!(get("k8s.oom_kills", "OOMKilling"), vec![1.0]);
+        // an OOMKilling event is an event, not a kill count (see reason_metric)
+        assert_eq!(get("k8s.oom_kills", "OOMKilling"), Vec::<f64>::new());
+        assert_eq!(get("k8s.event_count", "OOMKilling"), vec![1.0]);
         assert_eq!(get("k8s.oom_kills", "OOMKilled"), vec![2.0]);
         assert_eq!(get("k8s.event_count", "OOMKilled"), Vec::<f64>::new());
         let fs = out
@@ -854,7 +864,7 @@ mod tests {
             .find(|s| s.name == "k8s.failed_scheduling")
             .unwrap();
         assert_eq!(fs.tags[2], ("node", String::new()));
-        assert_eq!(out.len(), 11);
+        assert_eq!(out.len(), 10);
         assert!(out.iter().all(|s| s.unit == "count"));
     }
 }

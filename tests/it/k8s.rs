@@ -1597,3 +1597,64 @@ fn leader_lists_100k_events_page_by_page() {
     );
     assert!(hwm <= 64 * 1024, "peak RSS {hwm} KiB > 64 MiB");
 }
+
+/// One container OOM kill as a cluster with node-problem-detector reports
+/// it: the pod status (`lastState.terminated.reason: OOMKilled`) and an
+/// `OOMKilling` event about the Node from the kernel monitor (shape of a
+/// core/v1 event read through events.k8s.io/v1; it names a pid and a
+/// command, no pod). `k8s.oom_kills` counts it once; the event still counts
+/// as an event.
+#[test]
+fn oom_kill_in_status_and_event_counted_once() {
+    let api = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = fixture_pods()[1].clone();
+    p["metadata"]["name"] = json!("hungry-0");
+    p["metadata"]["namespace"] = json!("shop");
+    p["spec"]["nodeName"] = json!("node-a");
+    api.put("pods", p.clone());
+    let a = Agent::spawn(&api.kubeconfig(dir.path()), "node-a");
+    wait_for("the leader's events watch", Duration::from_secs(20), || {
+        a.is_leader() && api.requests("watch events") >= 1
+    });
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 1;
+    let at = k8s_openapi::jiff::Timestamp::from_second(secs)
+        .unwrap()
+        .to_string();
+    let old_id = p["status"]["containerStatuses"][0]["containerID"].clone();
+    p["status"]["containerStatuses"][0]["lastState"] = json!({"terminated": {
+        "exitCode": 137, "reason": "OOMKilled", "startedAt": "2026-11-26T21:00:00Z",
+        "finishedAt": at, "containerID": old_id}});
+    p["status"]["containerStatuses"][0]["restartCount"] = json!(1);
+    p["status"]["containerStatuses"][0]["containerID"] =
+        json!(format!("containerd://{}", hex64(0x5e)));
+    api.put("pods", p);
+    api.put(
+        "events",
+        json!({"apiVersion":"events.k8s.io/v1","kind":"Event",
+            "metadata":{"name":"node-a.187a3c2b9d0e4f11","namespace":"default"},
+            "eventTime":null,"reason":"OOMKilling","type":"Warning",
+            "regarding":{"kind":"Node","name":"node-a","uid":"node-a","apiVersion":"v1"},
+            "note":"Memory cgroup out of memory: Killed process 4321 (eat) total-vm:1049088kB, anon-rss:1047552kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:2092kB oom_score_adj:999",
+            "deprecatedSource":{"component":"kernel-monitor","host":"node-a"},
+            "deprecatedFirstTimestamp":at,"deprecatedLastTimestamp":at,
+            "deprecatedCount":1,"reportingController":"","reportingInstance":""}),
+    );
+    wait_for("the event and the kill", Duration::from_secs(20), || {
+        a.sum("k8s.event_count", Some(("reason", "OOMKilling"))) >= 1.0
+            && a.sum("k8s.oom_kills", None) >= 1.0
+    });
+    // a few more cycles and lease renewals
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        a.sum("k8s.event_count", Some(("reason", "OOMKilling"))),
+        1.0
+    );
+    assert_eq!(a.sum("k8s.oom_kills", None), 1.0);
+    assert_eq!(a.sum("k8s.oom_kills", Some(("reason", "OOMKilled"))), 1.0);
+    assert_eq!(a.sum("k8s.oom_kills", Some(("node", "node-a"))), 1.0);
+}
