@@ -1,13 +1,15 @@
 //! `/metrics` as scrapers read it: the OpenMetrics body for a scraper that
 //! asks for it, the classic Prometheus text (0.0.4) otherwise, each checked
 //! with Debian's `promtool check metrics`, and a real Prometheus scraping
-//! the agent's health port and answering over its HTTP API. Without
+//! the agent's health port (through a relay that records what it asked for
+//! and got) and answering over its HTTP API. Without
 //! `promtool`/`prometheus` (Debian package `prometheus`) the tests fail
 //! under `CI=true` and skip otherwise.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -170,13 +172,66 @@ fn wait_api(what: &str, port: u16, path: &str, ok: impl Fn(&Value) -> bool) -> V
     }
 }
 
+/// What went through a [`relay`]: the first bytes Prometheus sent and the
+/// first bytes it got back, over every connection.
+type Seen = Arc<Mutex<(Vec<u8>, Vec<u8>)>>;
+
+/// A TCP relay to `port` on loopback that keeps the first 64 KiB of each
+/// direction (the scrape requests' and answers' heads); its port.
+fn relay(port: u16) -> (u16, Seen) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let me = l.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for down in l.incoming() {
+            let Ok(down) = down else { break };
+            let Ok(up) = TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            pipe(down.try_clone().unwrap(), up.try_clone().unwrap(), &s, 0);
+            pipe(up, down, &s, 1);
+        }
+    });
+    (me, seen)
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, seen: &Seen, dir: usize) {
+    let seen = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            {
+                let mut s = seen.lock().unwrap();
+                let v = if dir == 0 { &mut s.0 } else { &mut s.1 };
+                if v.len() < 1 << 16 {
+                    v.extend_from_slice(&buf[..n]);
+                }
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+/// Prometheus 2.x asks for OpenMetrics first: it gets that, labelled as
+/// such (before, the OpenMetrics body came as `text/plain; version=0.0.4`
+/// and went to the classic parser), the target is up, the cycle counter is
+/// queryable and typed `counter` under its family name.
 #[test]
 fn real_prometheus_scrapes_types_and_counters() {
     if need_tool("prometheus").is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_agent, port) = start_agent(dir.path());
+    let (_agent, agent_port) = start_agent(dir.path());
+    // Prometheus scrapes through a relay that keeps what it asked and got
+    let (port, seen) = relay(agent_port);
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
@@ -217,6 +272,23 @@ fn real_prometheus_scrapes_types_and_counters() {
         .and_then(|s| s.parse().ok())
         .unwrap();
     assert!(value >= 1.0, "cycles {value}");
+    // it asked for OpenMetrics first and got it, labelled as such
+    {
+        let s = seen.lock().unwrap();
+        let asked = String::from_utf8_lossy(&s.0).to_ascii_lowercase();
+        let got = String::from_utf8_lossy(&s.1).to_ascii_lowercase();
+        assert!(
+            asked.contains("\r\naccept: application/openmetrics-text;version=1.0.0"),
+            "{asked}"
+        );
+        assert!(
+            got.contains(
+                "\r\ncontent-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"
+            ),
+            "{got}"
+        );
+        assert!(!got.contains("content-type: text/plain"), "{got}");
+    }
     // the types Prometheus keeps: the counter under its family name, and
     // its samples not left untyped
     let meta = wait_api(

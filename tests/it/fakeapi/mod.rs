@@ -32,6 +32,8 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 
 type Key = (String, String);
+/// A collection as of one resourceVersion.
+type Snapshot = Arc<BTreeMap<Key, Value>>;
 
 #[derive(Debug, Clone)]
 struct Change {
@@ -52,7 +54,7 @@ struct Store {
     requests: HashMap<String, u64>,
     /// The last past state a list was read at (the pages of one list read
     /// the same state: replayed once, not once per page).
-    snapshot: Option<(&'static str, u64, Arc<BTreeMap<Key, Value>>)>,
+    snapshot: Option<(&'static str, u64, Snapshot)>,
 }
 
 struct Shared {
@@ -183,7 +185,7 @@ impl Store {
     }
 
     /// [`Store::at`], remembered for the next page of the same list.
-    fn snapshot_at(&mut self, coll: &'static str, rv: u64) -> Arc<BTreeMap<Key, Value>> {
+    fn snapshot_at(&mut self, coll: &'static str, rv: u64) -> Snapshot {
         match &self.snapshot {
             Some((c, r, snap)) if *c == coll && *r == rv => snap.clone(),
             _ => {
