@@ -19,6 +19,7 @@ command -v llvm-strip >/dev/null 2>&1 || need_apt+=(llvm)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need_apt[*]}"

@@ -6,6 +6,7 @@ pub mod config;
 pub mod delivery;
 pub mod ebpf;
 pub mod enrich;
+pub mod exposition;
 pub mod host;
 pub mod k8s;
 pub mod logging;

@@ -18,7 +18,9 @@
 //! says so.
 //!
 //! OOM kills found in pod statuses ([`super::pods`]) are counted by every
-//! node for its own pods and drained by the same collector.
+//! node for its own pods and drained by the same collector; they alone make
+//! `k8s.oom_kills` (an `OOMKilling` event of the same kill cannot be told
+//! apart from it: see [`reason_metric`]).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -105,11 +107,20 @@ impl Mirror {
     /// Take a list as the baseline: nothing in it is counted.
     pub fn reset<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
         self.counts.clear();
+        self.extend_baseline(events);
+    }
+
+    /// One more page of a baseline list (after [`Mirror::clear`]).
+    pub fn extend_baseline<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
         for ev in events {
             if let Some(uid) = tracked(ev) {
                 self.counts.insert(uid, occurrences(ev));
             }
         }
+    }
+
+    pub fn clear(&mut self) {
+        self.counts.clear();
     }
 
     /// An added or modified event: the occurrences not counted yet.
@@ -131,18 +142,12 @@ impl Mirror {
     /// A fresh full list after the watch lost its place: what changed since
     /// the mirror was last current, as (event, new occurrences).
     pub fn diff<'a>(&mut self, events: &'a [Event]) -> Vec<(&'a Event, u64)> {
-        let mut out = Vec::new();
-        let mut present = HashMap::with_capacity(events.len());
-        for ev in events {
-            let n = self.apply(ev);
-            if let Some(uid) = tracked(ev) {
-                present.insert(uid, ());
-            }
-            if n > 0 {
-                out.push((ev, n));
-            }
-        }
-        self.counts.retain(|k, _| present.contains_key(k));
+        let mut pass = Relist::default();
+        let out = events
+            .iter()
+            .filter_map(|ev| Some((ev, pass.see(self, ev)?)))
+            .collect();
+        pass.finish(self);
         out
     }
 
@@ -152,6 +157,39 @@ impl Mirror {
 
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty()
+    }
+}
+
+/// A relist read page by page against the mirror. The mirror is changed
+/// only by [`Relist::finish`], once the whole list was read: a list that
+/// fails half way leaves it as it was, so the next attempt counts the same.
+#[derive(Debug, Default)]
+pub struct Relist {
+    /// Every counted event in the list (the others are gone).
+    present: std::collections::HashSet<u128>,
+    /// New occurrence counts of the events that changed.
+    changed: HashMap<u128, u64>,
+}
+
+impl Relist {
+    /// One event of the list: the occurrences not counted yet, if any.
+    pub fn see(&mut self, mirror: &Mirror, ev: &Event) -> Option<u64> {
+        let uid = tracked(ev)?;
+        let now = occurrences(ev);
+        self.present.insert(uid);
+        let before = mirror.counts.get(&uid).copied();
+        if before == Some(now) {
+            return None;
+        }
+        self.changed.insert(uid, now);
+        let n = now.saturating_sub(before.unwrap_or(0));
+        (n > 0).then_some(n)
+    }
+
+    /// The list is read: the mirror becomes it.
+    pub fn finish(self, mirror: &mut Mirror) {
+        mirror.counts.retain(|k, _| self.present.contains(k));
+        mirror.counts.extend(self.changed);
     }
 }
 
@@ -261,9 +299,15 @@ pub enum Leadership {
 
 /// Metric names per reason (besides `k8s.event_count` for every counted
 /// event and `k8s.warning_events` for every Warning).
+///
+/// `k8s.oom_kills` is not among them: it counts the OOM-killed containers
+/// of the pod statuses (see [`samples`]). An `OOMKilling` event
+/// (node-problem-detector, about the Node) names a pid and a command, not
+/// a pod, and is read by the leader while the pod status is read by the
+/// pod's node: the same kill cannot be matched across the two, so counting
+/// both would count it twice.
 fn reason_metric(reason: &str) -> Option<&'static str> {
     match reason {
-        "OOMKilling" | "OOMKilled" => Some("k8s.oom_kills"),
         "Evicted" => Some("k8s.evictions"),
         "FailedScheduling" => Some("k8s.failed_scheduling"),
         "BackOff" => Some("k8s.crashloop_backoff"),
@@ -272,7 +316,7 @@ fn reason_metric(reason: &str) -> Option<&'static str> {
 }
 
 /// Samples of one interval: events (leader only) and this node's OOM kills
-/// from pod statuses (which only feed `k8s.oom_kills`).
+/// from pod statuses (the only source of `k8s.oom_kills`).
 pub fn samples(events: &Tally, local_oom: &Tally, out: &mut Vec<Sample>) {
     let mut by_metric: HashMap<(&'static str, &TallyKey), u64> = HashMap::new();
     for (k, n) in events {
@@ -414,27 +458,56 @@ fn tally_key(ev: &Event, node: String) -> TallyKey {
     }
 }
 
-/// All events, following `continue` tokens. The first page may ask for an
-/// exact resourceVersion; later pages carry it in the token.
-async fn list_all(
-    api: &Api<Event>,
-    exact: Option<&str>,
-) -> Result<(Vec<Event>, String), kube::Error> {
-    let mut lp = ListParams::default().limit(PAGE);
-    if let Some(rv) = exact {
-        lp = lp.at(rv).matching(VersionMatch::Exact);
-    }
-    let mut items = Vec::new();
-    loop {
-        let page = api.list(&lp).await?;
-        items.extend(page.items);
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => {
-                lp = ListParams::default().limit(PAGE).continue_token(&token);
-            }
-            None => return Ok((items, page.metadata.resource_version.unwrap_or_default())),
+/// A paged list of events, read one page at a time (the leader never holds
+/// the whole cluster's events). The first page may ask for an exact
+/// resourceVersion; later pages carry it in the `continue` token.
+struct Pages {
+    next: Option<ListParams>,
+    /// The list's resourceVersion, once the last page is read.
+    rv: String,
+}
+
+impl Pages {
+    fn new(exact: Option<&str>) -> Self {
+        let mut lp = ListParams::default().limit(PAGE);
+        if let Some(rv) = exact {
+            lp = lp.at(rv).matching(VersionMatch::Exact);
+        }
+        Pages {
+            next: Some(lp),
+            rv: String::new(),
         }
     }
+
+    /// The next page; `None` after the last.
+    async fn next(&mut self, api: &Api<Event>) -> Result<Option<Vec<Event>>, kube::Error> {
+        let Some(lp) = self.next.take() else {
+            return Ok(None);
+        };
+        let page = api.list(&lp).await?;
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => {
+                self.next = Some(ListParams::default().limit(PAGE).continue_token(&token));
+            }
+            None => self.rv = page.metadata.resource_version.unwrap_or_default(),
+        }
+        Ok(Some(page.items))
+    }
+}
+
+/// Rebuild the mirror from a paged list as a baseline; the list's
+/// resourceVersion.
+async fn baseline_list(
+    api: &Api<Event>,
+    exact: Option<&str>,
+    mirror: &mut Mirror,
+) -> Result<String, kube::Error> {
+    let mut pages = Pages::new(exact);
+    mirror.clear();
+    while let Some(items) = pages.next(api).await? {
+        mirror.extend_baseline(&items);
+    }
+    Ok(pages.rv)
 }
 
 fn is_gone(e: &kube::Error) -> bool {
@@ -507,9 +580,8 @@ impl Watcher {
     async fn baseline(&mut self, checkpoint: Option<&str>) -> Result<String, kube::Error> {
         self.telemetry.k8s_relist("events");
         if let Some(cp) = checkpoint {
-            match list_all(&self.api, Some(cp)).await {
-                Ok((items, rv)) => {
-                    self.mirror.reset(&items);
+            match baseline_list(&self.api, Some(cp), &mut self.mirror).await {
+                Ok(rv) => {
                     tracing::info!(
                         checkpoint = cp,
                         events = self.mirror.len(),
@@ -526,32 +598,32 @@ impl Watcher {
                 Err(e) => return Err(e),
             }
         }
-        let (items, rv) = list_all(&self.api, None).await?;
-        self.mirror.reset(&items);
+        let rv = baseline_list(&self.api, None, &mut self.mirror).await?;
         tracing::info!(events = self.mirror.len(), "counting events from now");
         Ok(rv)
     }
 
-    /// After `410 Gone`: a fresh list, counted against the mirror.
+    /// After `410 Gone`: a fresh list, counted against the mirror page by
+    /// page.
     async fn relist(&mut self) -> Result<String, kube::Error> {
         self.telemetry.k8s_relist("events");
-        let (items, rv) = list_all(&self.api, None).await?;
-        let changed: Vec<(Event, u64)> = self
-            .mirror
-            .diff(&items)
-            .into_iter()
-            .map(|(e, n)| (e.clone(), n))
-            .collect();
+        let mut pages = Pages::new(None);
+        let mut pass = Relist::default();
+        let mut adds = Tally::new();
+        while let Some(items) = pages.next(&self.api).await? {
+            for ev in &items {
+                if let Some(n) = pass.see(&self.mirror, ev) {
+                    let node = self.nodes.node_of(&self.client, ev).await;
+                    *adds.entry(tally_key(ev, node)).or_default() += n;
+                }
+            }
+        }
+        pass.finish(&mut self.mirror);
         // the list is one point in time: its counts go in at once, so a
         // checkpoint never falls between them
-        let mut adds = Vec::with_capacity(changed.len());
-        for (ev, n) in &changed {
-            let node = self.nodes.node_of(&self.client, ev).await;
-            self.telemetry.k8s_events_seen.inc_by(*n);
-            adds.push((tally_key(ev, node), *n));
-        }
-        self.counts.record(self.term, &rv, adds);
-        Ok(rv)
+        self.telemetry.k8s_events_seen.inc_by(adds.values().sum());
+        self.counts.record(self.term, &pages.rv, adds);
+        Ok(pages.rv)
     }
 
     async fn count(&mut self, ev: &Event, n: u64, rv: &str) {
@@ -782,7 +854,9 @@ mod tests {
         assert_eq!(get("k8s.failed_scheduling", "FailedScheduling"), vec![2.0]);
         assert_eq!(get("k8s.warning_events", "Pulled"), Vec::<f64>::new());
         assert_eq!(get("k8s.event_count", "Pulled"), vec![1.0]);
-        assert_eq!(get("k8s.oom_kills", "OOMKilling"), vec![1.0]);
+        // an OOMKilling event is an event, not a kill count (see reason_metric)
+        assert_eq!(get("k8s.oom_kills", "OOMKilling"), Vec::<f64>::new());
+        assert_eq!(get("k8s.event_count", "OOMKilling"), vec![1.0]);
         assert_eq!(get("k8s.oom_kills", "OOMKilled"), vec![2.0]);
         assert_eq!(get("k8s.event_count", "OOMKilled"), Vec::<f64>::new());
         let fs = out
@@ -790,7 +864,7 @@ mod tests {
             .find(|s| s.name == "k8s.failed_scheduling")
             .unwrap();
         assert_eq!(fs.tags[2], ("node", String::new()));
-        assert_eq!(out.len(), 11);
+        assert_eq!(out.len(), 10);
         assert!(out.iter().all(|s| s.unit == "count"));
     }
 }

@@ -1524,3 +1524,137 @@ fn oom_killed_containers_counted_once() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1, 1.0);
 }
+
+/// An event about node `node-a` (no pod lookup), its note as long as a
+/// kubelet's.
+fn node_event(name: &str, count: i32) -> Value {
+    let mut e = event(
+        name,
+        "Warning",
+        "BackOff",
+        json!({"apiVersion":"v1","kind":"Node","name":"node-a"}),
+        count,
+    );
+    e["note"] = json!(format!(
+        "Back-off restarting failed container app in pod {name}_shop(5b1c9a50-0d8e-4b8e-9f6e-{:012})",
+        count
+    ));
+    e
+}
+
+/// The events leader reads the cluster's event list one page at a time:
+/// with 100,000 events stored, its peak RSS stays within 64 MiB through the
+/// baseline list and a relist after `410 Gone`, and the relist counts what
+/// changed and nothing else (today's code held the whole list, and on a
+/// relist a clone of it).
+#[test]
+fn leader_lists_100k_events_page_by_page() {
+    let api = FakeApi::start();
+    let n = 100_000;
+    for i in 0..n {
+        api.put("events", node_event(&format!("e{i}"), 1));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::spawn(&api.kubeconfig(dir.path()), "node-a");
+    let t0 = Instant::now();
+    wait_for("the leader's baseline", Duration::from_secs(180), || {
+        api.requests("watch events") >= 1
+    });
+    let baseline = t0.elapsed();
+    // lose the watch's place, then change 15 events: 10 bumped by 2, 5 new
+    api.expire_watches();
+    for i in 0..10 {
+        let mut e = api
+            .get("events", "shop", &format!("e{}", i * 7919))
+            .unwrap();
+        e["deprecatedCount"] = json!(3);
+        api.put("events", e);
+    }
+    for i in 0..5 {
+        api.put("events", node_event(&format!("new{i}"), 1));
+    }
+    wait_for("the relist", Duration::from_secs(180), || {
+        api.requests("watch events") >= 2
+    });
+    wait_for("25 occurrences", Duration::from_secs(20), || {
+        a.sum("k8s.event_count", None) >= 25.0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let hwm = proc_kib(a.child.id(), "VmHWM:");
+    let m = a.metrics();
+    eprintln!(
+        "baseline of {n} events in {baseline:?}; {} lists; peak RSS {hwm} KiB",
+        api.requests("list events")
+    );
+    assert_eq!(a.sum("k8s.event_count", None), 25.0);
+    assert_eq!(
+        metric_value(&m, "cased_agent_k8s_events_seen_total"),
+        Some(25.0)
+    );
+    assert_eq!(
+        metric_value(&m, "cased_agent_k8s_watch_relists_total{watch=\"events\"}"),
+        Some(2.0)
+    );
+    assert!(hwm <= 64 * 1024, "peak RSS {hwm} KiB > 64 MiB");
+}
+
+/// One container OOM kill as a cluster with node-problem-detector reports
+/// it: the pod status (`lastState.terminated.reason: OOMKilled`) and an
+/// `OOMKilling` event about the Node from the kernel monitor (shape of a
+/// core/v1 event read through events.k8s.io/v1; it names a pid and a
+/// command, no pod). `k8s.oom_kills` counts it once; the event still counts
+/// as an event.
+#[test]
+fn oom_kill_in_status_and_event_counted_once() {
+    let api = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = fixture_pods()[1].clone();
+    p["metadata"]["name"] = json!("hungry-0");
+    p["metadata"]["namespace"] = json!("shop");
+    p["spec"]["nodeName"] = json!("node-a");
+    api.put("pods", p.clone());
+    let a = Agent::spawn(&api.kubeconfig(dir.path()), "node-a");
+    wait_for("the leader's events watch", Duration::from_secs(20), || {
+        a.is_leader() && api.requests("watch events") >= 1
+    });
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 1;
+    let at = k8s_openapi::jiff::Timestamp::from_second(secs)
+        .unwrap()
+        .to_string();
+    let old_id = p["status"]["containerStatuses"][0]["containerID"].clone();
+    p["status"]["containerStatuses"][0]["lastState"] = json!({"terminated": {
+        "exitCode": 137, "reason": "OOMKilled", "startedAt": "2026-11-26T21:00:00Z",
+        "finishedAt": at, "containerID": old_id}});
+    p["status"]["containerStatuses"][0]["restartCount"] = json!(1);
+    p["status"]["containerStatuses"][0]["containerID"] =
+        json!(format!("containerd://{}", hex64(0x5e)));
+    api.put("pods", p);
+    api.put(
+        "events",
+        json!({"apiVersion":"events.k8s.io/v1","kind":"Event",
+            "metadata":{"name":"node-a.187a3c2b9d0e4f11","namespace":"default"},
+            "eventTime":null,"reason":"OOMKilling","type":"Warning",
+            "regarding":{"kind":"Node","name":"node-a","uid":"node-a","apiVersion":"v1"},
+            "note":"Memory cgroup out of memory: Killed process 4321 (eat) total-vm:1049088kB, anon-rss:1047552kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:2092kB oom_score_adj:999",
+            "deprecatedSource":{"component":"kernel-monitor","host":"node-a"},
+            "deprecatedFirstTimestamp":at,"deprecatedLastTimestamp":at,
+            "deprecatedCount":1,"reportingController":"","reportingInstance":""}),
+    );
+    wait_for("the event and the kill", Duration::from_secs(20), || {
+        a.sum("k8s.event_count", Some(("reason", "OOMKilling"))) >= 1.0
+            && a.sum("k8s.oom_kills", None) >= 1.0
+    });
+    // a few more cycles and lease renewals
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        a.sum("k8s.event_count", Some(("reason", "OOMKilling"))),
+        1.0
+    );
+    assert_eq!(a.sum("k8s.oom_kills", None), 1.0);
+    assert_eq!(a.sum("k8s.oom_kills", Some(("reason", "OOMKilled"))), 1.0);
+    assert_eq!(a.sum("k8s.oom_kills", Some(("node", "node-a"))), 1.0);
+}

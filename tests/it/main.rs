@@ -16,4 +16,5 @@ mod netns;
 mod node;
 mod otlp;
 mod otlp_clients;
+mod prometheus;
 mod support;

@@ -8,6 +8,9 @@
 //! `container.network.{tx,rx}_bytes_per_sec` × the interval must cover the
 //! payload plus at most 10 % + 64 KiB of TCP/IP overhead. A second pod on
 //! the host network reports no network at all.
+//!
+//! And through a fake `/proc` (no root): a remembered pid that exits and is
+//! reused by another pod's process is not read for the old pod.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +23,9 @@ use cased_agent::host::HostPaths;
 use cased_agent::model::{About, Sample};
 use cased_agent::telemetry::Telemetry;
 
-use super::cgroup_support::{RealTree, by_container, container_id, need_root, pod_uid, serial};
+use super::cgroup_support::{
+    RealTree, V2Tree, by_container, container_id, need_root, pod_uid, serial,
+};
 
 /// Namespaces made by the test; deleted (with the veth) on drop.
 struct Netns {
@@ -180,4 +185,73 @@ fn pod_network_rates_match_bytes_moved() {
     // once per pod, not per container; the host-network pod has none
     assert_eq!(pod_rates(&out, &host_uid), (None, None));
     assert!(by_container(&out).contains_key(&container_id(8, 0xf)));
+}
+
+/// A process of the fake `/proc`: its network namespace, cgroup and the
+/// counters of its namespace (`eth0`).
+fn fake_pid(proc: &std::path::Path, pid: u32, netns: &str, cgroup: &str, rx: u64, tx: u64) {
+    let d = proc.join(pid.to_string());
+    std::fs::create_dir_all(d.join("ns")).unwrap();
+    std::fs::create_dir_all(d.join("net")).unwrap();
+    let link = d.join("ns/net");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(netns, &link).unwrap();
+    std::fs::write(d.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
+    std::fs::write(
+        d.join("net/dev"),
+        format!(
+            "Inter-|   Receive                                                |  Transmit\n \
+             face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+             lo: 500 5 0 0 0 0 0 0 500 5 0 0 0 0 0 0\n  \
+             eth0: {rx} 10 0 0 0 0 0 0 {tx} 10 0 0 0 0 0 0\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn reused_pid_is_not_read_for_its_old_pod() {
+    let tree = V2Tree::new(4);
+    let proc = tree.dir.path().join("proc");
+    fake_pid(&proc, 1, "net:[4026531840]", "/init.scope", 9, 9);
+    // containers 0 and 2: pods A and B
+    let (a_uid, a_rel) = (tree.ids[0].0.clone(), tree.containers[0].clone());
+    let (b_uid, b_rel) = (tree.ids[2].0.clone(), tree.containers[2].clone());
+    let procs = |rel: &str, pids: &str| {
+        std::fs::write(tree.abs(rel).join("cgroup.procs"), pids).unwrap();
+    };
+    let (a_ns, b_ns) = ("net:[4026532100]", "net:[4026532200]");
+    let (a_rx, a_tx, b_rx, b_tx) = (1_000_000, 2_000_000, 50_000_000, 60_000_000);
+    fake_pid(&proc, 100, a_ns, &a_rel, a_rx, a_tx);
+    fake_pid(&proc, 200, b_ns, &b_rel, b_rx, b_tx);
+    procs(&a_rel, "100\n");
+    procs(&b_rel, "200\n");
+    let t = Arc::new(Telemetry::new());
+    let host = HostPaths::new(&proc, tree.dir.path());
+    let mut col = CgroupCollector::with_layout(tree.layout(), host, t);
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    col.collect(t0, &mut out).unwrap();
+    assert_eq!(pod_rates(&out, &a_uid), (None, None), "first sight");
+    // A's pid 100 exits and the number goes to a new process of pod B;
+    // A carries on in pid 101; 10 s later
+    let (da_rx, da_tx, db_rx, db_tx) = (30_000, 40_000, 10_000, 20_000);
+    fake_pid(&proc, 100, b_ns, &b_rel, b_rx + db_rx, b_tx + db_tx);
+    fake_pid(&proc, 200, b_ns, &b_rel, b_rx + db_rx, b_tx + db_tx);
+    fake_pid(&proc, 101, a_ns, &a_rel, a_rx + da_rx, a_tx + da_tx);
+    procs(&a_rel, "101\n");
+    procs(&b_rel, "100\n200\n");
+    let mut out = Vec::new();
+    col.collect(t0 + std::time::Duration::from_secs(10), &mut out)
+        .unwrap();
+    assert_eq!(
+        pod_rates(&out, &a_uid),
+        (Some(da_rx as f64 / 10.0), Some(da_tx as f64 / 10.0)),
+        "pod A"
+    );
+    assert_eq!(
+        pod_rates(&out, &b_uid),
+        (Some(db_rx as f64 / 10.0), Some(db_tx as f64 / 10.0)),
+        "pod B"
+    );
 }

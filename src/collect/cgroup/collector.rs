@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::collect::netns;
+use crate::collect::procfs::net_dev::IfaceCounters;
 use crate::collect::{CollectError, Collector};
 use crate::host::HostPaths;
 use crate::model::{About, Sample, unit};
@@ -607,56 +608,75 @@ impl CgroupCollector {
         if pod.cycle == cycle || cycle < pod.skip_until {
             return; // done through another container, or nothing to do yet
         }
-        if pod.pid.is_none() {
-            pod.pid = first_pid(&self.mode, rel);
+        // a remembered pid is tried first; when it turns out to be another
+        // pod's now (reused), one fresh pid of this container is tried
+        for _ in 0..2 {
             if pod.pid.is_none() {
-                // no process in this container: let one more container of
-                // the pod try this cycle, then wait a few cycles
-                if pod.misses_cycle == cycle {
-                    pod.cycle = cycle;
-                    pod.skip_until = cycle + PODLESS_RETRY_CYCLES;
-                }
-                pod.misses_cycle = cycle;
-                return;
-            }
-        }
-        let pid = pod.pid.expect("set above");
-        pod.cycle = cycle;
-        match netns::pod_net(&self.host.proc, pid, self.host_netns.as_deref()) {
-            Ok(Some(c)) => {
-                let uid = pod.uid.get_or_insert_with(|| Arc::from(uid)).clone();
-                let rx = pod.rx.rate(c.rx_bytes, now);
-                let tx = pod.tx.rate(c.tx_bytes, now);
-                let about = About::Pod { pod_uid: uid };
-                if let Some(r) = rx {
-                    out.push(Sample::new(
-                        names::NET_RX,
-                        r,
-                        unit::BYTES_PER_SEC,
-                        about.clone(),
-                    ));
-                }
-                if let Some(t) = tx {
-                    out.push(Sample::new(names::NET_TX, t, unit::BYTES_PER_SEC, about));
+                pod.pid = first_pid(&self.mode, rel);
+                if pod.pid.is_none() {
+                    // no process in this container: let one more container
+                    // of the pod try this cycle, then wait a few cycles
+                    if pod.misses_cycle == cycle {
+                        pod.cycle = cycle;
+                        pod.skip_until = cycle + PODLESS_RETRY_CYCLES;
+                    }
+                    pod.misses_cycle = cycle;
+                    return;
                 }
             }
-            Ok(None) => {
-                if self.host.proc.join(pid.to_string()).exists() {
+            let pid = pod.pid.expect("set above");
+            pod.cycle = cycle;
+            let read = netns::pod_net(&self.host.proc, pid, self.host_netns.as_deref());
+            // checked after the read: a pid that belongs to the pod after
+            // it was read also did while it was read
+            if !netns::pid_in_pod(&self.host.proc, pid, uid) {
+                pod.pid = None;
+                pod.cycle = 0;
+                continue;
+            }
+            match read {
+                Ok(Some(c)) => {
+                    let uid = pod.uid.get_or_insert_with(|| Arc::from(uid)).clone();
+                    push_pod_rates(pod, uid, c, now, out);
+                }
+                Ok(None) => {
                     // host network (hostNetwork cannot change for a pod):
                     // nothing to report; checked again now and then in
                     // case the process was caught before joining its
                     // namespace
                     pod.skip_until = cycle + HOSTNET_RECHECK_CYCLES;
-                } else {
-                    pod.pid = None; // exited: another process next cycle
-                    pod.cycle = 0;
+                }
+                Err(e) => {
+                    pod.pid = None;
+                    warn_limited!("cgroup-podnet", pod_uid = uid, error = %e, "pod network lost for this cycle");
                 }
             }
-            Err(e) => {
-                pod.pid = None;
-                warn_limited!("cgroup-podnet", pod_uid = uid, error = %e, "pod network lost for this cycle");
-            }
+            return;
         }
+    }
+}
+
+/// The pod's network rates from its counters now.
+fn push_pod_rates(
+    pod: &mut PodState,
+    uid: Arc<str>,
+    c: IfaceCounters,
+    now: Instant,
+    out: &mut Vec<Sample>,
+) {
+    let rx = pod.rx.rate(c.rx_bytes, now);
+    let tx = pod.tx.rate(c.tx_bytes, now);
+    let about = About::Pod { pod_uid: uid };
+    if let Some(r) = rx {
+        out.push(Sample::new(
+            names::NET_RX,
+            r,
+            unit::BYTES_PER_SEC,
+            about.clone(),
+        ));
+    }
+    if let Some(t) = tx {
+        out.push(Sample::new(names::NET_TX, t, unit::BYTES_PER_SEC, about));
     }
 }
 

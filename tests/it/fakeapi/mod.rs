@@ -32,6 +32,8 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 
 type Key = (String, String);
+/// A collection as of one resourceVersion.
+type Snapshot = Arc<BTreeMap<Key, Value>>;
 
 #[derive(Debug, Clone)]
 struct Change {
@@ -50,6 +52,9 @@ struct Store {
     compacted: u64,
     expire_epoch: u64,
     requests: HashMap<String, u64>,
+    /// The last past state a list was read at (the pages of one list read
+    /// the same state: replayed once, not once per page).
+    snapshot: Option<(&'static str, u64, Snapshot)>,
 }
 
 struct Shared {
@@ -177,6 +182,18 @@ impl Store {
             }
         }
         out
+    }
+
+    /// [`Store::at`], remembered for the next page of the same list.
+    fn snapshot_at(&mut self, coll: &'static str, rv: u64) -> Snapshot {
+        match &self.snapshot {
+            Some((c, r, snap)) if *c == coll && *r == rv => snap.clone(),
+            _ => {
+                let snap = Arc::new(self.at(coll, rv));
+                self.snapshot = Some((coll, rv, snap.clone()));
+                snap
+            }
+        }
     }
 
     fn count(&mut self, what: String) {
@@ -403,7 +420,7 @@ fn list(
     ns: Option<&str>,
     q: &HashMap<String, String>,
 ) -> Response {
-    let s = shared.store.lock().unwrap();
+    let mut s = shared.store.lock().unwrap();
     let sel = q.get("fieldSelector").map(String::as_str);
     let (at, offset) = match q.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
@@ -428,10 +445,11 @@ fn list(
             &format!("too old resource version: {at} ({})", s.compacted),
         );
     }
-    let all = if at == s.rv {
-        s.objects.get(coll).cloned().unwrap_or_default()
-    } else {
-        s.at(coll, at)
+    let past = (at != s.rv).then(|| s.snapshot_at(coll, at));
+    let empty = BTreeMap::new();
+    let all = match &past {
+        Some(p) => &**p,
+        None => s.objects.get(coll).unwrap_or(&empty),
     };
     let items: Vec<&Value> = all
         .values()
