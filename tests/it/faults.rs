@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use cased_agent::config::Compression;
 use cased_agent::delivery::backoff::Backoff;
 use cased_agent::delivery::disk::{DiskOptions, DiskQueue};
-use cased_agent::delivery::queue::BatchQueue;
-use cased_agent::delivery::{Delivery, DeliveryOptions};
+use cased_agent::delivery::queue::{BatchQueue, MemoryQueue};
+use cased_agent::delivery::{Delivery, DeliveryOptions, Lanes};
 use cased_agent::sink::{AnySink, wire::Metric};
 use cased_agent::telemetry::{DropLabel, Telemetry};
 use serde_json::Value;
@@ -115,6 +115,7 @@ fn disk_opts() -> DiskOptions {
     DiskOptions {
         max_bytes: 64 << 20,
         memory_fallback_bytes: 1 << 20,
+        never_evict: false,
     }
 }
 
@@ -126,8 +127,13 @@ fn start_disk_delivery(
     timeout: Duration,
 ) -> (Delivery, Arc<Telemetry>) {
     let t = Arc::new(Telemetry::new());
-    let q = DiskQueue::open(dir, disk_opts(), t.clone()).expect("buffer opens");
-    let (d, _task) = Delivery::start_with_queue(
+    // the metrics lane's place in a buffer directory
+    let q = DiskQueue::open(&dir.join("metrics"), disk_opts(), t.clone()).expect("buffer opens");
+    let lanes = Lanes {
+        metrics: Box::new(q),
+        spans: Box::new(MemoryQueue::new(0)),
+    };
+    let (d, _task) = Delivery::start_lanes(
         cased_sink(endpoint),
         DeliveryOptions {
             batch_size,
@@ -136,7 +142,7 @@ fn start_disk_delivery(
             compression: Compression::None,
         },
         fast(),
-        Box::new(q),
+        lanes,
         t.clone(),
     );
     (d, t)
@@ -320,11 +326,12 @@ fn sample0(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or(0.0)
 }
 
-/// Everything in a buffer directory, oldest first, as the receiver would
-/// count it (read without acknowledging: the buffer is left as it was).
+/// Everything in the metrics lane of a buffer directory, oldest first, as
+/// the receiver would count it (read without acknowledging: the buffer is
+/// left as it was).
 fn buffer_contents(dir: &Path) -> (BTreeMap<MetricKey, usize>, u64) {
     let t = Arc::new(Telemetry::new());
-    let mut q = DiskQueue::open(dir, disk_opts(), t).expect("buffer opens");
+    let mut q = DiskQueue::open(&dir.join("metrics"), disk_opts(), t).expect("buffer opens");
     let mut counts = BTreeMap::new();
     let mut batches = 0;
     while let Some(b) = q.pop_front() {
