@@ -722,9 +722,8 @@ impl DiskQueue {
 
     /// Whether the next push leaves the memory fallback.
     fn leaves_fallback(&self) -> bool {
-        self.fallback_since.is_some_and(|since| {
-            self.mem.batches() == 0 && since.elapsed() >= RETRY_DISK_AFTER
-        })
+        self.fallback_since
+            .is_some_and(|since| self.mem.batches() == 0 && since.elapsed() >= RETRY_DISK_AFTER)
     }
 
     /// Read the record of `e` back; `None` (counted) when it is no longer

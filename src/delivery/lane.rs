@@ -361,3 +361,224 @@ impl Sender {
         sh.progress.send_replace(());
     }
 }
+
+/// The lane steps on tokio's paused clock: no sleeps, no I/O (the scripted
+/// sink answers at once).
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::time::Instant;
+
+    use super::super::{Delivery, DeliveryOptions, FlushReport, Lanes};
+    use super::*;
+    use crate::config::Compression;
+    use crate::sink::AnySink;
+    use crate::sink::scripted::{Answer, ScriptedSink};
+    use crate::sink::wire::{Metric, StoredSpan};
+
+    const M: PayloadKind = PayloadKind::Metrics;
+    const S: PayloadKind = PayloadKind::Spans;
+
+    fn metrics(n: usize) -> Vec<Metric> {
+        (0..n)
+            .map(|i| Metric {
+                timestamp: 1,
+                metric_name: format!("m{i}"),
+                value: 1.0,
+                unit: "count".into(),
+                tags: BTreeMap::new(),
+                cluster_id: "c".into(),
+                node_name: "n".into(),
+                namespace: String::new(),
+                pod_name: String::new(),
+                container_name: String::new(),
+                pod_uid: String::new(),
+            })
+            .collect()
+    }
+
+    fn spans(n: usize) -> Vec<StoredSpan> {
+        (0..n)
+            .map(|i| StoredSpan {
+                trace_id: "0".repeat(32),
+                span_id: format!("{i:016x}"),
+                parent_span_id: String::new(),
+                service_name: "svc".into(),
+                span_name: "op".into(),
+                span_kind: 2,
+                timestamp: 1,
+                duration_ns: 1,
+                status_code: 0,
+                status_message: String::new(),
+                attributes: BTreeMap::new(),
+                events: "[]".into(),
+                http_method: String::new(),
+                http_status_code: 0,
+                http_url: String::new(),
+                cluster_id: "c".into(),
+            })
+            .collect()
+    }
+
+    fn start(sink: &ScriptedSink, lanes: Lanes) -> (Delivery, Arc<Telemetry>) {
+        let t = Arc::new(Telemetry::new());
+        let opts = DeliveryOptions {
+            batch_size: 10,
+            queue_max_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(5),
+            compression: Compression::None,
+        };
+        let sink = AnySink::Scripted(sink.clone());
+        let (d, _task) = Delivery::start_lanes(sink, opts, Backoff::default(), lanes, t.clone());
+        (d, t)
+    }
+
+    fn counter(
+        f: &prometheus_client::metrics::family::Family<
+            KindLabel,
+            prometheus_client::metrics::counter::Counter,
+        >,
+        k: PayloadKind,
+    ) -> u64 {
+        f.get_or_create(&KindLabel {
+            kind: k.as_str().to_string(),
+        })
+        .get()
+    }
+
+    /// Spans refused for ever (transient) while metrics work: every cycle's
+    /// metrics go out within the cycle; the span lane backs off on its own.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_lane_does_not_delay_the_other() {
+        let sink = ScriptedSink::default();
+        sink.always(S, Answer::Transient(None));
+        let (d, t) = start(&sink, Lanes::memory(1 << 20, true));
+        let t0 = Instant::now();
+        d.try_submit_spans(spans(25)).unwrap();
+        for _ in 0..20 {
+            d.submit_metrics(metrics(5));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let m = sink.attempts_of(M);
+        assert_eq!(m.len(), 20);
+        for (i, at) in m.iter().enumerate() {
+            // sent in the second it was submitted in
+            assert_eq!((*at - t0).as_secs(), i as u64, "cycle {i}");
+        }
+        assert_eq!(counter(&t.batches_sent, M), 20);
+        assert_eq!(counter(&t.batches_retried, M), 0);
+        // the span lane retried its oldest batch, with growing waits
+        let s = sink.attempts_of(S);
+        assert!(s.len() >= 4, "{}", s.len());
+        assert_eq!(counter(&t.batches_retried, S), s.len() as u64);
+        assert_eq!(counter(&t.batches_sent, S), 0);
+        let b = Backoff::default();
+        for (n, w) in s.windows(2).enumerate() {
+            assert!(w[1] - w[0] <= b.ceiling(n as u32), "wait {n}");
+        }
+        // the 3 span batches all still queued (the failed one waits at
+        // the front); no metrics left
+        assert_eq!(t.queue_batches.get(), 3);
+        assert_eq!(
+            d.flush(Duration::from_millis(10)).await,
+            FlushReport {
+                delivered_batches: 0,
+                dropped_batches: 0,
+                pending_batches: 3,
+            }
+        );
+    }
+
+    /// A wait after a transient failure lasts what `Retry-After` said;
+    /// shutdown cuts it to at most [`DRAIN_MAX_WAIT`].
+    #[tokio::test(start_paused = true)]
+    async fn the_pause_lasts_retry_after_and_shutdown_cuts_it() {
+        let sink = ScriptedSink::default();
+        sink.always(M, Answer::Transient(Some(Duration::from_secs(20))));
+        let (d, t) = start(&sink, Lanes::memory(1 << 20, false));
+        let t0 = Instant::now();
+        d.submit_metrics(metrics(5));
+        tokio::time::sleep(Duration::from_secs(19)).await;
+        assert_eq!(sink.attempts_of(M).len(), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let a = sink.attempts_of(M);
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[1] - a[0], Duration::from_secs(20));
+        // shutdown with 3 s of grace: waits of at most 1 s, then it stops
+        let s0 = Instant::now();
+        let r = d.shutdown(Duration::from_secs(3)).await;
+        let a = sink.attempts_of(M);
+        assert!(a.len() >= 4, "{}", a.len());
+        for w in a[2..].windows(2) {
+            assert!(w[1] - w[0] <= DRAIN_MAX_WAIT);
+        }
+        assert!(a[2] - s0 <= DRAIN_MAX_WAIT);
+        assert_eq!(r.pending_batches, 1);
+        assert!(Instant::now() - s0 < Duration::from_secs(4));
+        assert!(Instant::now() - t0 < Duration::from_secs(26));
+        let l = crate::telemetry::DropLabel {
+            kind: "metrics".into(),
+            reason: "shutdown".into(),
+        };
+        assert_eq!(t.batches_dropped.get_or_create(&l).get(), 1);
+    }
+
+    /// The span room is the lane's bound when nothing is queued, counts the
+    /// batch in flight, and a request that does not fit is refused whole.
+    #[tokio::test(start_paused = true)]
+    async fn span_room_is_the_true_room() {
+        let sink = ScriptedSink::default();
+        sink.always(S, Answer::Transient(None));
+        let (d, t) = start(&sink, Lanes::memory(20_000, true));
+        assert_eq!(d.span_room(), 10_000);
+        d.try_submit_spans(spans(10)).unwrap();
+        let one = 10_000 - d.span_room();
+        assert!(one > 1000, "{one}");
+        // sent and failing: in flight or back in the queue, still counted
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!sink.attempts_of(S).is_empty());
+        assert_eq!(d.span_room(), 10_000 - one);
+        let fit = (d.span_room() / one) as usize;
+        for _ in 0..fit {
+            d.try_submit_spans(spans(10)).unwrap();
+        }
+        let room = d.span_room();
+        assert!(room < one);
+        // all or nothing: refused whole, nothing queued
+        let before = t.queue_batches.get();
+        assert!(d.try_submit_spans(spans(10)).is_err());
+        assert_eq!(t.queue_batches.get(), before);
+        assert_eq!(d.span_room(), room);
+        // metrics never take span room, nor the reverse
+        d.submit_metrics(metrics(100));
+        assert_eq!(d.span_room(), room);
+        // no span lane without OTLP
+        let (d, _) = start(&ScriptedSink::default(), Lanes::memory(20_000, false));
+        assert_eq!(d.span_room(), 0);
+        assert!(d.try_submit_spans(spans(1)).is_err());
+    }
+
+    /// A permanent refusal drops the batch once; the lane goes on.
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_refusal_drops_one_batch() {
+        let sink = ScriptedSink::default();
+        sink.script(S, [Answer::Permanent]);
+        let (d, t) = start(&sink, Lanes::memory(1 << 20, true));
+        d.try_submit_spans(spans(20)).unwrap();
+        d.submit_metrics(metrics(15));
+        let r = d.flush(Duration::from_secs(5)).await;
+        assert_eq!(
+            r,
+            FlushReport {
+                delivered_batches: 3,
+                dropped_batches: 1,
+                pending_batches: 0,
+            }
+        );
+        assert_eq!(counter(&t.batches_sent, S), 1);
+        assert_eq!(counter(&t.items_sent, S), 10);
+        assert_eq!(sink.attempts_of(S).len(), 2);
+        assert_eq!(d.span_room(), 1 << 19);
+    }
+}

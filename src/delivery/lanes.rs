@@ -91,10 +91,20 @@ impl Lanes {
             never_evict,
         };
         let mut lanes = Lanes {
-            metrics: open_lane(dir, PayloadKind::Metrics, opts(disk_m, mem_m, false), telemetry),
+            metrics: open_lane(
+                dir,
+                PayloadKind::Metrics,
+                opts(disk_m, mem_m, false),
+                telemetry,
+            ),
             // without OTLP the span lane still drains what an earlier run
             // left; it takes nothing new (no room)
-            spans: open_lane(dir, PayloadKind::Spans, opts(disk_s, mem_s, true), telemetry),
+            spans: open_lane(
+                dir,
+                PayloadKind::Spans,
+                opts(disk_s, mem_s, true),
+                telemetry,
+            ),
         };
         migrate_single_queue(dir, &mut lanes, telemetry);
         lanes
@@ -144,8 +154,11 @@ fn open_lane(
 
 fn has_single_queue_segments(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|rd| {
-        rd.filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("seg-")))
+        rd.filter_map(|e| e.ok()).any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("seg-"))
+        })
     })
 }
 
@@ -204,7 +217,10 @@ fn migrate_single_queue(dir: &Path, lanes: &mut Lanes, telemetry: &Arc<Telemetry
     }
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.filter_map(|e| e.ok()) {
-            if e.file_name().to_str().is_some_and(|n| n.starts_with("seg-")) {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("seg-"))
+            {
                 let _ = fs::remove_file(e.path());
             }
         }

@@ -155,7 +155,9 @@ pub struct SpanQueueFull;
 
 /// Why a submission was not taken.
 enum Refused {
-    ShuttingDown { batches: u64 },
+    ShuttingDown {
+        batches: u64,
+    },
     /// All or nothing (spans): an encoding failed, or no room.
     Encode,
     Full,

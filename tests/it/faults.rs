@@ -949,7 +949,11 @@ async fn post_spans(c: &reqwest::Client, url: &str, n: usize, pad: usize, first:
 async fn otlp_ready(c: &reqwest::Client, url: &str, a: &Agent) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while post_spans(c, url, 0, 0, 1).await != 200 {
-        assert!(Instant::now() < deadline, "OTLP never up:\n{}", a.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "OTLP never up:\n{}",
+            a.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -1011,7 +1015,10 @@ async fn s8_failing_spans_endpoint_does_not_stop_metrics() {
     let m = a.scrape().expect("scrape");
     assert!(sample0(&m, "cased_agent_batches_retried_total{kind=\"spans\"}") >= 1.0);
     assert_eq!(
-        sample0(&m, "cased_agent_batches_dropped_total{kind=\"metrics\",reason=\"queue_full\"}"),
+        sample0(
+            &m,
+            "cased_agent_batches_dropped_total{kind=\"metrics\",reason=\"queue_full\"}"
+        ),
         0.0
     );
     let (code, log) = a.stop(15).await;
@@ -1025,11 +1032,7 @@ async fn s9_failing_metrics_endpoint_does_not_stop_spans() {
     let rx = Receiver::start().await;
     rx.always_path(METRICS_PATH, Some(Reply::status(503)));
     let tmp = tempfile::tempdir().unwrap();
-    let (a, url) = otel_agent(
-        &rx.url(),
-        &tmp.path().join("a.log"),
-        &["--interval", "1s"],
-    );
+    let (a, url) = otel_agent(&rx.url(), &tmp.path().join("a.log"), &["--interval", "1s"]);
     let c = crate::otlp::http_client();
     otlp_ready(&c, &url, &a).await;
     let mut accepted = BTreeSet::new();
@@ -1055,7 +1058,12 @@ async fn s9_failing_metrics_endpoint_does_not_stop_spans() {
     }
     let arrived = got(&rx);
     let missing = accepted.difference(&arrived).count();
-    assert_eq!(missing, 0, "{missing} of {} accepted spans missing", accepted.len());
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} accepted spans missing",
+        accepted.len()
+    );
     let metric_reqs = rx.requests_to(METRICS_PATH);
     assert!(metric_reqs.len() >= 2, "the metrics lane kept retrying");
     assert!(metric_reqs.iter().all(|r| r.status == Some(503)));
@@ -1114,7 +1122,11 @@ async fn accepted_spans_survive_an_outage(buffer: &Path, tmp: &Path, fallback: b
     assert!(!refused.is_empty(), "the span lane's bound was reached");
     let m = a.scrape().expect("scrape");
     if fallback {
-        assert_eq!(sample0(&m, "cased_agent_buffer_memory_fallback"), 1.0, "{m}");
+        assert_eq!(
+            sample0(&m, "cased_agent_buffer_memory_fallback"),
+            1.0,
+            "{m}"
+        );
     }
     // the API is back
     rx.always_path(SPANS_PATH, None);
@@ -1122,7 +1134,8 @@ async fn accepted_spans_survive_an_outage(buffer: &Path, tmp: &Path, fallback: b
     let got = |rx: &Receiver| -> BTreeMap<String, usize> {
         let mut t = BTreeMap::new();
         for s in rx.accepted_spans() {
-            *t.entry(s["span_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
+            *t.entry(s["span_id"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
         }
         t
     };
@@ -1133,9 +1146,18 @@ async fn accepted_spans_survive_an_outage(buffer: &Path, tmp: &Path, fallback: b
     let arrived = got(&rx);
     let ids: BTreeSet<String> = arrived.keys().cloned().collect();
     let missing = accepted.difference(&ids).count();
-    assert_eq!(missing, 0, "{missing} of {} accepted spans lost", accepted.len());
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} accepted spans lost",
+        accepted.len()
+    );
     assert_eq!(ids, accepted, "only accepted spans arrive");
-    assert_eq!(arrived.values().sum::<usize>(), accepted.len(), "no duplicates");
+    assert_eq!(
+        arrived.values().sum::<usize>(),
+        accepted.len(),
+        "no duplicates"
+    );
     let m = a.scrape().expect("scrape");
     assert!(
         !m.contains("cased_agent_batches_dropped_total{kind=\"spans\""),
