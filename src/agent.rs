@@ -13,9 +13,8 @@ use crate::collect::cgroup::CgroupCollector;
 use crate::collect::node::NodeCollector;
 use crate::config::Config;
 use crate::delivery::backoff::Backoff;
-use crate::delivery::disk::{DiskOptions, DiskQueue};
-use crate::delivery::queue::{BatchQueue, MemoryQueue, SplitQueue};
-use crate::delivery::{Delivery, DeliveryOptions};
+use crate::delivery::lanes::LaneConfig;
+use crate::delivery::{Delivery, DeliveryOptions, Lanes};
 use crate::enrich::{self, CycleContext, Metadata, NoMetadata};
 use crate::host::HostPaths;
 use crate::model::Sample;
@@ -208,50 +207,19 @@ async fn shutdown_signal() {
     }
 }
 
-/// The delivery queue: the disk buffer with `--buffer-path` (memory only,
-/// with an error logged and counted, when that directory is unusable).
-fn build_queue(cfg: &Config, telemetry: &Arc<Telemetry>, otel: bool) -> Box<dyn BatchQueue> {
-    // in memory with OTLP on, the bound is split: metrics drop their oldest,
-    // spans are refused at the door (the sender retries) and never evicted
-    let memory = || -> Box<dyn BatchQueue> {
-        if otel {
-            let metrics = cfg.queue_max_bytes / 2;
-            Box::new(SplitQueue::new(metrics, cfg.queue_max_bytes - metrics))
-        } else {
-            Box::new(MemoryQueue::new(cfg.queue_max_bytes))
-        }
+/// The delivery lanes: a disk queue each with `--buffer-path` (memory, with
+/// an error logged and counted, when that directory is unusable), the
+/// bounds split between metrics and spans when OTLP is on.
+fn build_queue(cfg: &Config, telemetry: &Arc<Telemetry>, otel: bool) -> Lanes {
+    let lanes = LaneConfig {
+        queue_max_bytes: cfg.queue_max_bytes,
+        buffer: cfg
+            .buffer_path
+            .clone()
+            .map(|dir| (dir, cfg.buffer_max_bytes)),
+        spans: otel,
     };
-    let Some(dir) = &cfg.buffer_path else {
-        return memory();
-    };
-    let opts = DiskOptions {
-        max_bytes: cfg.buffer_max_bytes,
-        memory_fallback_bytes: cfg.queue_max_bytes,
-    };
-    match DiskQueue::open(dir, opts, telemetry.clone()) {
-        Ok(q) => {
-            let r = q.recovery();
-            tracing::info!(
-                dir = %dir.display(),
-                max_bytes = cfg.buffer_max_bytes,
-                recovered_batches = r.batches,
-                recovered_items = r.items,
-                corrupt_regions = r.corrupt_regions,
-                corrupt_bytes = r.corrupt_bytes,
-                "disk buffer open"
-            );
-            Box::new(q)
-        }
-        Err(e) => {
-            telemetry.buffer_error("open");
-            telemetry.buffer_memory_fallback.set(1);
-            tracing::error!(
-                error = %e,
-                "disk buffer unusable (--buffer-path): queueing in memory only, nothing survives a restart"
-            );
-            memory()
-        }
-    }
+    Lanes::open(&lanes, telemetry)
 }
 
 /// The whole agent: returns the process exit code.
@@ -267,8 +235,8 @@ pub async fn run(cfg: Config) -> ExitCode {
     };
     // the OTLP receiver runs in the loop only (--once has no time to receive)
     let otel = cfg.enable_otel && !cfg.once;
-    let queue = build_queue(&cfg, &telemetry, otel);
-    let (delivery, delivery_task) = Delivery::start_with_queue(
+    let lanes = build_queue(&cfg, &telemetry, otel);
+    let (delivery, delivery_task) = Delivery::start_lanes(
         sink,
         DeliveryOptions {
             batch_size: cfg.batch_size,
@@ -277,7 +245,7 @@ pub async fn run(cfg: Config) -> ExitCode {
             compression: cfg.compression,
         },
         Backoff::default(),
-        queue,
+        lanes,
         telemetry.clone(),
     );
     let mut collectors = Cycle::host_collectors(&host, &telemetry);

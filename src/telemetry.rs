@@ -103,6 +103,9 @@ pub struct Telemetry {
     pub http_requests: Counter,
     pub http_dropped: Family<ReasonLabel, Counter>,
     undelivered_batches: AtomicU64,
+    // delivery lanes (one disk queue each): how many are in memory
+    // fallback; `buffer_memory_fallback` shows whether any is
+    buffer_fallback_lanes: std::sync::atomic::AtomicI64,
 }
 
 impl Default for Telemetry {
@@ -154,6 +157,7 @@ impl Telemetry {
             http_requests: Counter::default(),
             http_dropped: Family::default(),
             undelivered_batches: AtomicU64::new(0),
+            buffer_fallback_lanes: std::sync::atomic::AtomicI64::new(0),
             registry: Registry::default(),
         };
         registry.register("cycles", "Collection cycles completed", t.cycles.clone());
@@ -386,6 +390,15 @@ impl Telemetry {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    /// A delivery lane's buffer entered (`true`) or left memory fallback:
+    /// `buffer_memory_fallback` is 1 while any lane is in it.
+    pub fn buffer_fallback(&self, on: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let d = if on { 1 } else { -1 };
+        let n = self.buffer_fallback_lanes.fetch_add(d, Relaxed) + d;
+        self.buffer_memory_fallback.set(i64::from(n > 0));
     }
 
     pub fn buffer_error(&self, op: &str) {

@@ -352,8 +352,13 @@ struct Writer {
 pub struct DiskOptions {
     /// `--buffer-max-bytes`: bound of the live records on disk.
     pub max_bytes: u64,
-    /// `--queue-max-bytes`: bound of the memory fallback.
+    /// `--queue-max-bytes` (the lane's part of it): bound of the memory
+    /// fallback.
     pub memory_fallback_bytes: u64,
+    /// Spans: nothing is ever evicted (the submitter checks
+    /// [`BatchQueue::room`] first and refuses what does not fit), not even
+    /// at a start with a smaller cap.
+    pub never_evict: bool,
 }
 
 /// What [`DiskQueue::open`] found on disk.
@@ -392,6 +397,13 @@ pub struct DiskQueue {
     dirty: bool,
     reader: Option<(u64, File)>,
     mem: MemoryQueue,
+    /// Bound of the memory fallback (`mem` itself is unbounded when
+    /// `never_evict`: the bound is kept by [`BatchQueue::room`]).
+    mem_cap: u64,
+    never_evict: bool,
+    /// What this queue adds to the shared `buffer_disk_bytes` gauge (one
+    /// queue per lane: each reports its share).
+    shown_disk_bytes: i64,
     /// `Some(when)` while writes go to memory after a failure.
     fallback_since: Option<Instant>,
     first_seq: u64,
@@ -453,7 +465,14 @@ impl DiskQueue {
             cursor_file: None,
             dirty: false,
             reader: None,
-            mem: MemoryQueue::new(opts.memory_fallback_bytes),
+            mem: MemoryQueue::new(if opts.never_evict {
+                u64::MAX
+            } else {
+                opts.memory_fallback_bytes
+            }),
+            mem_cap: opts.memory_fallback_bytes,
+            never_evict: opts.never_evict,
+            shown_disk_bytes: 0,
             fallback_since: None,
             first_seq: 1,
             recovery: Recovery::default(),
@@ -463,7 +482,6 @@ impl DiskQueue {
         q.recover()?;
         // appends go to a fresh segment: never after a possibly torn tail
         q.open_writer()?;
-        q.telemetry.buffer_memory_fallback.set(0);
         q.update_gauge();
         Ok(q)
     }
@@ -555,8 +573,8 @@ impl DiskQueue {
             }
         }
         self.first_seq = seq;
-        // a smaller cap than the last run: the oldest go
-        while self.index_disk_bytes > self.cap {
+        // a smaller cap than the last run: the oldest go (never spans)
+        while self.index_disk_bytes > self.cap && !self.never_evict {
             let Some(e) = self.pop_index() else { break };
             self.recovery.over_cap_batches += 1;
             self.telemetry
@@ -569,6 +587,30 @@ impl DiskQueue {
         }
         self.advance_cursor();
         Ok(())
+    }
+
+    /// Hand every queued batch to `put`, oldest first, without
+    /// acknowledging any: until [`DiskQueue::acknowledge_all`] the cursor
+    /// stays, so a crash in between replays them (duplicates, no loss).
+    /// Unreadable records are skipped and counted. Used to move a buffer
+    /// of the single-queue layout into the lanes.
+    pub fn drain_with(&mut self, mut put: impl FnMut(QueuedBatch)) {
+        while let Some(e) = self.pop_index() {
+            match self.read(&e) {
+                Some(batch) => put(QueuedBatch { seq: e.seq, batch }),
+                None => self
+                    .telemetry
+                    .drop_items(e.kind.as_str(), "corrupt", 1, e.items),
+            }
+        }
+        self.update_gauge();
+    }
+
+    /// Everything handed out by [`DiskQueue::drain_with`] is safe
+    /// elsewhere: move the cursor past it and delete its segments.
+    pub fn acknowledge_all(&mut self) {
+        self.advance_cursor();
+        self.update_gauge();
     }
 
     fn note_corrupt(&mut self, path: &Path, offset: u64, len: u64) {
@@ -670,10 +712,18 @@ impl DiskQueue {
         }
     }
 
-    fn update_gauge(&self) {
+    fn update_gauge(&mut self) {
+        let now = self.disk_bytes().min(i64::MAX as u64) as i64;
         self.telemetry
             .buffer_disk_bytes
-            .set(self.disk_bytes().min(i64::MAX as u64) as i64);
+            .inc_by(now - self.shown_disk_bytes);
+        self.shown_disk_bytes = now;
+    }
+
+    /// Whether the next push leaves the memory fallback.
+    fn leaves_fallback(&self) -> bool {
+        self.fallback_since
+            .is_some_and(|since| self.mem.batches() == 0 && since.elapsed() >= RETRY_DISK_AFTER)
     }
 
     /// Read the record of `e` back; `None` (counted) when it is no longer
@@ -754,34 +804,32 @@ impl DiskQueue {
 
     fn enter_fallback(&mut self, op: &'static str, e: &io::Error) {
         self.telemetry.buffer_error(op);
-        self.telemetry.buffer_memory_fallback.set(1);
+        self.telemetry.buffer_fallback(true);
         self.fallback_since = Some(Instant::now());
         let full = e.raw_os_error() == Some(28); // ENOSPC
         tracing::error!(
             dir = %self.dir.display(),
             error = %e,
             disk_full = full,
-            memory_bound_bytes = self.mem.capacity_bytes(),
+            memory_bound_bytes = self.mem_cap,
             "disk buffer write failed: queueing in memory only until the disk works again"
         );
     }
 
     /// Back to disk once the memory fallback has drained and a while passed.
     fn maybe_leave_fallback(&mut self) {
-        let Some(since) = self.fallback_since else {
-            return;
-        };
-        if self.mem.batches() > 0 || since.elapsed() < RETRY_DISK_AFTER {
+        if !self.leaves_fallback() {
             return;
         }
         self.fallback_since = None;
-        self.telemetry.buffer_memory_fallback.set(0);
+        self.telemetry.buffer_fallback(false);
         tracing::info!(dir = %self.dir.display(), "disk buffer: trying the disk again");
     }
 }
 
 impl BatchQueue for DiskQueue {
     fn push_back(&mut self, b: QueuedBatch) -> Vec<QueuedBatch> {
+        self.first_seq = self.first_seq.max(b.seq + 1);
         self.maybe_leave_fallback();
         if self.fallback_since.is_some() {
             return self.mem.push_back(b);
@@ -791,11 +839,11 @@ impl BatchQueue for DiskQueue {
         }
         let rec = encode_record(&b.batch);
         let rec_len = rec.len() as u64;
-        if rec_len > self.cap {
+        if rec_len > self.cap && !self.never_evict {
             return vec![b];
         }
         let mut evicted = Vec::new();
-        while self.index_disk_bytes + rec_len > self.cap {
+        while self.index_disk_bytes + rec_len > self.cap && !self.never_evict {
             match self.pop_index() {
                 Some(e) => evicted.push(e.hollow()),
                 None => break,
@@ -852,7 +900,7 @@ impl BatchQueue for DiskQueue {
         match self.in_flight {
             Some(e) if e.seq == b.seq => {
                 self.in_flight = None;
-                if self.index_disk_bytes + e.rec_len > self.cap {
+                if self.index_disk_bytes + e.rec_len > self.cap && !self.never_evict {
                     self.advance_cursor();
                     self.update_gauge();
                     return vec![b];
@@ -871,7 +919,25 @@ impl BatchQueue for DiskQueue {
             self.in_flight = None;
             self.advance_cursor();
             self.update_gauge();
+        } else {
+            self.mem.complete(b);
         }
+    }
+
+    /// A whole record on disk (in memory only the body, which is less).
+    fn cost(&self, b: &EncodedBatch) -> u64 {
+        (HEADER_LEN + PAYLOAD_PREFIX) as u64 + b.size()
+    }
+
+    /// Where the next push goes: the memory fallback's room while in it,
+    /// else the disk's (a write that fails midway puts the rest of a
+    /// submission in memory, past the fallback bound by at most that much:
+    /// nothing accepted is evicted for it).
+    fn room(&self) -> u64 {
+        if self.fallback_since.is_some() && !self.leaves_fallback() {
+            return self.mem_cap.saturating_sub(self.mem.used());
+        }
+        self.cap.saturating_sub(self.disk_bytes())
     }
 
     fn oldest_seq(&self) -> Option<u64> {
@@ -905,6 +971,10 @@ impl BatchQueue for DiskQueue {
         self.first_seq
     }
 
+    fn durable(&self) -> bool {
+        self.fallback_since.is_none() && self.mem.batches() == 0
+    }
+
     fn sync(&mut self) {
         if !self.dirty {
             return;
@@ -925,6 +995,13 @@ impl BatchQueue for DiskQueue {
 impl Drop for DiskQueue {
     fn drop(&mut self) {
         self.sync();
+        // the shared gauges lose this queue's share
+        self.telemetry
+            .buffer_disk_bytes
+            .dec_by(self.shown_disk_bytes);
+        if self.fallback_since.is_some() {
+            self.telemetry.buffer_fallback(false);
+        }
     }
 }
 
@@ -962,6 +1039,7 @@ mod tests {
         DiskOptions {
             max_bytes: max,
             memory_fallback_bytes: 1 << 20,
+            never_evict: false,
         }
     }
 

@@ -1,67 +1,67 @@
-//! Delivery: a bounded queue between the collection cycle and the sink,
-//! and the one task that drains it with retries (SPEC §7).
+//! Delivery: two bounded lanes between their producers and the sink, one
+//! per kind, each drained by its own sender task with retries (SPEC §7).
 //!
-//! - [`Delivery::submit_metrics`] is called from the cycle. It splits the
-//!   metrics into batches of `batch_size`, encodes them with the sink's
-//!   encoding (gzip included), and appends the bytes to the queue. It never
-//!   awaits; the only lock it takes is held for a few pointer moves.
-//! - The queue ([`queue::BatchQueue`], in memory: [`queue::MemoryQueue`]) is
-//!   bounded by `queue_max_bytes` of encoded bytes, exactly: when a new batch
-//!   does not fit, the oldest batches are dropped and counted
-//!   (`batches_dropped{reason="queue_full"}`) with a rate-limited warning.
-//! - The sender task sends one batch at a time, oldest first. A transient
-//!   failure (408, 429, 5xx, transport error, timeout) puts the batch back at
-//!   the front of the queue and waits: `Retry-After` when the server gave
+//! - [`Delivery::submit_metrics`] is called from the cycle,
+//!   [`Delivery::try_submit_spans`] from the OTLP receiver. Both go through
+//!   one path: split into batches of `batch_size`, encode with the sink's
+//!   encoding (gzip included), append to the kind's lane. Never awaits; the
+//!   only lock taken is the lane's, for a few pointer moves.
+//! - A lane ([`lane`]) is a queue ([`queue::BatchQueue`]: in memory
+//!   [`queue::MemoryQueue`], on disk [`disk::DiskQueue`]) with its own
+//!   byte bound, sender task and backoff: an endpoint that keeps failing
+//!   delays its own kind only. The bounds come from [`Lanes`]: without
+//!   OTLP the metrics lane has all of `--queue-max-bytes`; with it each
+//!   lane has half (and half of the disk cap).
+//! - Metrics: when a new batch does not fit, the oldest metric batches are
+//!   dropped and counted (`batches_dropped{reason="queue_full"}`), with a
+//!   rate-limited warning. Spans are never dropped to make room:
+//!   [`Delivery::try_submit_spans`] takes a whole request or refuses it
+//!   ([`SpanQueueFull`]) so the receiver can tell its client to retry, and
+//!   a span batch out for an attempt still counts against the bound, so
+//!   putting it back always fits. [`Delivery::span_room`] is that room.
+//! - Each sender sends one batch at a time, oldest first. A transient
+//!   failure (408, 429, 5xx, transport error, timeout) puts the batch back
+//!   at the front of its lane and waits: `Retry-After` when the server gave
 //!   one (capped at 60 s), else exponential backoff with full jitter
 //!   ([`backoff::Backoff`], 500 ms doubling to 30 s; the retry number counts
-//!   consecutive transient failures of the sink, reset by any answer that is
-//!   not transient). While it waits the batch is in the queue like any other,
-//!   so when the queue overflows it is the first to go: the newest data wins.
-//!   A permanent failure (other 4xx) drops the batch, counted
-//!   (`reason="permanent"`) and logged with the status and the first 200
-//!   bytes of the body. The batch being sent is outside the queue for the
-//!   length of one request, so memory is at most the bound plus one batch.
-//! - [`Delivery::flush`] waits until everything submitted before the call is
-//!   delivered or dropped; [`Delivery::shutdown`] stops taking new batches,
-//!   keeps sending (waits between attempts, backoff or `Retry-After`, cut
-//!   to at most 1 s) for the grace period,
-//!   then stops the task; what is left stays in the disk buffer
-//!   ([`disk::DiskQueue`], `--buffer-path`) for the next start, or, in
-//!   memory-only mode, is dropped and counted (`reason="shutdown"`).
+//!   the lane's consecutive transient failures, reset by any answer that is
+//!   not transient). A permanent failure (other 4xx) drops the batch,
+//!   counted (`reason="permanent"`) and logged.
+//! - [`Delivery::flush`] waits until everything submitted (both lanes)
+//!   before the call is delivered or dropped; [`Delivery::shutdown`] stops
+//!   taking new batches, keeps sending on both lanes (waits cut to at most
+//!   1 s) for the grace period, then stops the senders; what is left stays
+//!   in the disk buffer for the next start or, in memory, is dropped and
+//!   counted (`reason="shutdown"`).
 //! - Metrics whose value is NaN or infinite are dropped at submission and
 //!   counted (`reason="non_finite"`): JSON has no such numbers.
-//! - Spans (from the OTLP receiver) go through the same queue and sender,
-//!   as batches of `batch_size` posted to `/api/v1/telemetry/spans`, but
-//!   are never dropped to make room: [`Delivery::try_submit_spans`] takes a
-//!   whole request's spans or refuses them all ([`SpanQueueFull`]) so the
-//!   receiver can tell the sender to retry. [`Delivery::start_with_spans`]
-//!   gives them their own part of the bound ([`queue::SplitQueue`]).
 
 pub mod backoff;
 pub mod disk;
+mod lane;
+pub mod lanes;
 pub mod queue;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rand::SeedableRng;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
+
+pub use self::lanes::Lanes;
 
 use self::backoff::Backoff;
-use self::queue::{BatchQueue, MemoryQueue, QueuedBatch, SplitQueue};
+use self::lane::{Lane, Sender, Tally};
 use crate::config;
-use crate::sink::{AnySink, PayloadKind, SendError, wire};
-use crate::telemetry::{KindLabel, Telemetry};
+use crate::sink::{AnySink, EncodedBatch, PayloadKind, SinkError, wire};
+use crate::telemetry::Telemetry;
 use crate::warn_limited;
-
-/// Backoff waits while shutting down are cut to this.
-const DRAIN_MAX_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct DeliveryOptions {
-    /// Max metrics per batch (0 is treated as 1).
+    /// Max metrics (or spans) per batch (0 is treated as 1).
     pub batch_size: usize,
-    /// Bound of the queue in encoded bytes.
+    /// Bound of the queue in encoded bytes (see [`Lanes`] for how the
+    /// lanes share it).
     pub queue_max_bytes: u64,
     /// Bound of one send attempt, connection to last byte.
     pub request_timeout: Duration,
@@ -69,7 +69,7 @@ pub struct DeliveryOptions {
 }
 
 /// Batches resolved during a [`Delivery::flush`] or [`Delivery::shutdown`]
-/// call, and what was still undelivered when it returned.
+/// call (both lanes), and what was still undelivered when it returned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlushReport {
     /// Batches delivered while the call ran.
@@ -90,96 +90,89 @@ enum Phase {
     Stopping,
 }
 
-struct State {
-    queue: Box<dyn BatchQueue>,
-    /// Submission number of the batch being sent.
-    in_flight: Option<u64>,
-    /// Next submission number (the first is 1).
-    next_seq: u64,
-    delivered: u64,
-    dropped: u64,
-    /// Batches discarded when the task stopped.
-    left_at_stop: u64,
-}
-
-impl State {
-    /// Smallest submission number not yet delivered or dropped.
-    fn oldest_unresolved(&self) -> u64 {
-        match (self.in_flight, self.queue.oldest_seq()) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => self.next_seq,
-        }
-    }
-
-    fn pending(&self) -> u64 {
-        self.queue.batches() as u64 + u64::from(self.in_flight.is_some())
-    }
-}
-
 struct Shared {
-    state: Mutex<State>,
-    /// Wakes the sender when a batch is queued.
-    wake: Notify,
-    /// Bumped whenever a batch is resolved (flush waits on it).
+    /// Indexed by [`lane_index`].
+    lanes: [Lane; 2],
+    /// Bumped whenever a batch is queued or resolved, or a sender stops.
     progress: watch::Sender<()>,
     phase: watch::Sender<Phase>,
-    /// Set by the task when it has stopped.
-    done: watch::Sender<bool>,
     sink: AnySink,
     opts: DeliveryOptions,
-    backoff: Backoff,
     telemetry: Arc<Telemetry>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set_gauges(&self, st: &State) {
-        let t = &self.telemetry;
-        t.queue_bytes.set(st.queue.bytes() as i64);
-        t.queue_batches.set(st.queue.batches() as i64);
-    }
-
-    /// Count batches the queue evicted to make room.
-    fn evicted(&self, st: &mut State, evicted: Vec<QueuedBatch>) {
-        if evicted.is_empty() {
-            return;
-        }
-        let mut items = 0;
-        for b in &evicted {
-            self.telemetry
-                .drop_items(b.batch.kind.as_str(), "queue_full", 1, b.batch.items);
-            items += b.batch.items;
-        }
-        st.dropped += evicted.len() as u64;
-        warn_limited!(
-            "delivery.queue_full",
-            batches = evicted.len(),
-            items,
-            bound_bytes = st.queue.capacity_bytes(),
-            "delivery queue full: dropped the oldest batches"
-        );
+fn lane_index(kind: PayloadKind) -> usize {
+    match kind {
+        PayloadKind::Metrics => 0,
+        PayloadKind::Spans => 1,
     }
 }
 
-/// Spans refused: their part of the queue is full (or delivery is shutting
-/// down). Nothing of the submission was taken.
+impl Shared {
+    fn lane(&self, kind: PayloadKind) -> &Lane {
+        &self.lanes[lane_index(kind)]
+    }
+
+    /// Per lane: the last submission number so far and its tally.
+    fn marks(&self) -> [(u64, Tally); 2] {
+        self.lanes.each_ref().map(|l| {
+            let st = l.lock();
+            (st.last_seq(), st.tally())
+        })
+    }
+
+    /// What both lanes resolved since `marks`.
+    fn report(&self, marks: &[(u64, Tally); 2]) -> FlushReport {
+        let mut r = FlushReport::default();
+        for (lane, (_, t0)) in self.lanes.iter().zip(marks) {
+            let t = lane.lock().tally();
+            r.delivered_batches += t.delivered - t0.delivered;
+            r.dropped_batches += t.dropped - t0.dropped;
+            r.pending_batches += t.left_at_stop - t0.left_at_stop + t.pending;
+        }
+        r
+    }
+
+    fn set_phase(&self, to: Phase) {
+        self.phase.send_if_modified(|p| {
+            let change = *p != to && (*p == Phase::Running || to == Phase::Stopping);
+            if change {
+                *p = to;
+            }
+            change
+        });
+        for l in &self.lanes {
+            l.wake.notify_one();
+        }
+    }
+}
+
+/// Spans refused: their lane is full (or delivery is shutting down).
+/// Nothing of the submission was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("span queue full")]
 pub struct SpanQueueFull;
 
-/// Handle to the delivery queue and its sender task. Cheap to clone.
+/// Why a submission was not taken.
+enum Refused {
+    ShuttingDown {
+        batches: u64,
+    },
+    /// All or nothing (spans): an encoding failed, or no room.
+    Encode,
+    Full,
+}
+
+/// Handle to the delivery lanes and their sender tasks. Cheap to clone.
 #[derive(Clone)]
 pub struct Delivery {
     shared: Arc<Shared>,
 }
 
 impl Delivery {
-    /// Start the sender task on the current tokio runtime, with the default
-    /// backoff (500 ms base, 30 s cap, `Retry-After` up to 60 s).
+    /// Start in memory with the default backoff (500 ms base, 30 s cap,
+    /// `Retry-After` up to 60 s): metrics get the whole bound, spans none
+    /// (see [`Delivery::start_lanes`] to forward spans).
     pub fn start(
         sink: AnySink,
         opts: DeliveryOptions,
@@ -195,63 +188,51 @@ impl Delivery {
         backoff: Backoff,
         telemetry: Arc<Telemetry>,
     ) -> (Delivery, tokio::task::JoinHandle<()>) {
-        let queue = MemoryQueue::new(opts.queue_max_bytes);
-        Self::start_with_queue(sink, opts, backoff, Box::new(queue), telemetry)
+        let lanes = Lanes::memory(opts.queue_max_bytes, false);
+        Self::start_lanes(sink, opts, backoff, lanes, telemetry)
     }
 
-    /// [`Delivery::start`] for an agent that also forwards spans: the queue
-    /// bound is split evenly, metrics in one half (oldest dropped when
-    /// full), spans in the other (refused when full, never dropped to make
-    /// room). The total stays `queue_max_bytes`.
-    pub fn start_with_spans(
-        sink: AnySink,
-        opts: DeliveryOptions,
-        telemetry: Arc<Telemetry>,
-    ) -> (Delivery, tokio::task::JoinHandle<()>) {
-        let metrics = opts.queue_max_bytes / 2;
-        let queue = SplitQueue::new(metrics, opts.queue_max_bytes - metrics);
-        Self::start_with_queue(sink, opts, Backoff::default(), Box::new(queue), telemetry)
-    }
-
-    /// Start over any [`BatchQueue`] (the disk buffer plugs in here).
-    pub fn start_with_queue(
+    /// Start one sender task per lane on the current tokio runtime; the
+    /// handle returned ends when both have stopped.
+    pub fn start_lanes(
         sink: AnySink,
         opts: DeliveryOptions,
         backoff: Backoff,
-        queue: Box<dyn BatchQueue>,
+        lanes: Lanes,
         telemetry: Arc<Telemetry>,
     ) -> (Delivery, tokio::task::JoinHandle<()>) {
+        let cap = lanes.capacity_bytes();
         telemetry
             .queue_capacity_bytes
-            .set(queue.capacity_bytes().min(i64::MAX as u64) as i64);
+            .set(cap.min(i64::MAX as u64) as i64);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                next_seq: queue.first_seq(),
-                queue,
-                in_flight: None,
-                delivered: 0,
-                dropped: 0,
-                left_at_stop: 0,
-            }),
-            wake: Notify::new(),
+            lanes: [
+                Lane::new(PayloadKind::Metrics, lanes.metrics, backoff),
+                Lane::new(PayloadKind::Spans, lanes.spans, backoff),
+            ],
             progress: watch::channel(()).0,
             phase: watch::channel(Phase::Running).0,
-            done: watch::channel(false).0,
             sink,
             opts,
-            backoff,
             telemetry,
         });
-        shared.set_gauges(&shared.lock());
-        let task = tokio::spawn(run(shared.clone()));
+        for l in &shared.lanes {
+            l.show(&mut l.lock(), &shared.telemetry);
+        }
+        let tasks = [PayloadKind::Metrics, PayloadKind::Spans]
+            .map(|k| tokio::spawn(Sender::new(shared.clone(), k).run()));
+        let task = tokio::spawn(async move {
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
         (Delivery { shared }, task)
     }
 
-    /// Split into batches of `batch_size`, encode with the sink's encoding,
-    /// enqueue. Never blocks on the sink or awaits. When the queue would
-    /// exceed its byte bound the oldest queued batches are dropped and
-    /// counted. After [`Delivery::shutdown`] began, batches are dropped and
-    /// counted with reason `shutdown`.
+    /// Queue metrics in batches of `batch_size`. Never blocks on the sink
+    /// or awaits. When the metrics lane would exceed its bound its oldest
+    /// batches are dropped and counted; after [`Delivery::shutdown`] began,
+    /// the metrics are dropped and counted with reason `shutdown`.
     pub fn submit_metrics(&self, mut metrics: Vec<wire::Metric>) {
         let sh = &self.shared;
         let before = metrics.len();
@@ -266,12 +247,10 @@ impl Delivery {
                 "dropped metrics whose value is NaN or infinite"
             );
         }
-        if metrics.is_empty() {
-            return;
-        }
-        let size = sh.opts.batch_size.max(1);
-        if *sh.phase.borrow() != Phase::Running {
-            let batches = metrics.len().div_ceil(size) as u64;
+        let encode = |s: &AnySink, c: &[wire::Metric], z| s.encode_metrics(c, z);
+        if let Err(Refused::ShuttingDown { batches }) =
+            self.enqueue(PayloadKind::Metrics, &metrics, encode)
+        {
             sh.telemetry
                 .drop_items("metrics", "shutdown", batches, metrics.len() as u64);
             warn_limited!(
@@ -279,307 +258,138 @@ impl Delivery {
                 metrics = metrics.len(),
                 "delivery is shutting down: dropped metrics submitted after it began"
             );
-            return;
         }
-        let mut encoded = Vec::with_capacity(metrics.len().div_ceil(size));
-        for chunk in metrics.chunks(size) {
-            match sh.sink.encode_metrics(chunk, sh.opts.compression) {
+        // the spans received since the last cycle become durable with it
+        sh.lane(PayloadKind::Spans).lock().queue.sync();
+    }
+
+    /// Queue a request's spans in batches of `batch_size`, or refuse them
+    /// all when they do not fit in the span lane without evicting anything
+    /// (or delivery is shutting down). Never blocks.
+    pub fn try_submit_spans(&self, spans: Vec<wire::StoredSpan>) -> Result<(), SpanQueueFull> {
+        let encode = |s: &AnySink, c: &[wire::StoredSpan], z| s.encode_spans(c, z);
+        self.enqueue(PayloadKind::Spans, &spans, encode)
+            .map_err(|_| SpanQueueFull)
+    }
+
+    /// The one submission path: chunk, encode, lock the lane, push. Metrics
+    /// lose a chunk that cannot be encoded (counted) and evict to make
+    /// room; spans are all or nothing.
+    fn enqueue<T>(
+        &self,
+        kind: PayloadKind,
+        items: &[T],
+        encode: impl Fn(&AnySink, &[T], config::Compression) -> Result<EncodedBatch, SinkError>,
+    ) -> Result<(), Refused> {
+        let sh = &self.shared;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let size = sh.opts.batch_size.max(1);
+        if *sh.phase.borrow() != Phase::Running {
+            let batches = items.len().div_ceil(size) as u64;
+            return Err(Refused::ShuttingDown { batches });
+        }
+        let all_or_nothing = kind == PayloadKind::Spans;
+        let mut encoded = Vec::with_capacity(items.len().div_ceil(size));
+        for chunk in items.chunks(size) {
+            match encode(&sh.sink, chunk, sh.opts.compression) {
                 Ok(b) => encoded.push(b),
+                Err(e) if all_or_nothing => {
+                    // refused, not dropped: the client hears about it
+                    warn_limited!("delivery.encode_spans", error = %e, "cannot encode spans: refused");
+                    return Err(Refused::Encode);
+                }
                 Err(e) => {
-                    sh.telemetry
-                        .drop_items("metrics", "permanent", 1, chunk.len() as u64);
+                    let n = chunk.len() as u64;
+                    sh.telemetry.drop_items(kind.as_str(), "permanent", 1, n);
                     warn_limited!("delivery.encode", error = %e, "cannot encode a batch: dropped");
                 }
             }
         }
+        let lane = sh.lane(kind);
         {
-            let mut st = sh.lock();
-            for batch in encoded {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                let ev = st.queue.push_back(QueuedBatch { seq, batch });
-                sh.evicted(&mut st, ev);
-            }
-            st.queue.sync();
-            sh.set_gauges(&st);
-        }
-        sh.wake.notify_one();
-        sh.progress.send_replace(());
-    }
-
-    /// Queue a request's spans in batches of `batch_size`, or refuse them
-    /// all when they do not fit in the span part of the queue without
-    /// evicting anything (or delivery is shutting down). Never blocks.
-    pub fn try_submit_spans(&self, spans: Vec<wire::StoredSpan>) -> Result<(), SpanQueueFull> {
-        let sh = &self.shared;
-        if spans.is_empty() {
-            return Ok(());
-        }
-        if *sh.phase.borrow() != Phase::Running {
-            return Err(SpanQueueFull);
-        }
-        let size = sh.opts.batch_size.max(1);
-        let mut encoded = Vec::with_capacity(spans.len().div_ceil(size));
-        for chunk in spans.chunks(size) {
-            match sh.sink.encode_spans(chunk, sh.opts.compression) {
-                Ok(b) => encoded.push(b),
-                Err(e) => {
-                    // refused, not dropped: the sender hears about it
-                    warn_limited!("delivery.encode_spans", error = %e, "cannot encode spans: refused");
-                    return Err(SpanQueueFull);
+            let mut st = lane.lock();
+            if all_or_nothing {
+                // the whole request, checked once: pushing spans never evicts
+                let need: u64 = encoded.iter().map(|b| st.queue.cost(b)).sum();
+                if st.queue.room() < need {
+                    return Err(Refused::Full);
                 }
             }
-        }
-        let total: u64 = encoded.iter().map(|b| b.size()).sum();
-        {
-            let mut st = sh.lock();
-            // the whole request, checked once: pushing spans never evicts
-            if st.queue.room_for(PayloadKind::Spans) < total {
-                return Err(SpanQueueFull);
-            }
             for batch in encoded {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                let ev = st.queue.push_back(QueuedBatch { seq, batch });
-                sh.evicted(&mut st, ev);
+                lane.push(&mut st, batch, &sh.telemetry);
             }
-            sh.set_gauges(&st);
+            if kind == PayloadKind::Metrics {
+                // once per cycle chunk: the buffer's durability point
+                st.queue.sync();
+            }
+            lane.show(&mut st, &sh.telemetry);
         }
-        sh.wake.notify_one();
+        lane.wake.notify_one();
         sh.progress.send_replace(());
         Ok(())
     }
 
-    /// Bytes of encoded spans that fit in the queue now (`u64::MAX` when no
-    /// span is queued): lets the receiver refuse before decoding.
+    /// Bytes of encoded spans that fit in the span lane now, without
+    /// evicting anything: its bound minus what is queued or in flight (in
+    /// memory fallback, the fallback's). Lets the receiver refuse before
+    /// decoding. Never more than the lane's bound; 0 when the agent
+    /// forwards no spans.
     pub fn span_room(&self) -> u64 {
-        self.shared.lock().queue.room_for(PayloadKind::Spans)
+        self.shared.lane(PayloadKind::Spans).lock().queue.room()
     }
 
-    /// Wait until everything submitted so far is delivered or dropped, at
-    /// most `timeout`.
+    /// Wait until everything submitted so far (both lanes) is delivered or
+    /// dropped, at most `timeout`.
     pub async fn flush(&self, timeout: Duration) -> FlushReport {
         let sh = &self.shared;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = sh.progress.subscribe();
-        let mut done_rx = sh.done.subscribe();
-        let (target, d0, x0) = {
-            let st = sh.lock();
-            (st.next_seq - 1, st.delivered, st.dropped)
-        };
+        let marks = sh.marks();
         loop {
             rx.borrow_and_update();
-            let stopped = *done_rx.borrow_and_update();
-            {
-                let st = sh.lock();
-                if st.oldest_unresolved() > target || stopped {
-                    return FlushReport {
-                        delivered_batches: st.delivered - d0,
-                        dropped_batches: st.dropped - x0,
-                        pending_batches: st.pending(),
-                    };
-                }
+            let done = sh
+                .lanes
+                .iter()
+                .zip(&marks)
+                .all(|(l, (target, _))| l.lock().resolved_through(*target));
+            if done {
+                break;
             }
-            let waited = tokio::time::timeout_at(deadline, async {
-                tokio::select! {
-                    r = rx.changed() => r.is_ok(),
-                    r = done_rx.changed() => r.is_ok(),
-                }
-            })
-            .await;
-            if !matches!(waited, Ok(true)) {
-                let st = sh.lock();
-                return FlushReport {
-                    delivered_batches: st.delivered - d0,
-                    dropped_batches: st.dropped - x0,
-                    pending_batches: st.pending(),
-                };
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => break,
             }
         }
+        sh.report(&marks)
     }
 
     /// Stop accepting, try to deliver what is queued within `grace`, then
-    /// stop the task; report what was left (discarded: memory only).
+    /// stop the senders; report what was left (discarded: memory only).
     pub async fn shutdown(&self, grace: Duration) -> FlushReport {
         let sh = &self.shared;
-        let (d0, x0, l0) = {
-            let st = sh.lock();
-            (st.delivered, st.dropped, st.left_at_stop)
-        };
-        sh.phase.send_if_modified(|p| {
-            let change = *p == Phase::Running;
-            if change {
-                *p = Phase::Draining;
-            }
-            change
-        });
-        sh.wake.notify_one();
+        let marks = sh.marks();
+        sh.set_phase(Phase::Draining);
         self.flush(grace).await;
-        sh.phase.send_replace(Phase::Stopping);
-        let mut done = sh.done.subscribe();
-        // the task only has to notice and count; bound the wait in case it
-        // was aborted
-        let _ = tokio::time::timeout(Duration::from_secs(2), done.wait_for(|d| *d)).await;
-        let st = sh.lock();
-        FlushReport {
-            delivered_batches: st.delivered - d0,
-            dropped_batches: st.dropped - x0,
-            pending_batches: st.left_at_stop - l0 + st.pending(),
-        }
-    }
-}
-
-/// How long to wait after a transient failure: the server's `Retry-After`
-/// (capped) when it gave a positive one, else the jittered backoff for
-/// retry number `failures`; at most [`DRAIN_MAX_WAIT`] while shutting down.
-fn retry_wait<R: rand::Rng + ?Sized>(
-    backoff: &Backoff,
-    retry_after: Option<Duration>,
-    failures: u32,
-    draining: bool,
-    rng: &mut R,
-) -> Duration {
-    let d = match retry_after {
-        Some(d) if !d.is_zero() => backoff.honour_retry_after(d),
-        _ => backoff.delay(failures, rng),
-    };
-    if draining { d.min(DRAIN_MAX_WAIT) } else { d }
-}
-
-/// The sender task.
-async fn run(sh: Arc<Shared>) {
-    let mut phase = sh.phase.subscribe();
-    let mut rng = rand::rngs::StdRng::from_os_rng();
-    // consecutive transient failures: the retry number of the backoff
-    let mut failures: u32 = 0;
-    let mut leftover: Option<QueuedBatch> = None;
-    loop {
-        if *phase.borrow_and_update() == Phase::Stopping {
-            break;
-        }
-        let next = {
-            let mut st = sh.lock();
-            let b = st.queue.pop_front();
-            st.in_flight = b.as_ref().map(|b| b.seq);
-            sh.set_gauges(&st);
-            b
-        };
-        let Some(qb) = next else {
-            tokio::select! {
-                _ = sh.wake.notified() => {}
-                _ = phase.changed() => {}
-            }
-            continue;
-        };
-        let result = tokio::select! {
-            biased;
-            _ = phase.wait_for(|p| *p == Phase::Stopping) => None,
-            r = sh.sink.send(&qb.batch, sh.opts.request_timeout) => Some(r),
-        };
-        let Some(result) = result else {
-            leftover = Some(qb);
-            break;
-        };
-        let kind = qb.batch.kind.as_str();
-        let label = KindLabel {
-            kind: kind.to_string(),
-        };
-        let mut wait = None;
-        {
-            let mut st = sh.lock();
-            st.in_flight = None;
-            match result {
-                Ok(()) => {
-                    failures = 0;
-                    st.queue.complete(&qb);
-                    st.delivered += 1;
-                    sh.telemetry.batches_sent.get_or_create(&label).inc();
-                    sh.telemetry
-                        .items_sent
-                        .get_or_create(&label)
-                        .inc_by(qb.batch.items);
+        sh.set_phase(Phase::Stopping);
+        // the senders only have to notice and count; bound the wait in
+        // case they were aborted
+        let mut rx = sh.progress.subscribe();
+        let stopped = async {
+            loop {
+                rx.borrow_and_update();
+                if sh.lanes.iter().all(|l| l.lock().stopped()) {
+                    return;
                 }
-                Err(SendError::Permanent { reason, .. }) => {
-                    failures = 0;
-                    st.queue.complete(&qb);
-                    st.dropped += 1;
-                    sh.telemetry
-                        .drop_items(kind, "permanent", 1, qb.batch.items);
-                    warn_limited!(
-                        "delivery.permanent",
-                        sink = sh.sink.name(),
-                        kind,
-                        items = qb.batch.items,
-                        "batch refused, dropped (not retried): {reason}"
-                    );
-                }
-                Err(SendError::Transient {
-                    reason,
-                    retry_after,
-                }) => {
-                    sh.telemetry.batches_retried.get_or_create(&label).inc();
-                    let draining = *phase.borrow() != Phase::Running;
-                    let delay = retry_wait(&sh.backoff, retry_after, failures, draining, &mut rng);
-                    failures = failures.saturating_add(1);
-                    warn_limited!(
-                        "delivery.transient",
-                        sink = sh.sink.name(),
-                        kind,
-                        retry_in_ms = delay.as_millis() as u64,
-                        consecutive_failures = failures,
-                        "batch not delivered, will retry: {reason}"
-                    );
-                    let ev = st.queue.requeue_front(qb);
-                    sh.evicted(&mut st, ev);
-                    wait = Some(delay);
+                if rx.changed().await.is_err() {
+                    return;
                 }
             }
-            sh.set_gauges(&st);
-        }
-        sh.progress.send_replace(());
-        if let Some(delay) = wait {
-            // a change of phase (shutdown began) cuts the wait short
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = phase.changed() => {}
-            }
-        }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), stopped).await;
+        sh.report(&marks)
     }
-    // stopping: a durable queue keeps what it can (the batch in flight
-    // goes back first), the rest is dropped
-    let mut st = sh.lock();
-    st.in_flight = None;
-    let mut left = Vec::new();
-    if let Some(b) = leftover {
-        left.extend(st.queue.requeue_front(b));
-    }
-    left.extend(st.queue.drain_all());
-    let kept = st.queue.batches();
-    if kept > 0 {
-        tracing::info!(
-            batches = kept,
-            bytes = st.queue.bytes(),
-            "shutdown: undelivered batches kept in the disk buffer for the next start"
-        );
-    }
-    if !left.is_empty() {
-        let mut items = 0;
-        for b in &left {
-            sh.telemetry
-                .drop_items(b.batch.kind.as_str(), "shutdown", 1, b.batch.items);
-            items += b.batch.items;
-        }
-        tracing::warn!(
-            batches = left.len(),
-            items,
-            "shutdown grace period over: undelivered batches dropped"
-        );
-    }
-    st.left_at_stop += left.len() as u64;
-    sh.set_gauges(&st);
-    drop(st);
-    sh.done.send_replace(true);
-    sh.progress.send_replace(());
 }
 
 #[cfg(test)]
@@ -587,6 +397,7 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
+    use super::lane::{DRAIN_MAX_WAIT, retry_wait};
     use super::*;
 
     #[test]

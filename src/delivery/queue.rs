@@ -6,11 +6,13 @@
 //! ([`BatchQueue::pop_front`]), puts it back at the front when the attempt
 //! fails transiently ([`BatchQueue::requeue_front`]), and tells the queue
 //! when it is finished with it ([`BatchQueue::complete`]: delivered or
-//! dropped), which is where a durable queue would forget it.
+//! dropped), which is where a durable queue forgets it. A batch out for an
+//! attempt still counts in [`BatchQueue::room`], so a lane that never evicts
+//! (spans) can always put it back.
 
 use std::collections::VecDeque;
 
-use crate::sink::{EncodedBatch, PayloadKind};
+use crate::sink::EncodedBatch;
 
 /// A batch with its submission number (strictly increasing).
 #[derive(Debug, Clone)]
@@ -41,16 +43,25 @@ pub trait BatchQueue: Send {
     /// memory; a durable queue keeps what is safely stored and returns the
     /// rest. What `batches()` still counts afterwards is kept.
     fn drain_all(&mut self) -> Vec<QueuedBatch>;
-    /// Bytes of `kind` that can be pushed now without evicting anything.
-    /// Default: the free room of the whole queue (a later push of another
-    /// kind may still evict them; [`SplitQueue`] guarantees it does not).
-    fn room_for(&self, _kind: PayloadKind) -> u64 {
-        self.capacity_bytes().saturating_sub(self.bytes())
+    /// What `b` costs against the bound ([`BatchQueue::room`]): its body in
+    /// memory, its whole record on disk.
+    fn cost(&self, b: &EncodedBatch) -> u64 {
+        b.size()
     }
+    /// Cost that can be pushed now without evicting anything, the batch
+    /// out for an attempt counted as if it were queued; never more than
+    /// the bound.
+    fn room(&self) -> u64;
     /// Submission number for the first new batch: batches recovered from a
-    /// previous run hold the numbers below it.
+    /// previous run (or pushed before delivery started) hold the numbers
+    /// below it.
     fn first_seq(&self) -> u64 {
         1
+    }
+    /// Whether what is pushed survives a restart (a disk queue not in
+    /// memory fallback).
+    fn durable(&self) -> bool {
+        false
     }
     /// Make what was pushed so far durable (called once per submission).
     fn sync(&mut self) {}
@@ -62,6 +73,10 @@ pub struct MemoryQueue {
     items: VecDeque<QueuedBatch>,
     bytes: u64,
     cap: u64,
+    /// Bytes popped and neither completed nor put back.
+    in_flight: u64,
+    /// One past the highest submission number pushed.
+    next_seq: u64,
 }
 
 impl MemoryQueue {
@@ -70,7 +85,14 @@ impl MemoryQueue {
             items: VecDeque::new(),
             bytes: 0,
             cap: capacity_bytes,
+            in_flight: 0,
+            next_seq: 1,
         }
+    }
+
+    /// Bytes queued or out for an attempt.
+    pub fn used(&self) -> u64 {
+        self.bytes + self.in_flight
     }
 
     fn make_room(&mut self, need: u64) -> Vec<QueuedBatch> {
@@ -90,6 +112,7 @@ impl MemoryQueue {
 
 impl BatchQueue for MemoryQueue {
     fn push_back(&mut self, b: QueuedBatch) -> Vec<QueuedBatch> {
+        self.next_seq = self.next_seq.max(b.seq + 1);
         let size = b.batch.size();
         if size > self.cap {
             return vec![b];
@@ -103,11 +126,13 @@ impl BatchQueue for MemoryQueue {
     fn pop_front(&mut self) -> Option<QueuedBatch> {
         let b = self.items.pop_front()?;
         self.bytes -= b.batch.size();
+        self.in_flight += b.batch.size();
         Some(b)
     }
 
     fn requeue_front(&mut self, b: QueuedBatch) -> Vec<QueuedBatch> {
         let size = b.batch.size();
+        self.in_flight = self.in_flight.saturating_sub(size);
         if self.bytes + size > self.cap {
             return vec![b];
         }
@@ -116,12 +141,20 @@ impl BatchQueue for MemoryQueue {
         Vec::new()
     }
 
+    fn complete(&mut self, b: &QueuedBatch) {
+        self.in_flight = self.in_flight.saturating_sub(b.batch.size());
+    }
+
     fn oldest_seq(&self) -> Option<u64> {
         self.items.front().map(|b| b.seq)
     }
 
     fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    fn room(&self) -> u64 {
+        self.cap.saturating_sub(self.used())
     }
 
     fn batches(&self) -> usize {
@@ -136,119 +169,9 @@ impl BatchQueue for MemoryQueue {
         self.bytes = 0;
         self.items.drain(..).collect()
     }
-}
 
-/// Metrics and spans in one submission order, each kind with its own
-/// bound. Metrics behave as in [`MemoryQueue`] (the oldest metrics are
-/// evicted to make room, never spans). Spans are never evicted nor refused
-/// here: whoever submits spans asks [`BatchQueue::room_for`] first, for a
-/// whole request at once, and refuses what does not fit (the OTLP receiver
-/// answers 503 / `RESOURCE_EXHAUSTED`). A span batch taken out for an
-/// attempt still counts against the span bound until
-/// [`BatchQueue::complete`], so putting it back after a transient failure
-/// always fits. When no span is outstanding, any request fits: one request
-/// larger than the whole span bound goes through alone rather than being
-/// refused forever, so span memory is at most the bound or one request.
-#[derive(Debug)]
-pub struct SplitQueue {
-    metrics: MemoryQueue,
-    /// Unbounded itself: the bound is `span_cap`, checked by `room_for`.
-    spans: MemoryQueue,
-    span_cap: u64,
-    /// Span bytes queued or in flight.
-    span_outstanding: u64,
-}
-
-impl SplitQueue {
-    pub fn new(metrics_bytes: u64, span_bytes: u64) -> SplitQueue {
-        SplitQueue {
-            metrics: MemoryQueue::new(metrics_bytes),
-            spans: MemoryQueue::new(u64::MAX),
-            span_cap: span_bytes,
-            span_outstanding: 0,
-        }
-    }
-
-    fn of(&mut self, kind: PayloadKind) -> &mut MemoryQueue {
-        match kind {
-            PayloadKind::Metrics => &mut self.metrics,
-            PayloadKind::Spans => &mut self.spans,
-        }
-    }
-}
-
-impl BatchQueue for SplitQueue {
-    fn push_back(&mut self, b: QueuedBatch) -> Vec<QueuedBatch> {
-        if b.batch.kind == PayloadKind::Spans {
-            // the caller checked room_for for the whole request
-            self.span_outstanding += b.batch.size();
-        }
-        self.of(b.batch.kind).push_back(b)
-    }
-
-    fn pop_front(&mut self) -> Option<QueuedBatch> {
-        match (self.metrics.oldest_seq(), self.spans.oldest_seq()) {
-            (Some(m), Some(s)) if s < m => self.spans.pop_front(),
-            (Some(_), _) => self.metrics.pop_front(),
-            (None, _) => self.spans.pop_front(),
-        }
-    }
-
-    fn requeue_front(&mut self, b: QueuedBatch) -> Vec<QueuedBatch> {
-        let kind = b.batch.kind;
-        let evicted = self.of(kind).requeue_front(b);
-        if kind == PayloadKind::Spans {
-            // cannot happen (its bytes were still counted): keep the
-            // accounting right anyway
-            for e in &evicted {
-                self.span_outstanding = self.span_outstanding.saturating_sub(e.batch.size());
-            }
-        }
-        evicted
-    }
-
-    fn complete(&mut self, b: &QueuedBatch) {
-        if b.batch.kind == PayloadKind::Spans {
-            self.span_outstanding = self.span_outstanding.saturating_sub(b.batch.size());
-        }
-    }
-
-    fn oldest_seq(&self) -> Option<u64> {
-        match (self.metrics.oldest_seq(), self.spans.oldest_seq()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn bytes(&self) -> u64 {
-        self.metrics.bytes() + self.spans.bytes()
-    }
-
-    fn batches(&self) -> usize {
-        self.metrics.batches() + self.spans.batches()
-    }
-
-    fn capacity_bytes(&self) -> u64 {
-        self.metrics.capacity_bytes().saturating_add(self.span_cap)
-    }
-
-    fn drain_all(&mut self) -> Vec<QueuedBatch> {
-        let spans = self.spans.drain_all();
-        for b in &spans {
-            self.span_outstanding = self.span_outstanding.saturating_sub(b.batch.size());
-        }
-        let mut all = self.metrics.drain_all();
-        all.extend(spans);
-        all.sort_by_key(|b| b.seq);
-        all
-    }
-
-    fn room_for(&self, kind: PayloadKind) -> u64 {
-        match kind {
-            PayloadKind::Metrics => self.metrics.room_for(kind),
-            PayloadKind::Spans if self.span_outstanding == 0 => u64::MAX,
-            PayloadKind::Spans => self.span_cap.saturating_sub(self.span_outstanding),
-        }
+    fn first_seq(&self) -> u64 {
+        self.next_seq
     }
 }
 
@@ -260,14 +183,10 @@ mod tests {
     use crate::sink::ContentEncoding;
 
     fn qb(seq: u64, size: usize) -> QueuedBatch {
-        qk(seq, size, PayloadKind::Metrics)
-    }
-
-    fn qk(seq: u64, size: usize, kind: PayloadKind) -> QueuedBatch {
         QueuedBatch {
             seq,
             batch: EncodedBatch {
-                kind,
+                kind: crate::sink::PayloadKind::Metrics,
                 items: 1,
                 encoding: ContentEncoding::Identity,
                 body: Bytes::from(vec![b'x'; size]),
@@ -316,63 +235,23 @@ mod tests {
     }
 
     #[test]
-    fn split_queue_never_evicts_spans() {
-        use PayloadKind::{Metrics as M, Spans as S};
-        let mut q = SplitQueue::new(100, 100);
-        // empty: anything fits, even more than the bound
-        assert_eq!(q.room_for(S), u64::MAX);
-        assert!(q.push_back(qk(1, 60, S)).is_empty());
-        assert!(q.push_back(qk(2, 80, M)).is_empty());
-        assert_eq!(q.room_for(S), 40);
-        // metrics evict metrics only
-        assert_eq!(seqs(&q.push_back(qk(3, 50, M))), vec![2]);
-        assert!(q.push_back(qk(5, 40, S)).is_empty());
-        assert_eq!(q.room_for(S), 0);
-        assert_eq!(q.bytes(), 150);
-        assert_eq!(q.capacity_bytes(), 200);
-        // more metrics still evict metrics, never spans
-        assert_eq!(seqs(&q.push_back(qk(6, 100, M))), vec![3]);
-        // global order across kinds
-        assert_eq!(q.oldest_seq(), Some(1));
+    fn room_counts_the_batch_in_flight() {
+        let mut q = MemoryQueue::new(100);
+        assert_eq!(q.room(), 100);
+        q.push_back(qb(1, 30));
+        q.push_back(qb(2, 20));
+        assert_eq!(q.room(), 50);
+        // out for an attempt: still counted, so putting it back always fits
         let b1 = q.pop_front().unwrap();
-        assert_eq!(b1.seq, 1);
-        // in flight: still counted against the span bound
-        assert_eq!(q.room_for(S), 0);
-        // a transient failure puts it back first
+        assert_eq!(q.room(), 50);
+        assert!(q.push_back(qb(3, 50)).is_empty());
+        assert_eq!(q.room(), 0);
         assert!(q.requeue_front(b1).is_empty());
+        assert_eq!(q.room(), 0);
         let b1 = q.pop_front().unwrap();
         q.complete(&b1);
-        assert_eq!(q.room_for(S), 60);
-        assert_eq!(q.pop_front().unwrap().seq, 5);
-        assert_eq!(q.pop_front().unwrap().seq, 6);
-        assert!(q.pop_front().is_none());
-    }
-
-    #[test]
-    fn split_queue_takes_one_oversized_request_alone() {
-        use PayloadKind::Spans as S;
-        let mut q = SplitQueue::new(100, 100);
-        for seq in 1..=3 {
-            assert!(q.push_back(qk(seq, 70, S)).is_empty());
-        }
-        assert_eq!(q.room_for(S), 0);
-        for seq in 1..=3 {
-            let b = q.pop_front().unwrap();
-            assert_eq!(b.seq, seq);
-            q.complete(&b);
-        }
-        assert_eq!(q.room_for(S), u64::MAX);
-    }
-
-    #[test]
-    fn split_queue_drains_in_order() {
-        use PayloadKind::{Metrics as M, Spans as S};
-        let mut q = SplitQueue::new(100, 100);
-        q.push_back(qk(1, 10, M));
-        q.push_back(qk(2, 10, S));
-        q.push_back(qk(3, 10, M));
-        assert_eq!(seqs(&q.drain_all()), vec![1, 2, 3]);
-        assert_eq!(q.room_for(S), u64::MAX);
-        assert_eq!(q.bytes(), 0);
+        assert_eq!(q.room(), 30);
+        assert_eq!(seqs(&q.drain_all()), vec![2, 3]);
+        assert_eq!(q.room(), 100);
     }
 }

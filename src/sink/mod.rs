@@ -8,6 +8,8 @@
 //! live in [`wire`] and nowhere else.
 
 pub mod cased;
+#[cfg(test)]
+pub mod scripted;
 pub mod stdout;
 pub mod wire;
 
@@ -102,6 +104,8 @@ pub enum SinkError {
 pub enum AnySink {
     Cased(cased::CasedSink),
     Stdout(stdout::StdoutSink),
+    #[cfg(test)]
+    Scripted(scripted::ScriptedSink),
 }
 
 /// Build the sink `cfg.sink` names.
@@ -128,6 +132,8 @@ impl AnySink {
         match self {
             AnySink::Cased(s) => s.encode_metrics(metrics, compression),
             AnySink::Stdout(_) => stdout::encode_metrics(metrics),
+            #[cfg(test)]
+            AnySink::Scripted(_) => stdout::encode_metrics(metrics),
         }
     }
 
@@ -141,6 +147,8 @@ impl AnySink {
         match self {
             AnySink::Cased(s) => s.encode_spans(spans, compression),
             AnySink::Stdout(_) => stdout::encode_spans(spans),
+            #[cfg(test)]
+            AnySink::Scripted(_) => stdout::encode_spans(spans),
         }
     }
 
@@ -149,6 +157,8 @@ impl AnySink {
         match self {
             AnySink::Cased(s) => s.send(batch, timeout).await,
             AnySink::Stdout(s) => s.send(batch).await,
+            #[cfg(test)]
+            AnySink::Scripted(s) => s.send(batch).await,
         }
     }
 
@@ -156,6 +166,8 @@ impl AnySink {
         match self {
             AnySink::Cased(_) => "cased",
             AnySink::Stdout(_) => "stdout",
+            #[cfg(test)]
+            AnySink::Scripted(_) => "scripted",
         }
     }
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use cased_agent::config::Compression;
 use cased_agent::delivery::backoff::Backoff;
 use cased_agent::delivery::disk::{DiskOptions, DiskQueue};
-use cased_agent::delivery::queue::BatchQueue;
-use cased_agent::delivery::{Delivery, DeliveryOptions};
+use cased_agent::delivery::queue::{BatchQueue, MemoryQueue};
+use cased_agent::delivery::{Delivery, DeliveryOptions, Lanes};
 use cased_agent::sink::{AnySink, wire::Metric};
 use cased_agent::telemetry::{DropLabel, Telemetry};
 use serde_json::Value;
@@ -115,6 +115,7 @@ fn disk_opts() -> DiskOptions {
     DiskOptions {
         max_bytes: 64 << 20,
         memory_fallback_bytes: 1 << 20,
+        never_evict: false,
     }
 }
 
@@ -126,8 +127,13 @@ fn start_disk_delivery(
     timeout: Duration,
 ) -> (Delivery, Arc<Telemetry>) {
     let t = Arc::new(Telemetry::new());
-    let q = DiskQueue::open(dir, disk_opts(), t.clone()).expect("buffer opens");
-    let (d, _task) = Delivery::start_with_queue(
+    // the metrics lane's place in a buffer directory
+    let q = DiskQueue::open(&dir.join("metrics"), disk_opts(), t.clone()).expect("buffer opens");
+    let lanes = Lanes {
+        metrics: Box::new(q),
+        spans: Box::new(MemoryQueue::new(0)),
+    };
+    let (d, _task) = Delivery::start_lanes(
         cased_sink(endpoint),
         DeliveryOptions {
             batch_size,
@@ -136,7 +142,7 @@ fn start_disk_delivery(
             compression: Compression::None,
         },
         fast(),
-        Box::new(q),
+        lanes,
         t.clone(),
     );
     (d, t)
@@ -320,11 +326,12 @@ fn sample0(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or(0.0)
 }
 
-/// Everything in a buffer directory, oldest first, as the receiver would
-/// count it (read without acknowledging: the buffer is left as it was).
+/// Everything in the metrics lane of a buffer directory, oldest first, as
+/// the receiver would count it (read without acknowledging: the buffer is
+/// left as it was).
 fn buffer_contents(dir: &Path) -> (BTreeMap<MetricKey, usize>, u64) {
     let t = Arc::new(Telemetry::new());
-    let mut q = DiskQueue::open(dir, disk_opts(), t).expect("buffer opens");
+    let mut q = DiskQueue::open(&dir.join("metrics"), disk_opts(), t).expect("buffer opens");
     let mut counts = BTreeMap::new();
     let mut batches = 0;
     while let Some(b) = q.pop_front() {
@@ -904,4 +911,283 @@ async fn s5_unusable_buffer_dir_at_start_means_memory_only() {
     assert!(log.contains("disk buffer unusable"), "{log}");
     assert!(log.contains("not-a-dir/buffer"), "{log}");
     assert!(tally(&rx.requests()).len() >= 31);
+}
+
+// ------------------------------------------------- lanes: kinds apart
+
+const METRICS_PATH: &str = "/api/v1/telemetry/metrics";
+const SPANS_PATH: &str = "/api/v1/telemetry/spans";
+
+/// The agent with the OTLP receiver on free ports: (agent, OTLP/HTTP url).
+fn otel_agent(endpoint: &str, log: &Path, extra: &[&str]) -> (Agent, String) {
+    let (http, grpc) = (free_port(), free_port());
+    let (h, g) = (http.to_string(), grpc.to_string());
+    let mut args = vec!["--enable-otel", "--otel-port", &h, "--otel-grpc-port", &g];
+    args.extend_from_slice(extra);
+    let a = Agent::start(endpoint, log, &args);
+    (a, format!("http://127.0.0.1:{http}/v1/traces"))
+}
+
+/// Post one OTLP/HTTP protobuf request of `n` spans with ids from `first`;
+/// the status (0: no answer, e.g. not listening yet).
+async fn post_spans(c: &reqwest::Client, url: &str, n: usize, pad: usize, first: u64) -> u16 {
+    use prost::Message;
+    let body = crate::otlp::request("lanes", n, pad, first).encode_to_vec();
+    match c
+        .post(url)
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Wait until the OTLP receiver answers (an empty request).
+async fn otlp_ready(c: &reqwest::Client, url: &str, a: &Agent) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while post_spans(c, url, 0, 0, 1).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "OTLP never up:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Span ids (hex, as stored) of ids `first..first+n`.
+fn span_ids(first: u64, n: usize) -> Vec<String> {
+    (first..first + n as u64)
+        .map(|id| format!("{id:016x}"))
+        .collect()
+}
+
+/// Distinct cycles (metric timestamps) the API kept.
+fn cycles_kept(rx: &Receiver) -> BTreeSet<i64> {
+    rx.requests_to(METRICS_PATH)
+        .iter()
+        .filter(|r| r.accepted())
+        .flat_map(metrics_of)
+        .map(|m| key(&m).2)
+        .collect()
+}
+
+/// 8. The spans endpoint answers 503 for ever while metrics work, the
+///    agent receiving spans all along at `--interval 1s`: every cycle's
+///    metrics still arrive (before the lanes: 3 cycles in 14 s, then only
+///    `queue_full` drops, the sender stuck on the oldest span batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s8_failing_spans_endpoint_does_not_stop_metrics() {
+    let rx = Receiver::start().await;
+    rx.always_path(SPANS_PATH, Some(Reply::status(503)));
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, url) = otel_agent(&rx.url(), &tmp.path().join("a.log"), &["--interval", "1s"]);
+    let c = crate::otlp::http_client();
+    otlp_ready(&c, &url, &a).await;
+    // spans all along: 20 every 250 ms for 10 s
+    let t0 = Instant::now();
+    let mut id = 1_000;
+    while t0.elapsed() < Duration::from_secs(10) {
+        post_spans(&c, &url, 20, 0, id).await;
+        id += 20;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let m = a.scrape().expect("scrape");
+    let cycles = sample0(&m, "cased_agent_cycles_total") as usize;
+    assert!(cycles >= 8, "{cycles} cycles in 10 s");
+    // every cycle up to that scrape arrives (the last within a cycle)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cycles_kept(&rx).len() < cycles && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = cycles_kept(&rx).len();
+    let span_reqs = rx.requests_to(SPANS_PATH);
+    eprintln!(
+        "s8: {cycles} cycles, {kept} delivered; {} span requests (all 503)",
+        span_reqs.len()
+    );
+    assert!(kept >= cycles, "only {kept} of {cycles} cycles delivered");
+    assert!(span_reqs.len() >= 2, "the span lane kept retrying");
+    assert!(span_reqs.iter().all(|r| r.status == Some(503)));
+    let m = a.scrape().expect("scrape");
+    assert!(sample0(&m, "cased_agent_batches_retried_total{kind=\"spans\"}") >= 1.0);
+    assert_eq!(
+        sample0(
+            &m,
+            "cased_agent_batches_dropped_total{kind=\"metrics\",reason=\"queue_full\"}"
+        ),
+        0.0
+    );
+    let (code, log) = a.stop(15).await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// 9. The metrics endpoint answers 503 for ever: spans keep arriving,
+///    every accepted span within seconds of being accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s9_failing_metrics_endpoint_does_not_stop_spans() {
+    let rx = Receiver::start().await;
+    rx.always_path(METRICS_PATH, Some(Reply::status(503)));
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, url) = otel_agent(&rx.url(), &tmp.path().join("a.log"), &["--interval", "1s"]);
+    let c = crate::otlp::http_client();
+    otlp_ready(&c, &url, &a).await;
+    let mut accepted = BTreeSet::new();
+    let mut id = 1_000;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(8) {
+        if post_spans(&c, &url, 20, 0, id).await == 200 {
+            accepted.extend(span_ids(id, 20));
+        }
+        id += 20;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(accepted.len() >= 400, "{} spans accepted", accepted.len());
+    let got = |rx: &Receiver| -> BTreeSet<String> {
+        rx.accepted_spans()
+            .iter()
+            .map(|s| s["span_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !accepted.is_subset(&got(&rx)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let arrived = got(&rx);
+    let missing = accepted.difference(&arrived).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} accepted spans missing",
+        accepted.len()
+    );
+    let metric_reqs = rx.requests_to(METRICS_PATH);
+    assert!(metric_reqs.len() >= 2, "the metrics lane kept retrying");
+    assert!(metric_reqs.iter().all(|r| r.status == Some(503)));
+    let (code, log) = a.stop(15).await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// 10. With a buffer: the API down (503 with `Retry-After: 1` on both
+///     paths) while spans keep coming and metrics pile up past their part
+///     of the cap; then back. Every span the receiver answered 200 arrives,
+///     none that it refused; nothing of the spans is dropped. `buffer` is
+///     the `--buffer-path` (a working directory, a full tmpfs, a file in
+///     place of the directory: the memory fallback).
+async fn accepted_spans_survive_an_outage(buffer: &Path, tmp: &Path, fallback: bool) {
+    let rx = Receiver::start().await;
+    let down = Reply::status(503).with_header("Retry-After", "1");
+    rx.always_path(SPANS_PATH, Some(down.clone()));
+    rx.always_path(METRICS_PATH, Some(down));
+    let (a, url) = otel_agent(
+        &rx.url(),
+        &tmp.join("a.log"),
+        &[
+            "--interval",
+            "100ms",
+            "--batch-size",
+            "20",
+            "--buffer-path",
+            buffer.to_str().unwrap(),
+            "--buffer-max-bytes",
+            "1MiB",
+            "--queue-max-bytes",
+            "1MiB",
+        ],
+    );
+    let c = crate::otlp::http_client();
+    otlp_ready(&c, &url, &a).await;
+    // 40 requests of 40 spans of ~1.3 KiB: about 2 MiB, four times the
+    // span lane's half of the cap: the end is refused at the door
+    let (mut accepted, mut refused) = (BTreeSet::new(), BTreeSet::new());
+    for k in 0..40u64 {
+        let first = 10_000 + k * 40;
+        match post_spans(&c, &url, 40, 1000, first).await {
+            200 => accepted.extend(span_ids(first, 40)),
+            _ => refused.extend(span_ids(first, 40)),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // metrics keep piling up meanwhile
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!(
+        "s10: {} spans accepted, {} refused",
+        accepted.len(),
+        refused.len()
+    );
+    assert!(accepted.len() >= 200, "{}", accepted.len());
+    assert!(!refused.is_empty(), "the span lane's bound was reached");
+    let m = a.scrape().expect("scrape");
+    if fallback {
+        assert_eq!(
+            sample0(&m, "cased_agent_buffer_memory_fallback"),
+            1.0,
+            "{m}"
+        );
+    }
+    // the API is back
+    rx.always_path(SPANS_PATH, None);
+    rx.always_path(METRICS_PATH, None);
+    let got = |rx: &Receiver| -> BTreeMap<String, usize> {
+        let mut t = BTreeMap::new();
+        for s in rx.accepted_spans() {
+            *t.entry(s["span_id"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        t
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while got(&rx).len() < accepted.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let arrived = got(&rx);
+    let ids: BTreeSet<String> = arrived.keys().cloned().collect();
+    let missing = accepted.difference(&ids).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} accepted spans lost",
+        accepted.len()
+    );
+    assert_eq!(ids, accepted, "only accepted spans arrive");
+    assert_eq!(
+        arrived.values().sum::<usize>(),
+        accepted.len(),
+        "no duplicates"
+    );
+    let m = a.scrape().expect("scrape");
+    assert!(
+        !m.contains("cased_agent_batches_dropped_total{kind=\"spans\""),
+        "{m}"
+    );
+    let (code, log) = a.stop(15).await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s10_disk_buffer_delivers_every_accepted_span() {
+    let tmp = tempfile::tempdir().unwrap();
+    accepted_spans_survive_an_outage(&tmp.path().join("buffer"), tmp.path(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s10_unusable_buffer_dir_delivers_every_accepted_span() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    accepted_spans_survive_an_outage(&file.join("buffer"), tmp.path(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s10_full_disk_delivers_every_accepted_span() {
+    if !need_root("s10_full_disk_delivers_every_accepted_span") {
+        return;
+    }
+    // room for a few records only: the lanes fall back to memory soon
+    let fs = Tmpfs::mount("64k");
+    let tmp = tempfile::tempdir().unwrap();
+    accepted_spans_survive_an_outage(&fs.path.join("buffer"), tmp.path(), true).await;
 }

@@ -8,6 +8,8 @@
 //! rx.script([Reply::status(500), Reply::Close]);
 //! // point the agent at rx.url() ...
 //! let reqs = rx.wait_for(3, Duration::from_secs(5)).await;
+//! // per path: 503 on spans for ever, whatever the script says
+//! rx.always_path("/api/v1/telemetry/spans", Some(Reply::status(503)));
 //! ```
 
 #![allow(dead_code)]
@@ -97,6 +99,8 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// When the request was complete.
     pub at: Instant,
+    /// The status answered (`None`: a hang or a close).
+    pub status: Option<u16>,
 }
 
 impl Recorded {
@@ -112,10 +116,18 @@ impl Recorded {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("request body is JSON")
     }
+
+    /// Answered with a 2xx: the API kept it.
+    pub fn accepted(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
 }
 
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
+    /// Per path (the end of the request path): its own script, and what
+    /// it answers once that is used up; before the common script.
+    paths: Mutex<Vec<(String, VecDeque<Reply>, Option<Reply>)>>,
     seen: Mutex<Vec<Recorded>>,
     arrived: Notify,
 }
@@ -151,6 +163,7 @@ impl Receiver {
         let addr = listener.local_addr().expect("local addr");
         let inner = Arc::new(Inner {
             script: Mutex::new(VecDeque::new()),
+            paths: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
             arrived: Notify::new(),
         });
@@ -187,6 +200,46 @@ impl Receiver {
     /// Append replies for the next requests.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.inner.script.lock().unwrap().extend(replies);
+    }
+
+    /// Append replies for the next requests whose path ends with `path`
+    /// (other paths use the common script).
+    pub fn script_path(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.with_path(path, |s, _| s.extend(replies));
+    }
+
+    /// Once its script is used up, `path` answers `reply` for ever
+    /// (`None`: back to the common script).
+    pub fn always_path(&self, path: &str, reply: Option<Reply>) {
+        self.with_path(path, |_, a| *a = reply);
+    }
+
+    fn with_path(&self, path: &str, f: impl FnOnce(&mut VecDeque<Reply>, &mut Option<Reply>)) {
+        let mut paths = self.inner.paths.lock().unwrap();
+        if !paths.iter().any(|p| p.0 == path) {
+            paths.push((path.to_string(), VecDeque::new(), None));
+        }
+        let p = paths.iter_mut().find(|p| p.0 == path).unwrap();
+        f(&mut p.1, &mut p.2);
+    }
+
+    /// Requests whose path ends with `path`.
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(path))
+            .collect()
+    }
+
+    /// Every span the API kept (requests answered 2xx), in arrival order.
+    pub fn accepted_spans(&self) -> Vec<serde_json::Value> {
+        self.requests()
+            .iter()
+            .filter(|r| r.accepted())
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .filter_map(|v| v.get("spans").and_then(|m| m.as_array()).cloned())
+            .flatten()
+            .collect()
     }
 
     /// Everything recorded so far.
@@ -266,11 +319,24 @@ async fn handle(
         raw_body: raw,
         body,
         at: Instant::now(),
+        status: None,
     };
-    let reply = inner.script.lock().unwrap().pop_front();
+    let mut rec = rec;
+    let by_path = {
+        let mut paths = inner.paths.lock().unwrap();
+        paths
+            .iter_mut()
+            .find(|p| rec.path.ends_with(p.0.as_str()))
+            .and_then(|p| p.1.pop_front().or_else(|| p.2.clone()))
+    };
+    let reply = by_path.or_else(|| inner.script.lock().unwrap().pop_front());
+    let reply = reply.unwrap_or_else(|| Reply::status(200));
+    if let Reply::Status { status, .. } = &reply {
+        rec.status = Some(*status);
+    }
     inner.seen.lock().unwrap().push(rec);
     inner.arrived.notify_waiters();
-    match reply.unwrap_or_else(|| Reply::status(200)) {
+    match reply {
         Reply::Close => Err(CloseConnection),
         Reply::Hang(d) => {
             tokio::time::sleep(d).await;
