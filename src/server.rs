@@ -166,7 +166,13 @@ pub async fn serve_router(
         };
         match accepted {
             Ok((stream, _)) => {
-                conns.spawn(serve_conn(stream, app.clone(), limits, slot, stop_rx.clone()));
+                conns.spawn(serve_conn(
+                    stream,
+                    app.clone(),
+                    limits,
+                    slot,
+                    stop_rx.clone(),
+                ));
             }
             Err(e) => {
                 // out of fds and the like: wait rather than spin

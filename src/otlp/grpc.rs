@@ -42,8 +42,8 @@ use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
 
 use super::decode::Encoding;
-use super::{Ingest, Refusal};
 use super::decode::{ProtoAny, ProtoDuration, RetryInfo, RpcStatus};
+use super::{Ingest, Refusal};
 
 const TRANSPORT: &str = "grpc";
 
@@ -149,7 +149,7 @@ impl tonic::server::UnaryService<bytes::Bytes> for Export {
 fn status_of(r: &Refusal, retry_after: Duration) -> Status {
     let msg = r.to_string();
     match r {
-        Refusal::Malformed(_) => Status::invalid_argument(msg),
+        Refusal::Malformed(_) | Refusal::Unsupported(_) => Status::invalid_argument(msg),
         Refusal::TooLarge(_) => Status::resource_exhausted(msg),
         Refusal::Busy | Refusal::Full => refusal(&msg, retry_after),
         Refusal::ShuttingDown => Status::unavailable(msg),

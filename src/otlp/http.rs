@@ -27,8 +27,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use super::{Accepted, Held, Ingest, Refusal};
 use super::decode::{self, DecodeError, Encoding};
+use super::{Accepted, Held, Ingest, Refusal};
 
 const TRANSPORT: &str = "http";
 
@@ -134,6 +134,7 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
             let resp = response(&a);
             let body = match enc {
                 Encoding::Protobuf => resp.encode_to_vec(),
+                Encoding::Json if resp.partial_success.is_none() => b"{}".to_vec(),
                 Encoding::Json => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
             };
             (
@@ -166,6 +167,9 @@ fn refusal(ingest: &Ingest, enc: Encoding, r: Refusal) -> Response {
     let msg = r.to_string();
     let (status, code, retry) = match &r {
         Refusal::Malformed(_) => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT, false),
+        Refusal::Unsupported(_) => {
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{msg}\n")).into_response();
+        }
         Refusal::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, INVALID_ARGUMENT, false),
         Refusal::Busy => (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED, true),
         Refusal::Full => (StatusCode::SERVICE_UNAVAILABLE, RESOURCE_EXHAUSTED, true),
@@ -205,7 +209,9 @@ async fn read_body(
         if buf.len() + data.len() > limit {
             drop(buf);
             drain(body).await;
-            return Err(Refusal::TooLarge(DecodeError::TooLarge { limit }.to_string()));
+            return Err(Refusal::TooLarge(
+                DecodeError::TooLarge { limit }.to_string(),
+            ));
         }
         let need = buf.len() + data.len();
         if buf.capacity() < need {

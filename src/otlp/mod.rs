@@ -26,6 +26,8 @@ pub mod convert;
 pub mod decode;
 pub mod grpc;
 pub mod http;
+#[cfg(test)]
+mod meter;
 pub mod scan;
 
 use std::net::SocketAddr;
@@ -171,6 +173,9 @@ pub enum Refusal {
     /// 400 / `INVALID_ARGUMENT`.
     #[error("{0}")]
     Malformed(String),
+    /// 415 (an unknown content encoding).
+    #[error("{0}")]
+    Unsupported(String),
     /// 413 / `RESOURCE_EXHAUSTED` without a retry delay: it never fits.
     #[error("{0}")]
     TooLarge(String),
@@ -192,6 +197,7 @@ impl Refusal {
     pub fn outcome(&self) -> &'static str {
         match self {
             Refusal::Malformed(_) => "malformed",
+            Refusal::Unsupported(_) => "unsupported",
             Refusal::TooLarge(_) => "too_large",
             Refusal::Busy | Refusal::Full | Refusal::ShuttingDown => "refused",
         }
@@ -301,8 +307,8 @@ impl Ingest {
         let limit = self.max_body_bytes;
         let large = raw.len() > BLOCKING_OVER || content_encoding.is_some();
         let prepare = move || -> Result<(bytes::Bytes, scan::Shape), Refusal> {
-            let body = decode::inflate(raw, content_encoding.as_deref(), limit)
-                .map_err(decode_refusal)?;
+            let body =
+                decode::inflate(raw, content_encoding.as_deref(), limit).map_err(decode_refusal)?;
             let shape = match enc {
                 decode::Encoding::Protobuf => scan::scan_protobuf(&body),
                 decode::Encoding::Json => scan::scan_json(&body),
@@ -353,13 +359,10 @@ impl Ingest {
         }
         // the body is held already; hold the rest of the cost
         let need = total.saturating_sub(held.num_permits() as u64) as u32;
-        let more = tokio::time::timeout(
-            BUDGET_WAIT,
-            self.budget.clone().acquire_many_owned(need),
-        )
-        .await
-        .map_err(|_| Refusal::Busy)?
-        .map_err(|_| Refusal::ShuttingDown)?;
+        let more = tokio::time::timeout(BUDGET_WAIT, self.budget.clone().acquire_many_owned(need))
+            .await
+            .map_err(|_| Refusal::Busy)?
+            .map_err(|_| Refusal::ShuttingDown)?;
         held.merge(more);
         Ok(cost)
     }
@@ -407,6 +410,7 @@ impl Ingest {
 fn decode_refusal(e: decode::DecodeError) -> Refusal {
     match e.status() {
         413 => Refusal::TooLarge(e.to_string()),
+        415 => Refusal::Unsupported(e.to_string()),
         _ => Refusal::Malformed(e.to_string()),
     }
 }

@@ -182,7 +182,7 @@ fn walk(buf: &[u8], base: usize, msg: Msg, depth: u32, w: &mut Walk) -> Result<(
         if wire == 2 {
             let inner = &buf[pos..end];
             match msg.child(field) {
-                Some(child) => enter(inner, base + pos, child, depth, w)?,
+                Some(child) => enter(inner, base + pos, msg, child, depth, w)?,
                 None => string(inner, w),
             }
         }
@@ -192,9 +192,28 @@ fn walk(buf: &[u8], base: usize, msg: Msg, depth: u32, w: &mut Walk) -> Result<(
 }
 
 /// One nested message: count it and walk it.
-fn enter(inner: &[u8], base: usize, child: Msg, depth: u32, w: &mut Walk) -> Result<(), ScanError> {
+fn enter(
+    inner: &[u8],
+    base: usize,
+    parent: Msg,
+    child: Msg,
+    depth: u32,
+    w: &mut Walk,
+) -> Result<(), ScanError> {
     let s = &mut w.shape;
-    s.structs += 2 * child.size();
+    // an optional field lives in its parent; a repeated one in a `Vec`
+    // that may have doubled
+    let inline = matches!(
+        (parent, child),
+        (Msg::ResourceSpans, Msg::Resource)
+            | (Msg::ScopeSpans, Msg::Scope)
+            | (Msg::Span, Msg::Status)
+            | (Msg::KeyValue, Msg::AnyValue)
+            | (Msg::AnyValue, Msg::ArrayValue | Msg::KvList)
+    );
+    if !inline {
+        s.structs += 2 * child.size();
+    }
     match child {
         Msg::ResourceSpans => s.resources += 1,
         Msg::Span => s.spans += 1,
@@ -349,34 +368,307 @@ const LARGEST: u64 = {
     max
 };
 
-/// What one converted span holds beyond its strings: the struct, its
-/// allocations (ids in hex, the cluster id, the service name, `events`),
-/// its share of the `Vec`s, and its JSON batch encoding (the encoder
-/// reserves 640 bytes a span up front).
-fn span_fixed(cluster_id_len: u64, longest_string: u64) -> u64 {
-    let service = longest_string.min(super::convert::MAX_SERVICE_NAME as u64);
-    let converted = size::<StoredSpan>() + 24 + 6 * ALLOC + cluster_id_len + service;
-    let encoded = 640 + 2 * (cluster_id_len + service);
-    converted + encoded
-}
-
 impl Shape {
     /// Upper bound of the bytes decoding, converting and encoding this
     /// request allocate at once (not counting the body itself).
+    ///
+    /// Decoded (`d`): the structs and strings prost builds. Converting moves
+    /// the strings, so what it adds (`c`) is the spans' own structs and
+    /// their new text: hex ids, the cluster id and service name, numbers as
+    /// text, map nodes, the events' JSON (a copy of their strings). The
+    /// batch (`e`) is JSON: the encoder reserves 640 bytes a span, and a
+    /// larger batch makes its `Vec` double, so up to twice its text. The
+    /// decoded request is gone (consumed by converting) once the batch is
+    /// encoded, so the peak is the larger of `d + c` and `c + e` (plus the
+    /// strings moved from `d` into `c`).
     pub fn cost(&self, cluster_id_len: usize) -> u64 {
         let cid = cluster_id_len as u64;
-        let decoded = self.structs + self.strings * ALLOC + self.string_bytes;
-        // converted and encoded: hex ids double, text is written into the
-        // span, its events' JSON and the batch's JSON; a value may become a
-        // map entry or a number's text (map node share, text, JSON quotes);
-        // an event becomes JSON text
-        let converted = self.spans * (span_fixed(cid, self.longest_string) + size::<super::convert::SpanStat>())
+        let service = self
+            .longest_string
+            .min(super::convert::MAX_SERVICE_NAME as u64);
+        let d = self.structs + self.strings * ALLOC + self.string_bytes;
+        let per_span = size::<StoredSpan>()
+            + size::<super::convert::SpanStat>()
+            + 6 * ALLOC
+            + cid
+            + service
+            + 64;
+        let c = self.spans * per_span
             + self.values * (96 + ALLOC)
             + self.events * (ALLOC + 64)
-            + self.strings * ALLOC
-            + self.string_bytes * 4
+            + self.string_bytes
             + self.escape_bytes
-            + self.resources * (2 * ALLOC + 64);
-        decoded.saturating_add(converted)
+            + self.resources * (3 * ALLOC + 128 + 2 * service);
+        // an empty span's JSON is about 330 bytes with the largest numbers
+        let text = self.spans * (330 + cid + service + 64)
+            + self.values * 8
+            + self.events * 64
+            + self.string_bytes
+            + self.escape_bytes;
+        let e = (self.spans * 640 + 64).max(2 * text);
+        // converting frees the decoded request as it goes; the batch is
+        // encoded from the converted spans, which hold the moved strings
+        let moved = self.strings * ALLOC + self.string_bytes;
+        (d + c).max(c + moved + e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::convert;
+    use super::super::decode::{self, Encoding};
+    use super::super::meter::peak_of;
+    use super::*;
+    use crate::sink::wire::SpansBatch;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use opentelemetry_proto::tonic::trace::v1::Status;
+    use prost::Message;
+    use rand::{Rng, SeedableRng};
+
+    const CLUSTER: &str = "prod-cluster";
+
+    fn kv(k: &str, v: Option<Value>) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: v.map(|v| AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn request(resources: Vec<(String, Vec<Span>)>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: resources
+                .into_iter()
+                .map(|(service, spans)| ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![kv("service.name", Some(Value::StringValue(service)))],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn real_span(i: u64, attrs: usize) -> Span {
+        Span {
+            trace_id: (1..=16).map(|b| b ^ i as u8).collect(),
+            span_id: vec![7; 8],
+            parent_span_id: vec![3; 8],
+            name: format!("GET /api/v1/items/{i}"),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i,
+            end_time_unix_nano: 1_700_000_000_001_000_000 + i,
+            attributes: (0..attrs)
+                .map(|a| match a % 4 {
+                    0 => kv(
+                        &format!("http.attr.{a}"),
+                        Some(Value::StringValue(format!("value-{i}-{a}"))),
+                    ),
+                    1 => kv(
+                        &format!("n.{a}"),
+                        Some(Value::IntValue(-(i as i64) * 1_000_003)),
+                    ),
+                    2 => kv(&format!("d.{a}"), Some(Value::DoubleValue(1.0 / 3.0))),
+                    _ => kv(&format!("b.{a}"), Some(Value::BoolValue(true))),
+                })
+                .collect(),
+            status: Some(Status {
+                code: 2,
+                message: "boom".into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// What `Ingest::export` allocates at its peak, on this thread: decode,
+    /// convert, encode the batch as the sink does.
+    fn measured(body: &[u8], enc: Encoding) -> u64 {
+        let ((), peak) = peak_of(|| {
+            let req = decode::decode(body, enc).expect("decodes");
+            let c = convert::convert(req, CLUSTER);
+            let mut out = Vec::with_capacity(64 + c.spans.len() * 640);
+            serde_json::to_writer(
+                &mut out,
+                &SpansBatch {
+                    spans: std::borrow::Cow::Borrowed(&c.spans),
+                },
+            )
+            .expect("encodes");
+            drop(out);
+            drop(c);
+        });
+        peak
+    }
+
+    /// The bound holds, and is not absurdly pessimistic for `realistic`.
+    fn check(what: &str, req: &ExportTraceServiceRequest, realistic: bool) {
+        let pb = req.encode_to_vec();
+        let json = serde_json::to_vec(req).unwrap();
+        for (enc, body) in [(Encoding::Protobuf, &pb), (Encoding::Json, &json)] {
+            let shape = match enc {
+                Encoding::Protobuf => scan_protobuf(body).unwrap(),
+                Encoding::Json => scan_json(body).unwrap(),
+            };
+            assert_eq!(shape.spans, convert::span_count(req) as u64, "{what}");
+            let cost = shape.cost(CLUSTER.len());
+            let peak = measured(body, enc);
+            eprintln!("{what} {enc:?}: peak {peak} bound {cost}");
+            assert!(
+                peak <= cost,
+                "{what} {enc:?}: peak {peak} over the bound {cost} ({shape:?})"
+            );
+            if realistic && enc == Encoding::Protobuf {
+                assert!(
+                    cost <= 3 * peak,
+                    "{what}: bound {cost} over 3x the peak {peak}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bound_holds_for_hostile_and_real_shapes() {
+        let empty = request(vec![("svc".into(), vec![Span::default(); 5000])]);
+        check("empty spans", &empty, true);
+        let real = request(vec![(
+            "checkout".into(),
+            (0..2000).map(|i| real_span(i, 10)).collect(),
+        )]);
+        check("real spans", &real, true);
+        let many_services = request(
+            (0..5000)
+                .map(|i| (format!("service-{i}"), vec![real_span(i, 1)]))
+                .collect(),
+        );
+        check("a service a span", &many_services, true);
+        let no_spans = request((0..5000).map(|i| (format!("s{i}"), vec![])).collect());
+        check("resources without spans", &no_spans, false);
+        let empty_attrs = request(vec![(
+            "a".into(),
+            vec![Span {
+                attributes: vec![kv("", None); 20_000],
+                ..Default::default()
+            }],
+        )]);
+        check("empty attributes", &empty_attrs, false);
+        let control = "\u{1}\"\\".repeat(2000);
+        let events = request(vec![(
+            control.clone(),
+            (0..50)
+                .map(|_| Span {
+                    name: control.clone(),
+                    events: vec![
+                        Event {
+                            name: control.clone(),
+                            attributes: vec![kv(
+                                &control,
+                                Some(Value::StringValue(control.clone()))
+                            )],
+                            ..Default::default()
+                        };
+                        3
+                    ],
+                    ..Default::default()
+                })
+                .collect(),
+        )]);
+        check("escapes in events", &events, false);
+    }
+
+    fn nested(depth: u32) -> AnyValue {
+        if depth == 0 {
+            return AnyValue {
+                value: Some(Value::IntValue(i64::MIN)),
+            };
+        }
+        let v = if depth % 2 == 0 {
+            Value::ArrayValue(ArrayValue {
+                values: vec![nested(depth - 1), nested(depth - 1)],
+            })
+        } else {
+            Value::KvlistValue(KeyValueList {
+                values: vec![KeyValue {
+                    key: "k".into(),
+                    value: Some(nested(depth - 1)),
+                    ..Default::default()
+                }],
+            })
+        };
+        AnyValue { value: Some(v) }
+    }
+
+    /// Random shapes: the bound holds for every one.
+    #[test]
+    fn bound_holds_for_random_requests() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for round in 0..12 {
+            let resources = (0..rng.random_range(1..10))
+                .map(|r| {
+                    let spans = (0..rng.random_range(0..100))
+                        .map(|i| {
+                            let mut s = real_span(i, rng.random_range(0..12));
+                            if rng.random_bool(0.3) {
+                                s.attributes.push(KeyValue {
+                                    key: "deep".into(),
+                                    value: Some(nested(rng.random_range(0..8))),
+                                    ..Default::default()
+                                });
+                            }
+                            if rng.random_bool(0.2) {
+                                s.events = vec![
+                                    Event {
+                                        name: "e".into(),
+                                        attributes: s.attributes.clone(),
+                                        ..Default::default()
+                                    };
+                                    rng.random_range(1..4)
+                                ];
+                            }
+                            s
+                        })
+                        .collect();
+                    (format!("svc-{r}"), spans)
+                })
+                .collect();
+            check(&format!("round {round}"), &request(resources), false);
+        }
+    }
+
+    #[test]
+    fn wire_errors_are_found() {
+        assert_eq!(scan_protobuf(b"\x0a\x05ab"), Err(ScanError::Wire(2)));
+        assert!(scan_protobuf(b"\x0b").is_err());
+        assert!(scan_protobuf(&[0xff; 11]).is_err());
+        let mut deep = Vec::new();
+        for _ in 0..200 {
+            let mut outer = vec![0x2a];
+            prost::encoding::encode_varint(deep.len() as u64, &mut outer);
+            outer.extend_from_slice(&deep);
+            deep = outer;
+        }
+        // AnyValue→ArrayValue→AnyValue...: not under the request's schema,
+        // so only counted as bytes; a real deep chain is
+        assert!(scan_protobuf(&deep).is_ok());
+        assert!(scan_json(b"{\"a\": \"unterminated}").is_err());
+        assert!(scan_json(&b"[".repeat(200)).is_err());
+        assert!(scan_json(b"}").is_err());
+    }
+
+    #[test]
+    fn escaped_keys_still_count_spans() {
+        let s = scan_json(br#"{"resourceSpans":[{"scopeSpans":[{"sp\u0061ns":[{},{},{}]}]}]}"#)
+            .unwrap();
+        assert_eq!((s.resources, s.spans), (1, 3));
+        let s =
+            scan_json(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"events":[{}]},{}]}]}]}"#)
+                .unwrap();
+        assert_eq!(s.spans, 2);
     }
 }
