@@ -10,6 +10,7 @@ mod e2e;
 mod ebpf;
 mod fakeapi;
 mod faults;
+mod hostile;
 mod k8s;
 mod netns;
 mod node;
