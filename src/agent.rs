@@ -330,22 +330,33 @@ pub async fn run(cfg: Config) -> ExitCode {
         tracing::info!("--enable-otel: no OTLP receiver with --once");
     }
 
-    let code = if cfg.once {
-        run_once(cycle, &delivery, &cfg, &telemetry).await
+    let (code, stopping) = if cfg.once {
+        let code = run_once(cycle, &delivery, &cfg, &telemetry).await;
+        (code, Instant::now())
     } else {
-        run_loop(cycle, &delivery, &cfg, telemetry).await
+        run_loop(cycle, &delivery, &cfg, telemetry, &otlp_stop).await
     };
+    // everything below ends by --shutdown-grace + 1 s after the signal,
+    // whatever the peers do (Kubernetes SIGKILLs at its own grace period)
+    let deadline = stopping + cfg.shutdown_grace + SHUTDOWN_SLACK;
+    let left = || deadline.saturating_duration_since(Instant::now());
     let _ = otlp_stop.send(true);
     if let Some(h) = otlp {
-        let _ = tokio::time::timeout(Duration::from_secs(2), h.join()).await;
+        h.join(left().min(SERVER_DRAIN)).await;
     }
     if let Some(r) = lease_release {
         // a successor takes over now rather than when the Lease expires
-        r.release(Duration::from_secs(2)).await;
+        r.release(left().min(Duration::from_secs(2))).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), delivery_task).await;
+    let _ = tokio::time::timeout(left().min(Duration::from_secs(1)), delivery_task).await;
     code
 }
+
+/// Past `--shutdown-grace`, what the servers and the Lease release may
+/// still take (the process is gone by grace + 1 s).
+const SHUTDOWN_SLACK: Duration = Duration::from_millis(800);
+/// How long the servers' in-flight requests may finish on shutdown.
+const SERVER_DRAIN: Duration = Duration::from_secs(1);
 
 async fn run_once(
     cycle: Cycle,
@@ -380,23 +391,25 @@ async fn run_loop(
     delivery: &Delivery,
     cfg: &Config,
     telemetry: Arc<Telemetry>,
-) -> ExitCode {
+    otlp_stop: &tokio::sync::watch::Sender<bool>,
+) -> (ExitCode, Instant) {
     let health = Arc::new(Health::new(cfg.interval));
     let listener = match server::bind(cfg.health_port).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(port = cfg.health_port, error = %e, "cannot listen on the health port (--health-port)");
-            return ExitCode::from(1);
+            return (ExitCode::from(1), Instant::now());
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server_task = {
+    let mut server_task = {
         let mut rx = stop_rx.clone();
         let health = health.clone();
         tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
+            // serve() drains for at most server::HEALTH_LIMITS.drain
             if let Err(e) = server::serve(listener, health, telemetry, stop).await {
                 tracing::error!(error = %e, "health server failed");
             }
@@ -417,10 +430,18 @@ async fn run_loop(
             }
         }
     }
+    let stopping = Instant::now();
+    // no new requests: the servers drain while delivery flushes
+    let _ = otlp_stop.send(true);
+    let _ = stop_tx.send(true);
     // delivery logs and counts what the grace period could not deliver
     delivery.shutdown(cfg.shutdown_grace).await;
-    let _ = stop_tx.send(true);
-    let _ = server_task.await;
+    let left = (stopping + cfg.shutdown_grace + SHUTDOWN_SLACK)
+        .saturating_duration_since(Instant::now())
+        .min(SERVER_DRAIN);
+    if tokio::time::timeout(left, &mut server_task).await.is_err() {
+        server_task.abort();
+    }
     tracing::info!("stopped");
-    ExitCode::SUCCESS
+    (ExitCode::SUCCESS, stopping)
 }

@@ -108,6 +108,32 @@ pub async fn bind(port: u16) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
 }
 
+/// Limits of one listener (README, "Limits").
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; further ones wait in the kernel's
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// A request's headers (and an idle connection's next request) must
+    /// arrive within this, or the connection is closed.
+    pub header_read_timeout: Duration,
+    /// On shutdown, in-flight requests get this long, then connections are
+    /// dropped whatever the peers do.
+    pub drain: Duration,
+}
+
+/// The health port's limits: the kubelet and a scraper need few
+/// connections.
+pub const HEALTH_LIMITS: Limits = Limits {
+    max_connections: 64,
+    header_read_timeout: Duration::from_secs(5),
+    drain: Duration::from_secs(1),
+};
+
+/// hyper's read buffer per connection (its floor is 8 KiB): bounds what a
+/// half-sent header can make the agent hold.
+const MAX_BUF: usize = 64 << 10;
+
 /// Serve until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -115,9 +141,88 @@ pub async fn serve(
     telemetry: Arc<Telemetry>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(health, telemetry))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_router(listener, router(health, telemetry), HEALTH_LIMITS, shutdown).await
+}
+
+/// Serve `app` over HTTP/1.1 with `limits` until `shutdown` resolves, then
+/// drain for at most `limits.drain`.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut conns = tokio::task::JoinSet::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        while conns.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            s = slots.clone().acquire_owned() => s,
+        };
+        let Ok(slot) = slot else { break };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                conns.spawn(serve_conn(
+                    stream,
+                    app.clone(),
+                    limits,
+                    slot,
+                    stop_rx.clone(),
+                ));
+            }
+            Err(e) => {
+                // out of fds and the like: wait rather than spin
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.drain, drained).await.is_err() {
+        tracing::info!(
+            connections = conns.len(),
+            "closing connections still open after the drain time"
+        );
+        conns.abort_all();
+    }
+    Ok(())
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+async fn serve_conn(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: Limits,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_BUF);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stopped(stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -70,20 +70,26 @@ impl Aggregate {
     }
 
     /// Record the spans of one accepted request (see
-    /// [`super::convert::Converted`]).
+    /// [`super::convert::Converted`]): one map lookup a span, whatever the
+    /// number of services.
     pub fn record(&mut self, services: &[String], stats: &[SpanStat]) {
-        for (i, name) in services.iter().enumerate() {
-            let slot = if let Some(s) = self.services.get_mut(name) {
-                s
-            } else if self.services.len() < self.max_services {
-                self.services.entry(name.clone()).or_default()
-            } else {
-                &mut self.overflow
-            };
-            for st in stats.iter().filter(|s| s.service as usize == i) {
-                slot.add(st);
+        for st in stats {
+            if let Some(name) = services.get(st.service as usize) {
+                self.record_span(name, st);
             }
         }
+    }
+
+    /// Record one span of service `name`.
+    pub fn record_span(&mut self, name: &str, st: &SpanStat) {
+        let slot = if let Some(s) = self.services.get_mut(name) {
+            s
+        } else if self.services.len() < self.max_services {
+            self.services.entry(name.to_string()).or_default()
+        } else {
+            &mut self.overflow
+        };
+        slot.add(st);
     }
 
     /// Distinct services held (not counting the overflow slot).

@@ -4,8 +4,8 @@
 //! Pure: no I/O. The request is consumed so strings move instead of being
 //! copied.
 //!
-//! - `service_name` is the resource's `service.name` (`unknown` when absent
-//!   or empty);
+//! - `service_name` is the resource's `service.name` string, cut to 128
+//!   bytes (`unknown` when absent, empty or not a string);
 //! - `attributes` holds every span attribute as a string: strings as they
 //!   are, ints and doubles in decimal, bools `true`/`false`, bytes in base64,
 //!   arrays and maps as JSON (a later duplicate key wins);
@@ -16,10 +16,11 @@
 //!   `http.target`, `url.full`, `url.path` (old semantic conventions first);
 //!   empty (`0`) when absent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -29,6 +30,9 @@ use crate::sink::wire::StoredSpan;
 
 /// Service name used when a resource has none.
 pub const UNKNOWN_SERVICE: &str = "unknown";
+/// Longer service names are cut (at a character boundary): the name is
+/// copied into every span, so its length multiplies.
+pub const MAX_SERVICE_NAME: usize = 128;
 
 /// What the per-service aggregate needs of one span.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +51,10 @@ pub struct Converted {
     pub services: Vec<String>,
     /// One per span, in the order of `spans`.
     pub stats: Vec<SpanStat>,
+    /// Spans left out because their ids are invalid ([`check_ids`]).
+    pub rejected: u64,
+    /// Why the first of them was.
+    pub reject_reason: Option<String>,
 }
 
 /// Number of spans in a request (before converting it).
@@ -64,24 +72,26 @@ pub fn convert(req: ExportTraceServiceRequest, cluster_id: &str) -> Converted {
         spans: Vec::with_capacity(span_count(&req)),
         ..Converted::default()
     };
+    // the index of each distinct service: a map, so many resources stay linear
+    let mut index: HashMap<String, u32> = HashMap::new();
     for rs in req.resource_spans {
-        let service = rs
-            .resource
-            .as_ref()
-            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-            .and_then(|kv| kv.value.as_ref())
-            .map(attr_string)
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| UNKNOWN_SERVICE.to_string());
-        let idx = match out.services.iter().position(|s| *s == service) {
-            Some(i) => i,
+        let service = service_name(rs.resource.as_ref());
+        let idx = match index.get(&service) {
+            Some(&i) => i,
             None => {
+                let i = out.services.len() as u32;
+                index.insert(service.clone(), i);
                 out.services.push(service);
-                out.services.len() - 1
+                i
             }
-        } as u32;
+        };
         for ss in rs.scope_spans {
-            for span in ss.spans {
+            for mut span in ss.spans {
+                if let Err(why) = check_ids(&mut span) {
+                    out.rejected += 1;
+                    out.reject_reason.get_or_insert(why);
+                    continue;
+                }
                 let stored = span_to_stored(span, &out.services[idx as usize], cluster_id);
                 out.stats.push(SpanStat {
                     service: idx,
@@ -93,6 +103,65 @@ pub fn convert(req: ExportTraceServiceRequest, cluster_id: &str) -> Converted {
         }
     }
     out
+}
+
+/// A trace id is 16 bytes, a span id 8, neither all zero; a parent span id
+/// is empty or 8 bytes (all zero means none, as some SDKs send for roots).
+pub fn check_ids(span: &mut Span) -> Result<(), String> {
+    let valid = |id: &[u8], n: usize| id.len() == n && id.iter().any(|&b| b != 0);
+    if !valid(&span.trace_id, 16) {
+        return Err(format!(
+            "invalid trace id {:?}: 16 bytes, not all zero",
+            short_hex(&span.trace_id)
+        ));
+    }
+    if !valid(&span.span_id, 8) {
+        return Err(format!(
+            "invalid span id {:?}: 8 bytes, not all zero",
+            short_hex(&span.span_id)
+        ));
+    }
+    match span.parent_span_id.len() {
+        0 => Ok(()),
+        8 => {
+            if span.parent_span_id.iter().all(|&b| b == 0) {
+                span.parent_span_id.clear();
+            }
+            Ok(())
+        }
+        _ => Err(format!(
+            "invalid parent span id {:?}: empty or 8 bytes",
+            short_hex(&span.parent_span_id)
+        )),
+    }
+}
+
+/// An id for a message: its first 32 bytes in hex.
+fn short_hex(id: &[u8]) -> String {
+    hex(&id[..id.len().min(32)])
+}
+
+/// A resource's `service.name` when it is a non-empty string (cut to
+/// [`MAX_SERVICE_NAME`] bytes), else [`UNKNOWN_SERVICE`].
+fn service_name(resource: Option<&Resource>) -> String {
+    let value = resource
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(Value::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
+            _ => None,
+        });
+    let Some(mut s) = value else {
+        return UNKNOWN_SERVICE.to_string();
+    };
+    if s.len() > MAX_SERVICE_NAME {
+        let mut end = MAX_SERVICE_NAME;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s = &s[..end];
+    }
+    s.to_string()
 }
 
 /// One span. `duration_ns` is 0 when the end precedes the start.

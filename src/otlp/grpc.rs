@@ -1,19 +1,28 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
-//! (SPEC §6), the generated tonic server of `opentelemetry-proto`.
+//! (SPEC §6), tonic's server with the protocol's types.
 //!
 //! | request | status |
 //! |---|---|
 //! | valid, optionally gzip | OK, an empty `ExportTraceServiceResponse` |
 //! | not protobuf / truncated | `INVALID_ARGUMENT` |
 //! | message over the limit, plain or inflating past it (gzip bomb: inflation stops at the limit) | `RESOURCE_EXHAUSTED` without `RetryInfo`: permanent by the OTLP spec |
+//! | more than 8192 spans or the memory budget decoded | `RESOURCE_EXHAUSTED` without `RetryInfo` |
+//! | memory budget held by other requests for over 1 s | `RESOURCE_EXHAUSTED` with `RetryInfo` |
+//! | not done within 10 s (a stalled message) | `CANCELLED` (tonic's timeout) |
+//! | some spans with invalid ids | OK with `partial_success` |
 //! | span buffer full | `RESOURCE_EXHAUSTED` with `RetryInfo` (in `grpc-status-details-bin` and `google.rpc.retryinfo-bin`): retryable by the OTLP spec |
 //!
 //! tonic answers a plain over-limit message with `OUT_OF_RANGE`, which OTLP
 //! clients retry, and a message that is not protobuf with `INTERNAL`;
 //! [`Guarded`] rewrites these two statuses (recognised by tonic's messages) to
 //! `RESOURCE_EXHAUSTED` and `INVALID_ARGUMENT`; it also refuses a request
-//! before decoding it when the span buffer has no room, and holds one of the
-//! shared request permits while a request is read and decoded.
+//! before decoding it when the span buffer has no room.
+//!
+//! The message reaches [`Export`] undecoded ([`RawCodec`]): its cost is
+//! bounded and held in the memory budget before prost decodes it, and the
+//! shared request permits are taken only then, once it was read. Limits:
+//! [`MAX_CONNECTIONS`], 16 streams and 4 requests in flight a connection,
+//! [`REQUEST_TIMEOUT`] a request.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,48 +31,168 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{Service, http};
 use tonic::metadata::MetadataValue;
 use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
 
-use super::Ingest;
+use super::decode::Encoding;
 use super::decode::{ProtoAny, ProtoDuration, RetryInfo, RpcStatus};
+use super::{Ingest, Refusal};
 
 const TRANSPORT: &str = "grpc";
 
-struct Receiver {
+/// The gRPC path of `TraceService/Export`.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// A whole request (its message read, decoded and taken) must finish
+/// within this (the OTLP exporters' own deadline is 10 s).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; further ones wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Streams one connection may have open, and requests it may have in
+/// flight (the rest wait, unread).
+const MAX_STREAMS: u32 = 16;
+const MAX_IN_FLIGHT: usize = 4;
+/// On shutdown, in-flight requests get this long.
+pub const DRAIN: Duration = Duration::from_secs(1);
+
+/// Hands tonic's message over undecoded, so that its cost is bounded
+/// ([`super::scan`]) before prost builds anything; encodes the response.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawDecoder;
+struct ResponseEncoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = bytes::Bytes;
+    type Encoder = ResponseEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> ResponseEncoder {
+        ResponseEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = bytes::Bytes;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl tonic::codec::Encoder for ResponseEncoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: ExportTraceServiceResponse,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("cannot encode the response: {e}")))
+    }
+}
+
+/// `TraceService/Export` over [`RawCodec`].
+#[derive(Clone)]
+struct Export {
     ingest: Arc<Ingest>,
 }
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let t = self.ingest.telemetry();
-        match self.ingest.export(request.into_inner()) {
-            Ok(_) => {
-                t.otlp_request(TRANSPORT, "accepted");
-                Ok(Response::new(ExportTraceServiceResponse::default()))
+impl tonic::server::UnaryService<bytes::Bytes> for Export {
+    type Response = ExportTraceServiceResponse;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Self::Response>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<bytes::Bytes>) -> Self::Future {
+        let ingest = self.ingest.clone();
+        Box::pin(async move {
+            let body = request.into_inner();
+            let mut held = ingest.hold_nothing();
+            let taken = match ingest.hold_more(&mut held, body.len()) {
+                Ok(()) => ingest.take(body, None, Encoding::Protobuf, held).await,
+                Err(r) => Err(r),
+            };
+            match taken {
+                Ok(a) => {
+                    ingest.telemetry().otlp_request(TRANSPORT, "accepted");
+                    Ok(Response::new(super::http::response(&a)))
+                }
+                Err(r) => {
+                    ingest.count_refusal(TRANSPORT, &r);
+                    Err(status_of(&r, ingest.retry_after))
+                }
             }
-            Err(full) => {
-                t.otlp_request(TRANSPORT, "refused");
-                Err(refusal(
-                    &format!("{full}: retry later"),
-                    self.ingest.retry_after,
-                ))
-            }
+        })
+    }
+}
+
+/// The gRPC status of a refusal (OTLP: `RESOURCE_EXHAUSTED` is retried
+/// only with a `RetryInfo`).
+fn status_of(r: &Refusal, retry_after: Duration) -> Status {
+    let msg = r.to_string();
+    match r {
+        Refusal::Malformed(_) | Refusal::Unsupported(_) => Status::invalid_argument(msg),
+        Refusal::TooLarge(_) => Status::resource_exhausted(msg),
+        Refusal::Busy | Refusal::Full => refusal(&msg, retry_after),
+        Refusal::ShuttingDown => Status::unavailable(msg),
+    }
+}
+
+/// The trace service: routes `Export`, answers `UNIMPLEMENTED` otherwise.
+#[derive(Clone)]
+pub struct TraceGrpc {
+    ingest: Arc<Ingest>,
+}
+
+impl NamedService for TraceGrpc {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl<B> Service<http::Request<B>> for TraceGrpc
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let ingest = self.ingest.clone();
+        if req.uri().path() != EXPORT_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
+        Box::pin(async move {
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            let limit = ingest.max_body_bytes;
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_compression_config(gzip, gzip)
+                .apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.unary(Export { ingest }, req).await)
+        })
     }
 }
 
@@ -127,11 +256,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let ingest = self.ingest.clone();
         Box::pin(async move {
-            if ingest.refuse_early(TRANSPORT, 0) {
+            if ingest.refuse_early(0) {
+                ingest.count_refusal(TRANSPORT, &Refusal::Full);
                 let st = refusal("span buffer full: retry later", ingest.retry_after);
                 return Ok(st.into_http());
             }
-            let _permit = ingest.permits.clone().acquire_owned().await;
             let resp = inner.call(req).await?;
             // the status is in the headers (trailers-only) or the trailers
             let (mut parts, body) = resp.into_parts();
@@ -191,26 +320,98 @@ fn percent_decode(v: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Serve until `shutdown` resolves.
+/// Serve until `shutdown` resolves (the caller bounds the drain).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let limit = ingest.max_body_bytes;
-    let svc = TraceServiceServer::new(Receiver {
+    let svc = TraceGrpc {
         ingest: ingest.clone(),
-    })
-    .accept_compressed(CompressionEncoding::Gzip)
-    .send_compressed(CompressionEncoding::Gzip)
-    .max_decoding_message_size(limit);
+    };
     tonic::transport::Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(MAX_STREAMS)
+        .concurrency_limit_per_connection(MAX_IN_FLIGHT)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(Guarded { inner: svc, ingest })
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(capped(listener, MAX_CONNECTIONS), shutdown)
         .await
+}
+
+/// Accepted connections, at most `max` open at once: the next is accepted
+/// only when one closed.
+fn capped(
+    listener: tokio::net::TcpListener,
+    max: usize,
+) -> impl futures::Stream<Item = std::io::Result<Capped>> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    futures::stream::unfold((listener, slots), |(listener, slots)| async move {
+        let slot = slots.clone().acquire_owned().await.ok()?;
+        let r = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            Capped {
+                stream,
+                _slot: slot,
+            }
+        });
+        Some((r, (listener, slots)))
+    })
+}
+
+/// A connection holding its slot until dropped.
+struct Capped {
+    stream: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for Capped {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Capped {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 #[cfg(test)]

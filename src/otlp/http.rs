@@ -7,7 +7,11 @@
 //! | body over the limit, before or after decompression | 413 |
 //! | another content type or content encoding | 415 |
 //! | another method | 405 (with `Allow: POST`) |
+//! | more than 8192 spans, or more than the memory budget decoded | 413 |
+//! | body not received within 10 s | 408, connection closed |
+//! | memory budget held by other requests for over 1 s | 429 with `Retry-After` |
 //! | span buffer full | 503 with `Retry-After` (seconds) |
+//! | some spans with invalid trace or span ids | 200 with `partial_success` (`rejected_spans`, `error_message`) |
 
 use std::sync::Arc;
 
@@ -18,11 +22,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
 use prost::Message;
 
-use super::Ingest;
 use super::decode::{self, DecodeError, Encoding};
+use super::{Accepted, Held, Ingest, Refusal};
 
 const TRANSPORT: &str = "http";
 
@@ -32,11 +38,22 @@ const TRANSPORT: &str = "http";
 /// than a broken pipe. Nothing drained is kept.
 const DRAIN_MAX: u64 = 64 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+/// A request body must arrive within this (the SDKs' export timeout is
+/// 10 s too): a stalled body is answered 408 and its connection closed.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// gRPC code numbers used in `google.rpc.Status` bodies.
 const INVALID_ARGUMENT: i32 = 3;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAVAILABLE: i32 = 14;
+
+/// The OTLP/HTTP port's limits: pods on the node hold one or a few
+/// keep-alive connections each.
+pub const LIMITS: crate::server::Limits = crate::server::Limits {
+    max_connections: 256,
+    header_read_timeout: std::time::Duration::from_secs(10),
+    drain: std::time::Duration::from_secs(1),
+};
 
 pub fn router(ingest: Arc<Ingest>) -> Router {
     Router::new()
@@ -50,9 +67,7 @@ pub async fn serve(
     ingest: Arc<Ingest>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ingest))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::server::serve_router(listener, router(ingest), LIMITS, shutdown).await
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -79,63 +94,48 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
         }
     };
     let limit = ingest.max_body_bytes;
-    let too_large = || {
-        t.otlp_request(TRANSPORT, "too_large");
-        let e = DecodeError::TooLarge { limit };
-        status_reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            enc,
-            INVALID_ARGUMENT,
-            &e.to_string(),
-        )
-    };
     let declared = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         drain(body).await;
-        return too_large();
+        let e = DecodeError::TooLarge { limit };
+        return refusal(&ingest, enc, Refusal::TooLarge(e.to_string()));
     }
-    if ingest.refuse_early(TRANSPORT, declared.unwrap_or(0)) {
+    if ingest.refuse_early(declared.unwrap_or(0)) {
         drain(body).await;
-        return refused(&ingest, enc);
+        return refusal(&ingest, enc, Refusal::Full);
     }
-    // at most `max_concurrent_requests` bodies in memory at once
-    let Ok(_permit) = ingest.permits.acquire().await else {
-        return status_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            enc,
-            UNAVAILABLE,
-            "shutting down",
-        );
-    };
-    let raw = match read_body(body, limit, declared.unwrap_or(0) as usize).await {
-        Ok(b) => b,
-        Err(ReadError::TooLarge) => return too_large(),
-        Err(ReadError::Io(e)) => {
-            t.otlp_request(TRANSPORT, "malformed");
-            let msg = format!("cannot read the request body: {e}");
-            return status_reply(StatusCode::BAD_REQUEST, enc, INVALID_ARGUMENT, &msg);
+    // no request permit while the body arrives: a stalled body holds only
+    // the bytes it sent, and only for BODY_READ_TIMEOUT
+    let mut held = ingest.hold_nothing();
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        read_body(body, &ingest, &mut held, declared.unwrap_or(0) as usize),
+    )
+    .await;
+    let raw = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(r)) => return refusal(&ingest, enc, r),
+        Err(_) => {
+            t.otlp_request(TRANSPORT, "timeout");
+            let msg = format!(
+                "request body not received within {}s",
+                BODY_READ_TIMEOUT.as_secs()
+            );
+            let mut r = status_reply(StatusCode::REQUEST_TIMEOUT, enc, UNAVAILABLE, &msg);
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
         }
     };
-    let decoded = decode::inflate(raw, header_str(&headers, header::CONTENT_ENCODING), limit)
-        .and_then(|body| decode::decode(&body, enc));
-    let req = match decoded {
-        Ok(r) => r,
-        Err(e) => {
-            let (outcome, status) = match e.status() {
-                413 => ("too_large", StatusCode::PAYLOAD_TOO_LARGE),
-                415 => ("unsupported", StatusCode::UNSUPPORTED_MEDIA_TYPE),
-                _ => ("malformed", StatusCode::BAD_REQUEST),
-            };
-            t.otlp_request(TRANSPORT, outcome);
-            return status_reply(status, enc, INVALID_ARGUMENT, &e.to_string());
-        }
-    };
-    match ingest.export(req) {
-        Ok(_) => {
+    let encoding = header_str(&headers, header::CONTENT_ENCODING).map(str::to_string);
+    match ingest.take(raw, encoding, enc, held).await {
+        Ok(a) => {
             t.otlp_request(TRANSPORT, "accepted");
+            let resp = response(&a);
             let body = match enc {
-                Encoding::Protobuf => ExportTraceServiceResponse::default().encode_to_vec(),
-                Encoding::Json => b"{}".to_vec(),
+                Encoding::Protobuf => resp.encode_to_vec(),
+                Encoding::Json if resp.partial_success.is_none() => b"{}".to_vec(),
+                Encoding::Json => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
             };
             (
                 StatusCode::OK,
@@ -144,52 +144,87 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
             )
                 .into_response()
         }
-        Err(_) => {
-            t.otlp_request(TRANSPORT, "refused");
-            refused(&ingest, enc)
+        Err(r) => refusal(&ingest, enc, r),
+    }
+}
+
+/// The export response: empty, or a `partial_success` naming the spans
+/// refused for invalid ids.
+pub(crate) fn response(a: &Accepted) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: (a.rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: a.rejected as i64,
+            error_message: a.message.clone(),
+        }),
+    }
+}
+
+/// The answer to a refusal, counted: 400, 413, 429 or 503 (the last two
+/// with `Retry-After`), with a `google.rpc.Status` in the request's
+/// encoding.
+fn refusal(ingest: &Ingest, enc: Encoding, r: Refusal) -> Response {
+    ingest.count_refusal(TRANSPORT, &r);
+    let msg = r.to_string();
+    let (status, code, retry) = match &r {
+        Refusal::Malformed(_) => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT, false),
+        Refusal::Unsupported(_) => {
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{msg}\n")).into_response();
+        }
+        Refusal::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, INVALID_ARGUMENT, false),
+        Refusal::Busy => (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED, true),
+        Refusal::Full => (StatusCode::SERVICE_UNAVAILABLE, RESOURCE_EXHAUSTED, true),
+        Refusal::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, false),
+    };
+    let mut resp = status_reply(status, enc, code, &msg);
+    if retry {
+        let secs = ingest.retry_after.as_secs().max(1);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
     }
+    resp
 }
 
-/// 503 with `Retry-After` and a `RESOURCE_EXHAUSTED` status.
-fn refused(ingest: &Ingest, enc: Encoding) -> Response {
-    let mut r = status_reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        enc,
-        RESOURCE_EXHAUSTED,
-        "span buffer full: retry later",
-    );
-    let secs = ingest.retry_after.as_secs().max(1);
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
-}
+/// Room made for a body before more of it arrived.
+const FIRST_HOLD: usize = 256 << 10;
 
-enum ReadError {
-    TooLarge,
-    Io(axum::Error),
-}
-
-/// The whole body (room for `expected` bytes, the declared length, made
-/// once), or `TooLarge` as soon as it passes `limit` (the rest is then
-/// drained, not kept).
+/// The whole body (room for up to [`FIRST_HOLD`] of the declared length
+/// made at once), its capacity added to `held` as they arrive: `TooLarge` as soon as
+/// it passes the limit, `Busy` when the memory budget is taken (the rest
+/// is then drained, not kept).
 async fn read_body(
     mut body: Body,
-    limit: usize,
+    ingest: &Ingest,
+    held: &mut Held,
     expected: usize,
-) -> Result<bytes::Bytes, ReadError> {
-    let mut buf = bytes::BytesMut::with_capacity(expected.min(limit));
+) -> Result<bytes::Bytes, Refusal> {
+    let limit = ingest.max_body_bytes;
+    let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(ReadError::Io)?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                drop(buf);
-                drain(body).await;
-                return Err(ReadError::TooLarge);
-            }
-            buf.extend_from_slice(&data);
+        let frame =
+            frame.map_err(|e| Refusal::Malformed(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            drop(buf);
+            drain(body).await;
+            return Err(Refusal::TooLarge(
+                DecodeError::TooLarge { limit }.to_string(),
+            ));
         }
+        let need = buf.len() + data.len();
+        if buf.capacity() < need {
+            // what arrived says how much to hold, not what was declared: a
+            // stalled body holds only what it sent
+            let cap = need
+                .max(2 * buf.capacity())
+                .max(expected.min(FIRST_HOLD))
+                .min(limit);
+            ingest.hold_more(held, cap.saturating_sub(held.num_permits()))?;
+            buf.reserve(cap - buf.len());
+        }
+        buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
 }

@@ -10,16 +10,25 @@
 //! `Retry-After`, gRPC `RESOURCE_EXHAUSTED` with `RetryInfo`). A span is
 //! never accepted and then dropped here. When the sink already says it has
 //! no room ([`SpanSink::has_room`]) a request is refused before it is read
-//! and decoded, so an overloaded agent spends its CPU on what it can take. Request bodies are bounded
-//! (`max_body_bytes` after decompression) and so is the number decoded at
-//! once (`max_concurrent_requests`, shared by both transports), so memory
-//! has a ceiling whatever the senders do.
+//! and decoded, so an overloaded agent spends its CPU on what it can take.
+//!
+//! Memory has a ceiling whatever the senders do: a body is at most
+//! `max_body_bytes` (after decompression); before decoding, an
+//! allocation-free scan ([`scan`]) bounds what decoding, converting and
+//! encoding will allocate, and the request holds that plus its body in a
+//! budget shared by both transports ([`MEMORY_BUDGET`]), with at most
+//! [`MAX_SPANS_PER_REQUEST`] spans. Request permits
+//! (`max_concurrent_requests`) are taken once a body is read, so a stalled
+//! body holds none.
 
 pub mod aggregate;
 pub mod convert;
 pub mod decode;
 pub mod grpc;
 pub mod http;
+#[cfg(test)]
+mod meter;
+pub mod scan;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -128,23 +137,95 @@ pub struct OtlpHandles {
 }
 
 impl OtlpHandles {
-    /// Wait until both servers stopped (after the shutdown future resolved
-    /// and in-flight requests finished).
-    pub async fn join(self) {
-        for t in self.tasks {
-            let _ = t.await;
+    /// Wait until both servers stopped (after the shutdown future
+    /// resolved), at most `drain`: then they are dropped, whatever the
+    /// peers do.
+    pub async fn join(self, drain: Duration) {
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(drain, all).await.is_err() {
+            tracing::info!("OTLP servers still draining after the drain time: closed");
+            for a in aborts {
+                a.abort();
+            }
         }
     }
 }
 
-/// What both transports share: convert, submit, count.
+/// Spans one request may hold (the OpenTelemetry Collector's default batch
+/// is 8192 spans, the SDKs' 512); more is a 413 / `RESOURCE_EXHAUSTED`.
+pub const MAX_SPANS_PER_REQUEST: u64 = 8192;
+/// Memory shared by the requests being read, decoded and converted at
+/// once: their bodies plus [`scan::Shape::cost`]. A request that alone
+/// needs more is refused as too large, one that must wait for others past
+/// [`BUDGET_WAIT`] as overload (429 / `RESOURCE_EXHAUSTED` with a retry
+/// delay).
+pub const MEMORY_BUDGET: u64 = 24 << 20;
+/// How long a request waits for the memory budget before it is refused.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
+/// Bodies larger than this are decoded on a blocking thread, so the
+/// runtime (and the health port) keeps answering.
+const BLOCKING_OVER: usize = 64 << 10;
+
+/// Why a request was not taken; each transport maps it to its status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// 400 / `INVALID_ARGUMENT`.
+    #[error("{0}")]
+    Malformed(String),
+    /// 415 (an unknown content encoding).
+    #[error("{0}")]
+    Unsupported(String),
+    /// 413 / `RESOURCE_EXHAUSTED` without a retry delay: it never fits.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 429 / `RESOURCE_EXHAUSTED` with a retry delay: other requests hold
+    /// the memory budget.
+    #[error("too many requests being decoded at once: retry later")]
+    Busy,
+    /// 503 / `RESOURCE_EXHAUSTED` with a retry delay: the span buffer is
+    /// full.
+    #[error("span buffer full: retry later")]
+    Full,
+    /// 503 / `UNAVAILABLE`.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// The outcome label of `cased_agent_otlp_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Refusal::Malformed(_) => "malformed",
+            Refusal::Unsupported(_) => "unsupported",
+            Refusal::TooLarge(_) => "too_large",
+            Refusal::Busy | Refusal::Full | Refusal::ShuttingDown => "refused",
+        }
+    }
+}
+
+/// A request taken: spans accepted, and those refused for invalid ids (an
+/// OTLP `partial_success`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub spans: usize,
+    pub rejected: u64,
+    pub message: String,
+}
+
+/// Bytes of the memory budget held by one request; given back on drop.
+pub type Held = tokio::sync::OwnedSemaphorePermit;
+
+/// What both transports share: budget, convert, submit, count.
 pub struct Ingest {
     sink: Arc<dyn SpanSink>,
     aggregate: Arc<Mutex<Aggregate>>,
     telemetry: Arc<Telemetry>,
     cluster_id: String,
-    /// Bounds the requests decoded at once.
+    /// Bounds the requests decoded at once (taken once the body is read).
     pub(crate) permits: Arc<Semaphore>,
+    /// [`MEMORY_BUDGET`], one permit a byte.
+    budget: Arc<Semaphore>,
     pub(crate) max_body_bytes: usize,
     pub(crate) retry_after: Duration,
 }
@@ -157,6 +238,7 @@ impl Ingest {
             telemetry,
             cluster_id: cfg.cluster_id.clone(),
             permits: Arc::new(Semaphore::new(cfg.max_concurrent_requests.max(1))),
+            budget: Arc::new(Semaphore::new(MEMORY_BUDGET as usize)),
             max_body_bytes: cfg.max_body_bytes,
             retry_after: cfg.retry_after,
         }
@@ -170,44 +252,180 @@ impl Ingest {
         &self.telemetry
     }
 
-    /// Refuse early (before reading or decoding) when the sink says a
-    /// request of about `hint_bytes` cannot fit. Counts the refusal.
-    pub(crate) fn refuse_early(&self, transport: &str, hint_bytes: u64) -> bool {
-        if self.sink.has_room(hint_bytes) {
-            return false;
-        }
-        self.telemetry.otlp_request(transport, "refused");
-        crate::warn_limited!(
-            "otlp:full",
-            "span buffer full: refusing spans, the sender will retry"
-        );
-        true
+    /// Nothing of the budget (a body's bytes are added as they arrive).
+    pub(crate) fn hold_nothing(&self) -> Held {
+        self.budget
+            .clone()
+            .try_acquire_many_owned(0)
+            .expect("zero permits are always available")
     }
 
-    /// Take one export request: every span or none. Returns the number of
-    /// spans accepted.
-    pub fn export(&self, req: ExportTraceServiceRequest) -> Result<usize, SpanBufferFull> {
-        let c = convert::convert(req, &self.cluster_id);
-        let n = c.spans.len();
-        if n == 0 {
-            return Ok(0);
-        }
-        if let Err(e) = self.sink.try_submit(c.spans) {
-            self.telemetry.spans_refused.inc_by(n as u64);
+    /// Add `bytes` to what `held` holds, without waiting: `Busy` when the
+    /// budget is taken by other requests.
+    pub(crate) fn hold_more(&self, held: &mut Held, bytes: usize) -> Result<(), Refusal> {
+        let n = u32::try_from(bytes).map_err(|_| Refusal::Busy)?;
+        let more = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| Refusal::Busy)?;
+        held.merge(more);
+        Ok(())
+    }
+
+    /// Refuse early (before reading or decoding) when the sink says a
+    /// request of about `hint_bytes` cannot fit.
+    pub(crate) fn refuse_early(&self, hint_bytes: u64) -> bool {
+        !self.sink.has_room(hint_bytes)
+    }
+
+    /// Count a refusal (and say it once in a while).
+    pub(crate) fn count_refusal(&self, transport: &str, r: &Refusal) {
+        self.telemetry.otlp_request(transport, r.outcome());
+        if matches!(r, Refusal::Full) {
             crate::warn_limited!(
                 "otlp:full",
-                spans = n,
                 "span buffer full: refusing spans, the sender will retry"
             );
-            return Err(e);
         }
-        self.aggregate
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(&c.services, &c.stats);
-        self.telemetry.spans_received.inc_by(n as u64);
-        Ok(n)
     }
+
+    /// Take one request whose body (`held` in the budget) is read: inflate
+    /// it (`content_encoding`), bound what decoding it will cost, wait for
+    /// that much of the budget, then decode, convert and submit every span
+    /// or none. Large bodies are handled on a blocking thread.
+    pub async fn take(
+        self: &Arc<Self>,
+        raw: bytes::Bytes,
+        content_encoding: Option<String>,
+        enc: decode::Encoding,
+        mut held: Held,
+    ) -> Result<Accepted, Refusal> {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Err(Refusal::ShuttingDown);
+        };
+        let limit = self.max_body_bytes;
+        let large = raw.len() > BLOCKING_OVER || content_encoding.is_some();
+        let prepare = move || -> Result<(bytes::Bytes, scan::Shape), Refusal> {
+            let body =
+                decode::inflate(raw, content_encoding.as_deref(), limit).map_err(decode_refusal)?;
+            let shape = match enc {
+                decode::Encoding::Protobuf => scan::scan_protobuf(&body),
+                decode::Encoding::Json => scan::scan_json(&body),
+            }
+            .map_err(|e| Refusal::Malformed(format!("invalid {enc:?} body: {e}")))?;
+            Ok((body, shape))
+        };
+        let (body, shape) = blocking_if(large, prepare).await?;
+        let cost = self.admit(&shape, body.len(), &mut held).await?;
+        tracing::trace!(cost, spans = shape.spans, "OTLP request admitted");
+        let me = self.clone();
+        let large = large || body.len() > BLOCKING_OVER || shape.spans > 1024;
+        blocking_if(large, move || {
+            let r = me.export_body(&body, enc);
+            drop(held);
+            r
+        })
+        .await
+    }
+
+    /// Check the request's counts against the limits and the span queue,
+    /// then hold its cost in the budget (waiting at most [`BUDGET_WAIT`]).
+    async fn admit(
+        &self,
+        shape: &scan::Shape,
+        body_len: usize,
+        held: &mut Held,
+    ) -> Result<u64, Refusal> {
+        if shape.spans > MAX_SPANS_PER_REQUEST {
+            return Err(Refusal::TooLarge(format!(
+                "{} spans in one request: the limit is {MAX_SPANS_PER_REQUEST}, send smaller batches",
+                shape.spans
+            )));
+        }
+        let cost = shape.cost(self.cluster_id.len());
+        let total = cost.saturating_add(body_len as u64);
+        if total > MEMORY_BUDGET {
+            return Err(Refusal::TooLarge(format!(
+                "the request would take {} MiB to decode: the limit is {} MiB, send smaller batches",
+                total >> 20,
+                MEMORY_BUDGET >> 20
+            )));
+        }
+        // what the converted spans take in the queue at least
+        let queued = shape.spans * 280 + shape.string_bytes;
+        if shape.spans > 0 && self.refuse_early(queued) {
+            return Err(Refusal::Full);
+        }
+        // the body is held already; hold the rest of the cost
+        let need = total.saturating_sub(held.num_permits() as u64) as u32;
+        let more = tokio::time::timeout(BUDGET_WAIT, self.budget.clone().acquire_many_owned(need))
+            .await
+            .map_err(|_| Refusal::Busy)?
+            .map_err(|_| Refusal::ShuttingDown)?;
+        held.merge(more);
+        Ok(cost)
+    }
+
+    /// Decode, convert, submit and count one admitted body.
+    fn export_body(&self, body: &[u8], enc: decode::Encoding) -> Result<Accepted, Refusal> {
+        let req = decode::decode(body, enc).map_err(decode_refusal)?;
+        self.export(req)
+    }
+
+    /// Take one decoded export request: every valid span or none (spans
+    /// with invalid ids are left out and reported).
+    pub fn export(&self, req: ExportTraceServiceRequest) -> Result<Accepted, Refusal> {
+        let c = convert::convert(req, &self.cluster_id);
+        let n = c.spans.len();
+        let accepted = Accepted {
+            spans: n,
+            rejected: c.rejected,
+            message: c.reject_reason.clone().unwrap_or_default(),
+        };
+        if c.rejected > 0 {
+            self.telemetry.spans_refused.inc_by(c.rejected);
+        }
+        if n == 0 {
+            return Ok(accepted);
+        }
+        if self.sink.try_submit(c.spans).is_err() {
+            self.telemetry.spans_refused.inc_by(n as u64);
+            return Err(Refusal::Full);
+        }
+        // one span per lock: a large request never stalls the interval's drain
+        for st in &c.stats {
+            if let Some(name) = c.services.get(st.service as usize) {
+                self.aggregate
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record_span(name, st);
+            }
+        }
+        self.telemetry.spans_received.inc_by(n as u64);
+        Ok(accepted)
+    }
+}
+
+fn decode_refusal(e: decode::DecodeError) -> Refusal {
+    match e.status() {
+        413 => Refusal::TooLarge(e.to_string()),
+        415 => Refusal::Unsupported(e.to_string()),
+        _ => Refusal::Malformed(e.to_string()),
+    }
+}
+
+/// Run `f` on a blocking thread when `large`, else here.
+async fn blocking_if<T: Send + 'static>(
+    large: bool,
+    f: impl FnOnce() -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    if !large {
+        return f();
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(Refusal::ShuttingDown))
 }
 
 /// Bind both ports and serve until `shutdown` resolves.

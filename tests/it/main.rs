@@ -11,6 +11,7 @@ mod e2e;
 mod ebpf;
 mod fakeapi;
 mod faults;
+mod hostile;
 mod k8s;
 mod netns;
 mod node;
