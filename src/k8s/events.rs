@@ -795,6 +795,34 @@ mod tests {
     }
 
     #[test]
+    fn relist_pages_change_the_mirror_only_when_finished() {
+        let (a, b, c) = (
+            "00000000-0000-0000-0000-00000000000a",
+            "00000000-0000-0000-0000-00000000000b",
+            "00000000-0000-0000-0000-00000000000c",
+        );
+        let mut m = Mirror::default();
+        m.clear();
+        m.extend_baseline(&[event(a, "Warning", "BackOff", Some(2), None)]);
+        m.extend_baseline(&[event(b, "Warning", "BackOff", Some(1), None)]);
+        assert_eq!(m.len(), 2);
+        // page 1: a bumped by 3; page 2: c new (b is gone)
+        let page1 = [event(a, "Warning", "BackOff", Some(5), None)];
+        let page2 = [event(c, "Normal", "Pulled", Some(4), None)];
+        let mut pass = Relist::default();
+        assert_eq!(pass.see(&m, &page1[0]), Some(3));
+        // the list fails here: the mirror is as it was, a retry counts the same
+        drop(pass);
+        let mut pass = Relist::default();
+        assert_eq!(pass.see(&m, &page1[0]), Some(3));
+        assert_eq!(pass.see(&m, &page2[0]), Some(4));
+        pass.finish(&mut m);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.apply(&page1[0]), 0);
+        assert_eq!(m.apply(&event(b, "Warning", "BackOff", Some(1), None)), 1);
+    }
+
+    #[test]
     fn uid_keys() {
         assert_eq!(
             uid_key("fb799e35-7187-4a02-a07d-0f1fa4153b99"),

@@ -9,8 +9,9 @@
 //! payload plus at most 10 % + 64 KiB of TCP/IP overhead. A second pod on
 //! the host network reports no network at all.
 //!
-//! And through a fake `/proc` (no root): a remembered pid that exits and is
-//! reused by another pod's process is not read for the old pod.
+//! Pid reuse: a remembered pid that exits and is reused by another pod's
+//! process is not read for the old pod, through a fake `/proc` (no root)
+//! and for real (root: the number handed out again with `ns_last_pid`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -254,4 +255,78 @@ fn reused_pid_is_not_read_for_its_old_pod() {
         (Some(db_rx as f64 / 10.0), Some(db_tx as f64 / 10.0)),
         "pod B"
     );
+}
+
+/// A process of `sleep 30` with pid `pid`, made by setting the kernel's
+/// last pid (`ns_last_pid`) just below it; retried when another process of
+/// the machine took the number first.
+fn spawn_with_pid(pid: u32) -> Option<Child> {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        let mut c = Command::new("sleep").arg("30").spawn().ok()?;
+        if c.id() == pid {
+            return Some(c);
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    None
+}
+
+/// Real pid reuse (root): the process pod A's network was read through
+/// exits, and its pid goes to a host-network process of pod B. Pod A keeps
+/// reporting its own namespace through its other process; before, the
+/// remembered pid led it to B's (the host's) namespace and it went quiet.
+#[test]
+fn real_pid_reused_by_another_pod() {
+    if !need_root("pid reuse test") {
+        return;
+    }
+    let _g = serial();
+    let tag = format!("{}", std::process::id() % 100000);
+    let pod_ns = format!("cased-reuse-{tag}");
+    let mut ns = Netns {
+        names: Vec::new(),
+        children: Vec::new(),
+    };
+    ip(&["netns", "add", &pod_ns]);
+    ns.names.push(pod_ns.clone());
+    let mut tree = RealTree::new("reuse").expect("v1 controllers");
+    let (a_uid, b_uid) = (
+        pod_uid(9, std::process::id()),
+        pod_uid(10, std::process::id()),
+    );
+    let ca = tree.add_container("burstable", &a_uid, &container_id(9, 0xf));
+    let cb = tree.add_container("besteffort", &b_uid, &container_id(10, 0xf));
+    let in_pod_ns = || {
+        let c = Command::new("ip")
+            .args(["netns", "exec", &pod_ns, "sleep", "30"])
+            .spawn()
+            .unwrap();
+        // `ip netns exec` execs in place: same pid, once in the namespace
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        c
+    };
+    let mut a1 = in_pod_ns();
+    tree.enter(&ca, a1.id());
+    let t = Arc::new(Telemetry::new());
+    let mut col = CgroupCollector::new(HostPaths::new("/proc", "/sys/fs/cgroup"), t);
+    let mut out = Vec::new();
+    col.collect(Instant::now(), &mut out).unwrap();
+    assert_eq!(pod_rates(&out, &a_uid), (None, None), "first sight");
+    let a2 = in_pod_ns();
+    tree.enter(&ca, a2.id());
+    tree.children.push(a2);
+    let old = a1.id();
+    let _ = a1.kill();
+    let _ = a1.wait();
+    let b = spawn_with_pid(old).unwrap_or_else(|| panic!("pid {old} not reusable"));
+    tree.enter(&cb, b.id());
+    tree.children.push(b);
+    out.clear();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    col.collect(Instant::now(), &mut out).unwrap();
+    // the pod namespace has only `lo` (not counted): 0 bytes/s, reported
+    assert_eq!(pod_rates(&out, &a_uid), (Some(0.0), Some(0.0)), "pod A");
+    assert_eq!(pod_rates(&out, &b_uid), (None, None), "pod B: host network");
 }

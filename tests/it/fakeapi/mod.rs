@@ -296,6 +296,22 @@ impl FakeApi {
         v
     }
 
+    /// Create many objects at once (one lock, one wake-up).
+    pub fn put_all(&self, coll: &str, objs: impl IntoIterator<Item = Value>) {
+        let coll = coll_name(coll);
+        {
+            let mut s = self.store();
+            for obj in objs {
+                let exists = s
+                    .objects
+                    .get(coll)
+                    .is_some_and(|o| o.contains_key(&key_of(&obj)));
+                s.write(coll, if exists { "MODIFIED" } else { "ADDED" }, obj);
+            }
+        }
+        self.wake();
+    }
+
     pub fn delete(&self, coll: &str, ns: &str, name: &str) -> Option<Value> {
         let coll = coll_name(coll);
         let old = self
