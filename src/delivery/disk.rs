@@ -1,9 +1,10 @@
 //! The disk buffer (SPEC §7 `--buffer-path DIR`): a [`BatchQueue`] whose
 //! batches live in an append-only log of checksummed records, so an API
 //! outage longer than memory allows and a restart of the agent (`kill -9`,
-//! a node reboot) lose nothing up to `--buffer-max-bytes`.
+//! a node reboot) lose nothing up to `--buffer-max-bytes`. One per delivery
+//! lane, in `DIR/metrics/` and `DIR/spans/` ([`super::lanes`]).
 //!
-//! Layout of `DIR`:
+//! Layout of a lane's directory:
 //! - `seg-NNNNNNNNNNNNNNNNNNNN.log`: segments, appended in order. A record is
 //!   `MAGIC (4) | len u32 LE | crc32 u32 LE` followed by `len` payload bytes
 //!   (`kind u8 | encoding u8 | items u64 LE | body`); the CRC covers the
@@ -34,7 +35,11 @@
 //!
 //! Bounds: the live records (including the one being sent) take at most
 //! the cap on disk plus the one batch in flight; beyond it the oldest batches
-//! are dropped and counted (`batches_dropped{reason="queue_full"}`). Delivered
+//! are dropped and counted (`batches_dropped{reason="queue_full"}`), except
+//! with [`DiskOptions::never_evict`] (spans): then nothing is dropped and
+//! the submitter keeps the bound by asking [`BatchQueue::room`] first
+//! (which counts the batch in flight, whole records, and in memory fallback
+//! the fallback's bound). Delivered
 //! records before the cursor in the oldest segment stay until that segment is
 //! done, so disk use is at most cap + one segment (a sixteenth of the cap,
 //! 64 KiB to 16 MiB). In memory the queue keeps an index entry per batch

@@ -123,11 +123,14 @@ impl Recorded {
     }
 }
 
+/// A path suffix, its script, what it answers once that is used up.
+type PathScript = (String, VecDeque<Reply>, Option<Reply>);
+
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
     /// Per path (the end of the request path): its own script, and what
     /// it answers once that is used up; before the common script.
-    paths: Mutex<Vec<(String, VecDeque<Reply>, Option<Reply>)>>,
+    paths: Mutex<Vec<PathScript>>,
     seen: Mutex<Vec<Recorded>>,
     arrived: Notify,
 }
