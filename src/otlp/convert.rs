@@ -552,6 +552,40 @@ mod tests {
     }
 
     #[test]
+    fn invalid_ids_are_rejected_and_counted() {
+        let mut ok = span(vec![]);
+        ok.parent_span_id = vec![0; 8];
+        let mut short = span(vec![]);
+        short.trace_id = vec![0xab];
+        let mut zero = span(vec![]);
+        zero.span_id = vec![0; 8];
+        let mut parent = span(vec![]);
+        parent.parent_span_id = vec![1; 3];
+        let long = "é".repeat(100);
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s(&long))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![short, ok, zero, parent],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let c = convert(req, "p");
+        assert_eq!((c.spans.len(), c.rejected), (1, 3));
+        assert!(c.reject_reason.unwrap().contains("trace id \"ab\""));
+        // an all-zero parent is a root
+        assert_eq!(c.spans[0].parent_span_id, "");
+        // cut at a character boundary
+        assert_eq!(c.spans[0].service_name.len(), MAX_SERVICE_NAME);
+        assert_eq!(c.services, vec!["é".repeat(64)]);
+    }
+
+    #[test]
     fn end_before_start_is_zero_duration() {
         let mut sp = span(vec![]);
         sp.end_time_unix_nano = sp.start_time_unix_nano - 5;

@@ -588,7 +588,7 @@ mod tests {
                 value: Some(Value::IntValue(i64::MIN)),
             };
         }
-        let v = if depth % 2 == 0 {
+        let v = if depth.is_multiple_of(2) {
             Value::ArrayValue(ArrayValue {
                 values: vec![nested(depth - 1), nested(depth - 1)],
             })

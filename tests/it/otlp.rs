@@ -469,7 +469,9 @@ async fn grpc_export_limits_and_refusal() {
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     assert!(e.metadata().get_bin("google.rpc.retryinfo-bin").is_none());
 
-    // not protobuf: a gRPC frame of garbage, by hand over HTTP/2
+    // not protobuf: a gRPC frame of garbage, by hand over HTTP/2 (reqwest
+    // needs a crypto provider even for plain HTTP)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
