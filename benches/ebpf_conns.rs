@@ -66,10 +66,10 @@ fn main() {
         }
         let i = i as u32 + 1;
         // a cycle every 15 s of connections, as the agent's default interval
-        if i % 15_000 == 0 {
+        if i.is_multiple_of(15_000) {
             p.finish_interval(u64::from(i) * 1_000_000);
         }
-        if i % WINDOW == 0 {
+        if i.is_multiple_of(WINDOW) {
             window_ns.push(started.elapsed().as_nanos() as f64 / f64::from(WINDOW));
             started = Instant::now();
         }
