@@ -17,3 +17,4 @@ mod node;
 mod otlp;
 mod otlp_clients;
 mod support;
+mod vm;
