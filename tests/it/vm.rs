@@ -393,7 +393,7 @@ fn check_cpu(vm: &Vm, out: &Out, name: &str, quota: f64, v1: bool) {
     let what = format!("{name}: container.cpu.usage_percent vs the kernel's");
     within(vm, &what, cpu, kernel_pct, 0.05);
     let what = format!("{name}: container.cpu.usage_percent vs the quota");
-    within(vm, &what, cpu, quota * 100.0, 0.05);
+    within(vm, &what, cpu, quota * 100.0, 0.08);
     let thr = out
         .mean(&id, "container.cpu.throttle_percent")
         .unwrap_or(0.0);
