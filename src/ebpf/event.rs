@@ -1,11 +1,12 @@
 //! The ring buffer's records (`struct http_event` of `bpf/http.bpf.c`),
-//! decoded from bytes (pure, no `unsafe`).
+//! decoded from bytes (pure, no `unsafe`). The offsets here and the
+//! `_Static_assert`s there are the same layout.
 
 /// Bytes of data an event carries at most (`HTTP_MAX_BUF`).
 pub const MAX_BUF: usize = 256;
 /// Size of one record.
 pub const EVENT_LEN: usize = HEADER + MAX_BUF;
-const HEADER: usize = 40;
+const HEADER: usize = 56;
 
 /// What the syscall did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +15,8 @@ pub enum Kind {
     Read,
     /// Data left (write, sendto, writev, sendmsg); stamped at entry.
     Write,
-    /// An fd that carried HTTP was closed (or reused).
+    /// The last fd of a socket that carried HTTP was closed (or the socket
+    /// became a new connection).
     Close,
 }
 
@@ -25,6 +27,12 @@ pub struct Event<'a> {
     pub ts_ns: u64,
     pub tgid: u32,
     pub fd: u32,
+    /// The socket (its inode number): the connection, whichever fd or
+    /// process the syscall used.
+    pub sock: u64,
+    /// The process's start (boot-time ns; 0 on [`Kind::Close`]): with
+    /// `tgid`, the process, even when its pid is reused.
+    pub start_ns: u64,
     pub kind: Kind,
     /// Bytes the syscall moved (not only what is in `data`).
     pub bytes: u32,
@@ -39,7 +47,7 @@ pub struct Event<'a> {
 impl Event<'_> {
     /// The connection it belongs to.
     pub fn conn(&self) -> u64 {
-        (u64::from(self.tgid) << 32) | u64::from(self.fd)
+        self.sock
     }
 }
 
@@ -53,6 +61,14 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
+}
+
+fn kind_byte(k: Kind) -> u8 {
+    match k {
+        Kind::Read => 1,
+        Kind::Write => 2,
+        Kind::Close => 3,
+    }
 }
 
 /// Decode one record; `None` when it is too short or of an unknown kind.
@@ -76,13 +92,57 @@ pub fn decode(b: &[u8]) -> Option<Event<'_>> {
         bytes: u32_at(b, 16),
         cgroup_v2: u64_at(b, 24),
         cgroup_cpu: u64_at(b, 32),
+        sock: u64_at(b, 40),
+        start_ns: u64_at(b, 48),
         data,
     })
 }
 
 /// The bytes of a record (tests and benches build events with it).
+pub fn encode_event(e: &Event<'_>) -> Vec<u8> {
+    let mut b = vec![0u8; EVENT_LEN];
+    let n = e.data.len().min(MAX_BUF);
+    b[..8].copy_from_slice(&e.ts_ns.to_le_bytes());
+    b[8..12].copy_from_slice(&e.tgid.to_le_bytes());
+    b[12..16].copy_from_slice(&e.fd.to_le_bytes());
+    b[16..20].copy_from_slice(&e.bytes.to_le_bytes());
+    b[20..22].copy_from_slice(&(n as u16).to_le_bytes());
+    b[22] = kind_byte(e.kind);
+    b[24..32].copy_from_slice(&e.cgroup_v2.to_le_bytes());
+    b[32..40].copy_from_slice(&e.cgroup_cpu.to_le_bytes());
+    b[40..48].copy_from_slice(&e.sock.to_le_bytes());
+    b[48..56].copy_from_slice(&e.start_ns.to_le_bytes());
+    b[HEADER..HEADER + n].copy_from_slice(&e.data[..n]);
+    b
+}
+
+/// An event of process `tgid` (started at 0) on its `fd`, which is a
+/// socket of its own (id `tgid << 32 | fd`).
+pub fn event<'a>(
+    ts_ns: u64,
+    tgid: u32,
+    fd: u32,
+    kind: Kind,
+    bytes: u32,
+    data: &'a [u8],
+) -> Event<'a> {
+    Event {
+        ts_ns,
+        tgid,
+        fd,
+        sock: (u64::from(tgid) << 32) | u64::from(fd),
+        start_ns: 0,
+        kind,
+        bytes,
+        cgroup_v2: 0,
+        cgroup_cpu: 0,
+        data,
+    }
+}
+
+/// The record of [`event`].
 pub fn encode(ts_ns: u64, tgid: u32, fd: u32, kind: Kind, bytes: u32, data: &[u8]) -> Vec<u8> {
-    encode_with_cgroups(ts_ns, tgid, fd, kind, bytes, (0, 0), data)
+    encode_event(&event(ts_ns, tgid, fd, kind, bytes, data))
 }
 
 /// [`encode`] with `(cgroup_v2, cgroup_cpu)` ids.
@@ -95,22 +155,11 @@ pub fn encode_with_cgroups(
     cgroups: (u64, u64),
     data: &[u8],
 ) -> Vec<u8> {
-    let mut b = vec![0u8; EVENT_LEN];
-    let n = data.len().min(MAX_BUF);
-    b[..8].copy_from_slice(&ts_ns.to_le_bytes());
-    b[8..12].copy_from_slice(&tgid.to_le_bytes());
-    b[12..16].copy_from_slice(&fd.to_le_bytes());
-    b[16..20].copy_from_slice(&bytes.to_le_bytes());
-    b[20..22].copy_from_slice(&(n as u16).to_le_bytes());
-    b[22] = match kind {
-        Kind::Read => 1,
-        Kind::Write => 2,
-        Kind::Close => 3,
-    };
-    b[24..32].copy_from_slice(&cgroups.0.to_le_bytes());
-    b[32..40].copy_from_slice(&cgroups.1.to_le_bytes());
-    b[HEADER..HEADER + n].copy_from_slice(&data[..n]);
-    b
+    encode_event(&Event {
+        cgroup_v2: cgroups.0,
+        cgroup_cpu: cgroups.1,
+        ..event(ts_ns, tgid, fd, kind, bytes, data)
+    })
 }
 
 #[cfg(test)]
@@ -126,7 +175,7 @@ mod tests {
         assert_eq!(e.kind, Kind::Write);
         assert_eq!(e.data, b"HTTP/1.1 200 OK\r\n");
         assert_eq!(e.conn(), (42u64 << 32) | 5);
-        assert!(decode(&b[..39]).is_none());
+        assert!(decode(&b[..HEADER - 1]).is_none());
         let c = encode_with_cgroups(1, 2, 3, Kind::Read, 4, (77, 88), b"GET / HTTP/1.1");
         let e = decode(&c).unwrap();
         assert_eq!(
@@ -141,5 +190,21 @@ mod tests {
         long[20..22].copy_from_slice(&300u16.to_le_bytes());
         assert_eq!(decode(&long).unwrap().data.len(), MAX_BUF);
         assert!(decode(&long[..100]).is_none());
+    }
+
+    #[test]
+    fn socket_and_start_at_the_kernel_offsets() {
+        let e = Event {
+            sock: 0x1122_3344_5566_7788,
+            start_ns: 0x0102_0304_0506_0708,
+            ..event(1, 2, 3, Kind::Read, 4, b"GET / HTTP/1.1")
+        };
+        let b = encode_event(&e);
+        // offsetof(struct http_event, sock) == 40, start == 48, buf == 56
+        assert_eq!(b[40..48], 0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(b[48..56], 0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(&b[56..70], b"GET / HTTP/1.1");
+        assert_eq!(decode(&b), Some(e));
+        assert_eq!(decode(&b).unwrap().conn(), 0x1122_3344_5566_7788);
     }
 }

@@ -147,15 +147,15 @@ impl CgroupIndex {
     }
 }
 
-/// Owners by tgid, looked up once and kept while the process is seen.
-/// Equal owners (processes of one container) share one `Arc`, so the
+/// Owners by process (tgid and start time, so a reused pid is a new
+/// process), looked up once and kept while the process is seen. Equal owners (processes of one container) share one `Arc`, so the
 /// aggregate can key on the pointer.
 #[derive(Debug)]
 pub struct Owners {
     proc: PathBuf,
     v2: CgroupIndex,
     cpu: CgroupIndex,
-    cache: FxHashMap<u32, (Arc<Owner>, u64)>,
+    cache: FxHashMap<(u32, u64), (Arc<Owner>, u64)>,
     interned: HashMap<Owner, Arc<Owner>>,
     generation: u64,
 }
@@ -174,12 +174,14 @@ impl Owners {
         }
     }
 
-    /// The owner of `tgid`; `cgroups` = the `(cgroup2, v1 cpu)` ids the
-    /// kernel gave with a connection's first event (0 when not given), used
-    /// when the process is already gone.
-    pub fn get(&mut self, tgid: u32, cgroups: (u64, u64)) -> Arc<Owner> {
+    /// The owner of process `tgid` started at `start_ns` (the kernel's
+    /// start time: a pid reused by another process, of another container,
+    /// is another key); `cgroups` = the `(cgroup2, v1 cpu)` ids the kernel
+    /// gave with a connection's first event (0 when not given), used when
+    /// the process is already gone.
+    pub fn get(&mut self, tgid: u32, start_ns: u64, cgroups: (u64, u64)) -> Arc<Owner> {
         let generation = self.generation;
-        if let Some((o, seen)) = self.cache.get_mut(&tgid) {
+        if let Some((o, seen)) = self.cache.get_mut(&(tgid, start_ns)) {
             *seen = generation;
             return o.clone();
         }
@@ -206,7 +208,7 @@ impl Owners {
                 o
             }
         };
-        self.cache.insert(tgid, (o.clone(), generation));
+        self.cache.insert((tgid, start_ns), (o.clone(), generation));
         o
     }
 
@@ -223,7 +225,7 @@ impl Owners {
     }
 
     /// Called once per interval: processes not seen for two intervals are
-    /// looked up afresh next time (their pid may have been reused).
+    /// forgotten.
     pub fn next_interval(&mut self) {
         let g = self.generation;
         self.cache
@@ -292,13 +294,13 @@ mod tests {
             Some(v2.path().into()),
             Some(cpu.path().into()),
         );
-        let got = o.get(41, (ino(&v2.path().join("user.slice/s.scope")), ino(&c)));
+        let got = o.get(41, 0, (ino(&v2.path().join("user.slice/s.scope")), ino(&c)));
         assert_eq!(got.container.as_ref().unwrap().container_id, id);
         assert_eq!(&*got.cgroup, format!("/kubepods/besteffort/pod{uid}/{id}"));
         // only the v2 id known: a plain cgroup
-        let got = o.get(42, (ino(&v2.path().join("user.slice/s.scope")), 12345));
+        let got = o.get(42, 0, (ino(&v2.path().join("user.slice/s.scope")), 12345));
         assert_eq!(*got, Owner::cgroup("/user.slice/s.scope"));
-        assert_eq!(*o.get(43, (0, 0)), Owner::unknown());
+        assert_eq!(*o.get(43, 0, (0, 0)), Owner::unknown());
     }
 
     #[test]
@@ -307,19 +309,48 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("7")).unwrap();
         std::fs::write(dir.path().join("7/cgroup"), "0::/a.slice/x.scope\n").unwrap();
         let mut o = Owners::new(dir.path().to_path_buf(), None, None);
-        assert_eq!(*o.get(7, (0, 0)), Owner::cgroup("/a.slice/x.scope"));
-        assert_eq!(*o.get(8, (0, 0)), Owner::unknown());
+        assert_eq!(*o.get(7, 0, (0, 0)), Owner::cgroup("/a.slice/x.scope"));
+        assert_eq!(*o.get(8, 0, (0, 0)), Owner::unknown());
         // processes of one owner share one Arc
         std::fs::create_dir_all(dir.path().join("9")).unwrap();
         std::fs::write(dir.path().join("9/cgroup"), "0::/a.slice/x.scope\n").unwrap();
-        assert!(Arc::ptr_eq(&o.get(7, (0, 0)), &o.get(9, (0, 0))));
+        assert!(Arc::ptr_eq(&o.get(7, 0, (0, 0)), &o.get(9, 0, (0, 0))));
         std::fs::write(dir.path().join("7/cgroup"), "0::/b\n").unwrap();
         // cached while seen
         o.next_interval();
-        assert_eq!(*o.get(7, (0, 0)), Owner::cgroup("/a.slice/x.scope"));
+        assert_eq!(*o.get(7, 0, (0, 0)), Owner::cgroup("/a.slice/x.scope"));
         o.next_interval();
         o.next_interval();
         o.next_interval();
-        assert_eq!(*o.get(7, (0, 0)), Owner::cgroup("/b"));
+        assert_eq!(*o.get(7, 0, (0, 0)), Owner::cgroup("/b"));
+    }
+
+    /// Issue 11: a pid reused by a process of another container kept the
+    /// first one's owner for as long as the pid was seen.
+    #[test]
+    fn a_reused_pid_is_looked_up_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = "0b1c2d3e-0000-4000-8000-000000000003";
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let cg = |id: &str| format!("0::/kubepods/besteffort/pod{uid}/{id}\n");
+        std::fs::create_dir_all(dir.path().join("7")).unwrap();
+        std::fs::write(dir.path().join("7/cgroup"), cg(&a)).unwrap();
+        let mut o = Owners::new(dir.path().to_path_buf(), None, None);
+        let id = |o: &Arc<Owner>| o.container.as_ref().unwrap().container_id.clone();
+        assert_eq!(id(&o.get(7, 1_000, (0, 0))), a);
+        // pid 7 exits; another container's process gets pid 7, seen in the
+        // same interval
+        std::fs::write(dir.path().join("7/cgroup"), cg(&b)).unwrap();
+        assert_eq!(id(&o.get(7, 2_000, (0, 0))), b);
+        assert_eq!(id(&o.get(7, 2_000, (0, 0))), b);
+        // the first process's late events keep its owner
+        assert_eq!(id(&o.get(7, 1_000, (0, 0))), a);
+        // and it is forgotten once no longer seen
+        o.next_interval();
+        o.get(7, 2_000, (0, 0));
+        o.next_interval();
+        o.get(7, 2_000, (0, 0));
+        o.next_interval();
+        assert_eq!(o.cache.len(), 1);
     }
 }

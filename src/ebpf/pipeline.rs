@@ -55,8 +55,8 @@ impl Pipeline {
         }
         // look the process up at its first event, while it exists: a
         // short-lived client may be gone by the time its response is read
-        // (cached per tgid); an exchange completes on this event's tgid
-        let owner = owners.get(e.tgid, (e.cgroup_v2, e.cgroup_cpu));
+        // (cached per process); an exchange completes on this event's tgid
+        let owner = owners.get(e.tgid, e.start_ns, (e.cgroup_v2, e.cgroup_cpu));
         tracker.handle(&e, &mut |x| {
             *requests += 1;
             agg.record(&owner, x);

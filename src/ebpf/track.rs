@@ -1,7 +1,9 @@
 //! Pairing requests with responses per connection (pure: events in,
 //! completed exchanges out).
 //!
-//! A connection is `(tgid, fd)`. Requests read on it make it a server
+//! A connection is a socket (the kernel's id for it, whichever fd or
+//! process reads or writes it: a forking server reads on fd 0 and writes on
+//! fd 1 of a child). Requests read on it make it a server
 //! connection, requests written a client one; each request waits in the
 //! connection's FIFO until a response goes the other way (written by a
 //! server, read by a client), so keep-alive connections carry many requests
@@ -9,11 +11,18 @@
 //! (except `101`) answer nothing. Memory is bounded: at most
 //! [`MAX_PENDING`] requests wait per connection and [`Limits::max_conns`]
 //! connections are tracked; what falls out is counted in [`Dropped`].
+//!
+//! The table is kept in order of last activity (an LRU), so finding what
+//! to forget costs O(1) per connection: idle ones leave from the old end,
+//! and a new connection in a full table pushes out the least recently
+//! active one (most likely of a process that exited without closing it,
+//! whose close the kernel never reports).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use lru::LruCache;
+use rustc_hash::FxBuildHasher;
 
 use super::event::{Event, Kind};
 use super::http::{normalize_path, requests, statuses};
@@ -62,7 +71,9 @@ pub struct Dropped {
     pub unmatched: u64,
     /// Requests pushed out of a full FIFO.
     pub pending_limit: u64,
-    /// Connections not tracked because the table was full.
+    /// Connections forgotten before their idle time because the table was
+    /// full (the least recently active one goes; its waiting requests also
+    /// count as unanswered).
     pub conn_limit: u64,
 }
 
@@ -113,19 +124,38 @@ impl Conn {
     }
 }
 
-#[derive(Debug, Default)]
 pub struct Tracker {
-    conns: FxHashMap<u64, Conn>,
+    /// Least recently active first.
+    conns: LruCache<u64, Conn, FxBuildHasher>,
     limits: Limits,
     pub dropped: Dropped,
+    /// Connections looked at to find what to forget, since start (its
+    /// growth per new connection is the cost of eviction).
+    visited: u64,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("conns", &self.conns.len())
+            .field("dropped", &self.dropped)
+            .finish()
+    }
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new(Limits::default())
+    }
 }
 
 impl Tracker {
     pub fn new(limits: Limits) -> Self {
         Tracker {
-            conns: FxHashMap::default(),
+            conns: LruCache::unbounded_with_hasher(FxBuildHasher),
             limits,
             dropped: Dropped::default(),
+            visited: 0,
         }
     }
 
@@ -134,11 +164,16 @@ impl Tracker {
         self.conns.len()
     }
 
+    /// Connections looked at by eviction and expiry, since start.
+    pub fn visited(&self) -> u64 {
+        self.visited
+    }
+
     /// Feed one event; completed exchanges go to `out`.
     pub fn handle(&mut self, e: &Event<'_>, out: &mut impl FnMut(Exchange)) {
         let key = e.conn();
         if e.kind == Kind::Close {
-            if let Some(c) = self.conns.remove(&key) {
+            if let Some(c) = self.conns.pop(&key) {
                 self.dropped.unanswered += c.pending.len() as u64;
             }
             return;
@@ -149,9 +184,7 @@ impl Tracker {
                 Kind::Read => Direction::Server,
                 _ => Direction::Client,
             };
-            let Some(conn) = self.conn(key, e.ts_ns) else {
-                return;
-            };
+            let conn = self.conn(key, e.ts_ns);
             let mut pushed_out = 0;
             for r in reqs {
                 if conn.pending.len() == MAX_PENDING {
@@ -178,6 +211,7 @@ impl Tracker {
             Kind::Write => Direction::Server,
             _ => Direction::Client,
         };
+        // (a lookup marks it the most recently active)
         let Some(conn) = self.conns.get_mut(&key) else {
             self.dropped.unmatched += codes.iter().filter(|c| !interim(**c)).count() as u64;
             return;
@@ -206,34 +240,41 @@ impl Tracker {
         }
     }
 
-    /// The connection for a new request, created if there is room.
-    fn conn(&mut self, key: u64, now_ns: u64) -> Option<&mut Conn> {
-        if !self.conns.contains_key(&key) && self.conns.len() >= self.limits.max_conns {
-            self.expire(now_ns);
-            if self.conns.len() >= self.limits.max_conns {
-                self.dropped.conn_limit += 1;
-                return None;
+    /// The connection for a new request, created if it is new: in a full
+    /// table the least recently active connection makes room.
+    fn conn(&mut self, key: u64, now_ns: u64) -> &mut Conn {
+        if !self.conns.contains(&key) {
+            while self.conns.len() >= self.limits.max_conns.max(1) {
+                let Some((_, c)) = self.conns.pop_lru() else {
+                    break;
+                };
+                self.visited += 1;
+                self.dropped.unanswered += c.pending.len() as u64;
+                if now_ns.saturating_sub(c.last_ns) < self.limits.idle_ns {
+                    self.dropped.conn_limit += 1;
+                }
             }
         }
-        let c = self.conns.entry(key).or_default();
+        let c = self.conns.get_or_insert_mut(key, Conn::default);
         c.last_ns = now_ns;
-        Some(c)
+        c
     }
 
     /// Forget connections idle for longer than the limit (their process may
     /// have exited without closing them); their waiting requests count as
-    /// unanswered.
+    /// unanswered. Only the idle ones (at the old end) are looked at, and
+    /// the first active one.
     pub fn expire(&mut self, now_ns: u64) {
         let idle = self.limits.idle_ns;
-        let mut lost = 0;
-        self.conns.retain(|_, c| {
-            let keep = now_ns.saturating_sub(c.last_ns) < idle;
-            if !keep {
-                lost += c.pending.len() as u64;
+        while let Some((_, c)) = self.conns.peek_lru() {
+            self.visited += 1;
+            if now_ns.saturating_sub(c.last_ns) < idle {
+                break;
             }
-            keep
-        });
-        self.dropped.unanswered += lost;
+            let pending = c.pending.len() as u64;
+            self.conns.pop_lru();
+            self.dropped.unanswered += pending;
+        }
     }
 }
 
@@ -337,21 +378,75 @@ mod tests {
         assert_eq!(t.dropped.unmatched, 1);
         feed(&mut t, 10, 2, Kind::Read, b"GET /a HTTP/1.1\r\n\r\n");
         feed(&mut t, 10, 3, Kind::Read, b"GET /a HTTP/1.1\r\n\r\n");
+        // 2 is touched last: 3 is the least recently active
+        feed(&mut t, 15, 2, Kind::Read, b"GET /a HTTP/1.1\r\n\r\n");
         feed(&mut t, 20, 4, Kind::Read, b"GET /a HTTP/1.1\r\n\r\n");
-        assert_eq!(t.dropped.conn_limit, 1);
-        // past the idle time the old ones go, and the new one fits
-        feed(&mut t, 5_000, 4, Kind::Read, b"GET /a HTTP/1.1\r\n\r\n");
+        assert_eq!((t.dropped.conn_limit, t.dropped.unanswered), (1, 3));
+        let x = feed(&mut t, 30, 2, Kind::Write, b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(x.len(), 1, "2 is still tracked");
+        assert!(feed(&mut t, 30, 3, Kind::Write, b"HTTP/1.1 200 OK\r\n\r\n").is_empty());
+        // past the idle time the old ones go (not counted as conn_limit)
+        feed(&mut t, 5_000, 5, Kind::Read, b"GET /a HTTP/1.1\r\n\r\n");
+        t.expire(5_000);
         assert_eq!(t.conns(), 1);
-        assert_eq!(t.dropped.unanswered, 4);
+        assert_eq!((t.dropped.conn_limit, t.dropped.unanswered), (1, 5));
         for i in 0..MAX_PENDING + 3 {
             feed(
                 &mut t,
                 5_000 + i as u64,
-                4,
+                5,
                 Kind::Read,
                 b"GET /a HTTP/1.1\r\n\r\n",
             );
         }
         assert_eq!(t.dropped.pending_limit, 4);
+    }
+
+    /// One short connection of its own socket: request read, response
+    /// written, never closed (its process exited).
+    fn short_conn(t: &mut Tracker, i: u64, n: &mut u64) {
+        let ts = i * 1_000_000;
+        let sock = 1 << 40 | i;
+        for (dt, kind, data) in [
+            (0, Kind::Read, &b"GET /x HTTP/1.1\r\n\r\n"[..]),
+            (1_000, Kind::Write, &b"HTTP/1.1 200 OK\r\n\r\n"[..]),
+        ] {
+            let b = crate::ebpf::event::encode_event(&crate::ebpf::event::Event {
+                sock,
+                ..crate::ebpf::event::event(ts + dt, 100, 3, kind, 20, data)
+            });
+            t.handle(&decode(&b).unwrap(), &mut |_| *n += 1);
+        }
+    }
+
+    /// Issue 11: a full table made every new connection scan all of it.
+    /// 100,000 connections past the 65,536 cap (none idle: 1 ms apart):
+    /// each one looks at a bounded number of others.
+    #[test]
+    fn eviction_visits_a_bounded_number_per_new_connection() {
+        let mut t = Tracker::default();
+        let cap = Limits::default().max_conns as u64;
+        let mut n = 0;
+        for i in 0..cap {
+            short_conn(&mut t, i, &mut n);
+        }
+        assert_eq!((t.conns() as u64, t.visited()), (cap, 0));
+        for i in cap..cap + 100_000 {
+            short_conn(&mut t, i, &mut n);
+            t.expire(i * 1_000_000);
+        }
+        let per_conn = t.visited() as f64 / 100_000.0;
+        assert!(
+            per_conn <= 2.0,
+            "{per_conn} connections visited per new one"
+        );
+        assert_eq!(t.conns() as u64, cap);
+        assert_eq!(n, cap + 100_000, "every exchange completed");
+        let d = t.dropped;
+        assert_eq!((d.conn_limit, d.unanswered, d.unmatched), (100_000, 0, 0));
+        // idle ones leave from the old end, a bounded number looked at each
+        t.expire((cap + 100_000 + 300_000) * 1_000_000);
+        assert_eq!(t.conns(), 0);
+        assert!(t.visited() as f64 <= 2.0 * 100_000.0 + cap as f64 + 1.0);
     }
 }

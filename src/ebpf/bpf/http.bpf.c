@@ -5,12 +5,16 @@
 //
 // The kernel side only finds chunks of socket data that start like an HTTP
 // request ("GET /x HTTP/1.1") or response ("HTTP/1.1 200") and hands their
-// first bytes to userspace through a ring buffer, with the time and the
-// (tgid, fd) they belong to. Userspace (src/ebpf/) parses them, pairs
+// first bytes to userspace through a ring buffer, with the time, the process
+// and the socket (its inode number) they belong to. Connections are sockets,
+// not (pid, fd): an inetd-style or forking server (busybox httpd) reads the
+// request on fd 0 and writes the response on fd 1 of a child, both the
+// accepted socket. Userspace (src/ebpf/) parses them, pairs
 // requests with responses per connection (keep-alive, pipelining in order)
 // and aggregates. Keeping the parsing out of the kernel keeps this program
 // small for the verifier and cheap on the hot path: a syscall that carries
-// no HTTP costs one 8-byte read and, for reads, one hash update/delete.
+// no HTTP costs one 8-byte read and, for reads, one task-storage write; a
+// close costs the walk from the fd to its inode (a handful of reads).
 //
 // Timestamps: a read is stamped when it returns (the data has arrived), a
 // write when it is entered (the data leaves). So a server's latency runs from
@@ -71,8 +75,18 @@ struct http_event {
 	// /proc/<pid>/cgroup is read (a short-lived client)
 	__u64 cgroup_v2; // cgroup2 id (inode of its directory)
 	__u64 cgroup_cpu; // v1 cpu controller cgroup's kernfs id (inode)
+	__u64 sock;	  // the socket's inode number: the connection
+	__u64 start;	  // the process's start (boot-time ns): tgid reuse
 	__u8 buf[HTTP_MAX_BUF];
 };
+
+// userspace decodes these offsets (src/ebpf/event.rs)
+_Static_assert(__builtin_offsetof(struct http_event, len) == 20, "layout");
+_Static_assert(__builtin_offsetof(struct http_event, cgroup_v2) == 24, "layout");
+_Static_assert(__builtin_offsetof(struct http_event, sock) == 40, "layout");
+_Static_assert(__builtin_offsetof(struct http_event, start) == 48, "layout");
+_Static_assert(__builtin_offsetof(struct http_event, buf) == 56, "layout");
+_Static_assert(sizeof(struct http_event) == 56 + HTTP_MAX_BUF, "layout");
 
 // the syscall in flight on a thread: entered reads (and writes that look
 // like HTTP), completed at exit. Task storage: a pointer off the task, no
@@ -84,7 +98,7 @@ struct {
 	__type(value, struct pending);
 } inflight SEC(".maps");
 
-// connections that carried HTTP, by tgid << 32 | fd: only their close is
+// sockets that carried HTTP, by inode number: only their last close is
 // reported
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -160,9 +174,9 @@ static __always_inline __u64 first_bytes(__u64 ptr, __u8 src, __u64 *cap)
 	return ptr;
 }
 
-// Whether fd of the current task is a socket (plain read/write also serve
-// files and pipes). CO-RE reads through task->files->fdt.
-static __always_inline int is_socket(__u32 fd)
+// The file at fd of the current task (0 when none): CO-RE reads through
+// task->files->fdt.
+static __always_inline struct file *file_at(__u32 fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
@@ -172,10 +186,52 @@ static __always_inline int is_socket(__u32 fd)
 		return 0;
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *f = 0;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
 		return 0;
-	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
-	return (mode & S_IFMT) == S_IFSOCK;
+	return f;
+}
+
+// The inode number of socket file f, 0 when f is no socket (plain
+// read/write also serve files and pipes). It names the connection: every
+// fd dup'ed from it, in any process, shares it; the kernel hands socket
+// inode numbers out from a counter, so they are not reused soon.
+static __always_inline __u64 sock_id(struct file *f)
+{
+	if (!f)
+		return 0;
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	if (!ino)
+		return 0;
+	umode_t mode = BPF_CORE_READ(ino, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	return BPF_CORE_READ(ino, i_ino);
+}
+
+// before 6.13, struct file counted its references in f_count
+struct file___f_count {
+	atomic_long_t f_count;
+} __attribute__((preserve_access_index));
+
+// Whether f has other references than the fd being closed (another fd,
+// another process's fd table, an fd of this one): then the close does not
+// end the connection.
+static __always_inline int shared_file(struct file *f)
+{
+	if (bpf_core_field_exists(struct file___f_count, f_count)) {
+		struct file___f_count *o = (void *)f;
+		return BPF_CORE_READ(o, f_count.counter) > 1;
+	}
+	// 6.13+: file_ref_t holds the count minus one
+	return (__s64)BPF_CORE_READ(f, f_ref.refcnt.counter) > 0;
+}
+
+// The process's start (CLOCK_BOOTTIME ns, /proc/<pid>/stat's starttime):
+// with the tgid, it names the process even when the pid is reused.
+static __always_inline __u64 proc_start(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	return BPF_CORE_READ(task, group_leader, start_boottime);
 }
 
 // The kernfs id of the current task's cgroup in the v1 cpu hierarchy (the
@@ -194,8 +250,8 @@ static __always_inline __u64 cpu_cgroup_id(void)
 	return BPF_CORE_READ(css, cgroup, kn, id);
 }
 
-static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u8 kind, __u64 data, __u64 cap,
-				 __u64 bytes, int wake)
+static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u8 kind, __u64 data,
+				 __u64 cap, __u64 bytes, int wake)
 {
 	struct http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -209,6 +265,8 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u8 kind, __u6
 	e->bytes = bytes > 0xffffffff ? 0xffffffff : bytes;
 	e->kind = kind;
 	e->pad = 0;
+	e->sock = sock;
+	e->start = kind == EV_CLOSE ? 0 : proc_start();
 	e->cgroup_v2 = 0;
 	e->cgroup_cpu = 0;
 	if (wake) {
@@ -228,14 +286,14 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u8 kind, __u6
 	bpf_ringbuf_submit(e, flags);
 }
 
-// An fd that closes or is reused: report it when it carried HTTP.
-static __always_inline void forget_conn(__u32 tgid, __u32 fd)
+// A socket that closes for good or is reused: report it when it carried
+// HTTP.
+static __always_inline void forget_conn(__u32 tgid, __u32 fd, __u64 sock)
 {
-	__u64 key = ((__u64)tgid << 32) | fd;
-	if (!bpf_map_lookup_elem(&conns, &key))
+	if (!sock || !bpf_map_lookup_elem(&conns, &sock))
 		return;
-	bpf_map_delete_elem(&conns, &key);
-	emit(bpf_ktime_get_ns(), tgid, fd, EV_CLOSE, 0, 0, 0, 0);
+	bpf_map_delete_elem(&conns, &sock);
+	emit(bpf_ktime_get_ns(), tgid, fd, sock, EV_CLOSE, 0, 0, 0, 0);
 }
 
 #define MSG_PEEK 2
@@ -287,7 +345,7 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 	return 0;
 }
 
-static __always_inline int do_exit(long ret, int plain)
+static __always_inline int do_exit(long ret)
 {
 	struct pending *pp = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
 	if (!pp || !pp->active)
@@ -312,17 +370,16 @@ static __always_inline int do_exit(long ret, int plain)
 			return 0;
 	}
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 key = ((__u64)tgid << 32) | p.fd;
-	// a known connection was checked to be a socket when it became known
-	int fresh = !bpf_map_lookup_elem(&conns, &key);
+	__u64 sock = sock_id(file_at(p.fd));
+	if (!sock)
+		return 0;
+	int fresh = !bpf_map_lookup_elem(&conns, &sock);
 	if (fresh) {
-		if (plain && !is_socket(p.fd))
-			return 0;
 		__u8 one = 1;
-		bpf_map_update_elem(&conns, &key, &one, BPF_ANY);
+		bpf_map_update_elem(&conns, &sock, &one, BPF_ANY);
 	}
 	__u64 ts = p.write ? p.ts : bpf_ktime_get_ns();
-	emit(ts, tgid, p.fd, p.write ? EV_WRITE : EV_READ, data, cap, ret, fresh);
+	emit(ts, tgid, p.fd, sock, p.write ? EV_WRITE : EV_READ, data, cap, ret, fresh);
 	return 0;
 }
 
@@ -330,8 +387,7 @@ static __always_inline int do_exit(long ret, int plain)
 
 // One syscall's pair of programs, `enter_<name>_tp` on sys_enter_<name> and
 // `exit_<name>_tp` on sys_exit_<name> (the loader attaches by that name).
-// `plain`: read/write family, which also serve files and pipes.
-#define TRACE(name, on_enter, plain)                                           \
+#define TRACE(name, on_enter)                                                  \
 	SEC("tracepoint/syscalls/sys_enter_" #name)                            \
 	int enter_##name##_tp(struct trace_event_raw_sys_enter *ctx)           \
 	{                                                                      \
@@ -340,68 +396,68 @@ static __always_inline int do_exit(long ret, int plain)
 	SEC("tracepoint/syscalls/sys_exit_" #name)                             \
 	int exit_##name##_tp(struct trace_event_raw_sys_exit *ctx)             \
 	{                                                                      \
-		return do_exit(ctx->ret, plain);                               \
+		return do_exit(ctx->ret);                                      \
 	}
-#define TRACE_READ(name, src, flags, plain) TRACE(name, enter_read(ARG(0), ARG(1), src, flags), plain)
-#define TRACE_WRITE(name, src, count, plain)                                   \
-	TRACE(name, enter_write(ARG(0), ARG(1), src, count), plain)
+#define TRACE_READ(name, src, flags) TRACE(name, enter_read(ARG(0), ARG(1), src, flags))
+#define TRACE_WRITE(name, src, count) TRACE(name, enter_write(ARG(0), ARG(1), src, count))
 
-TRACE_READ(read, SRC_BUF, 0, 1)
-TRACE_READ(recvfrom, SRC_BUF, ARG(3), 0)
-TRACE_READ(readv, SRC_IOV, 0, 1)
-TRACE_READ(recvmsg, SRC_MSG, ARG(2), 0)
-TRACE_WRITE(write, SRC_BUF, ARG(2), 1)
-TRACE_WRITE(sendto, SRC_BUF, ARG(2), 0)
+TRACE_READ(read, SRC_BUF, 0)
+TRACE_READ(recvfrom, SRC_BUF, ARG(3))
+TRACE_READ(readv, SRC_IOV, 0)
+TRACE_READ(recvmsg, SRC_MSG, ARG(2))
+TRACE_WRITE(write, SRC_BUF, ARG(2))
+TRACE_WRITE(sendto, SRC_BUF, ARG(2))
 // iovec and msghdr: the first iovec's length bounds what is looked at
-TRACE_WRITE(writev, SRC_IOV, ~0ULL, 1)
-TRACE_WRITE(sendmsg, SRC_MSG, ~0ULL, 0)
+TRACE_WRITE(writev, SRC_IOV, ~0ULL)
+TRACE_WRITE(sendmsg, SRC_MSG, ~0ULL)
 
+// The last close of a socket ends its connection; closing one of several
+// fds that hold it (fd 0 of a child that also writes on fd 1, the parent's
+// copy after fork) does not.
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close_tp(struct trace_event_raw_sys_enter *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (tgid == self_tgid)
 		return 0;
-	forget_conn(tgid, ARG(0));
+	__u32 fd = ARG(0);
+	struct file *f = file_at(fd);
+	__u64 sock = sock_id(f);
+	if (!sock || shared_file(f))
+		return 0;
+	forget_conn(tgid, fd, sock);
 	return 0;
 }
 
-// A new connection on an fd number that an unclosed (e.g. exited-without-
-// close) connection used: its state is stale.
-static __always_inline int new_fd(long ret)
+// A socket that becomes a new connection (accepted, or connected again):
+// whatever was known under its id is stale.
+static __always_inline int new_conn(long fd)
 {
-	if (ret < 0)
+	if (fd < 0)
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (tgid == self_tgid)
 		return 0;
-	forget_conn(tgid, ret);
+	forget_conn(tgid, fd, sock_id(file_at(fd)));
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int exit_accept4_tp(struct trace_event_raw_sys_exit *ctx)
 {
-	return new_fd(ctx->ret);
+	return new_conn(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
 int exit_accept_tp(struct trace_event_raw_sys_exit *ctx)
 {
-	return new_fd(ctx->ret);
+	return new_conn(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_enter_connect")
 int enter_connect_tp(struct trace_event_raw_sys_enter *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
-	if (tgid == self_tgid)
-		return 0;
-	forget_conn(tgid, ARG(0));
-	return 0;
+	return new_conn(ARG(0));
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
