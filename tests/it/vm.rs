@@ -138,14 +138,24 @@ fn boot(mode: &str, args: &[&str], cpus: u32) -> Vm {
     }
 }
 
+/// Both VMs, booted side by side by whichever test comes first (two
+/// cores: two VMs at once), so the VM part lasts as long as the longer one.
+fn vms() -> &'static (Vm, Vm) {
+    static VMS: OnceLock<(Vm, Vm)> = OnceLock::new();
+    VMS.get_or_init(|| {
+        assets();
+        let v1 = std::thread::spawn(|| boot("v1", &[], 1));
+        let v2 = boot("v2", &["cgroup_no_v1=all"], 2);
+        (v2, v1.join().expect("v1 boot thread"))
+    })
+}
+
 fn v2_vm() -> &'static Vm {
-    static V2: OnceLock<Vm> = OnceLock::new();
-    V2.get_or_init(|| boot("v2", &["cgroup_no_v1=all"], 2))
+    &vms().0
 }
 
 fn v1_vm() -> &'static Vm {
-    static V1: OnceLock<Vm> = OnceLock::new();
-    V1.get_or_init(|| boot("v1", &[], 1))
+    &vms().1
 }
 
 fn tail(path: &Path, n: usize) -> String {
@@ -384,16 +394,17 @@ fn check_cpu(vm: &Vm, out: &Out, name: &str, quota: f64, v1: bool) {
     let kernel_pct = 100.0 * usage / dt;
     let kernel_thr = 100.0 * d("nr_throttled") / d("nr_periods");
     eprintln!("{name}: kernel {kernel_pct:.1} % CPU, {kernel_thr:.0} % periods throttled");
-    // the kernel enforces the quota to within a scheduler slice a period
+    // the kernel enforces the quota to within a scheduler slice a period;
+    // under emulation a v1 container overshot by up to 10 %
     let cpu_what = format!("{name}: the kernel's own CPU");
-    within(vm, &cpu_what, kernel_pct, quota * 100.0, 0.08);
+    within(vm, &cpu_what, kernel_pct, quota * 100.0, 0.15);
     let cpu = out
         .mean(&id, "container.cpu.usage_percent")
         .unwrap_or_else(|| vm.fail(&format!("{name}: no container.cpu.usage_percent")));
     let what = format!("{name}: container.cpu.usage_percent vs the kernel's");
     within(vm, &what, cpu, kernel_pct, 0.05);
     let what = format!("{name}: container.cpu.usage_percent vs the quota");
-    within(vm, &what, cpu, quota * 100.0, 0.08);
+    within(vm, &what, cpu, quota * 100.0, 0.15);
     let thr = out
         .mean(&id, "container.cpu.throttle_percent")
         .unwrap_or(0.0);

@@ -64,7 +64,8 @@ run_in g4-server httpd -f -p 127.0.0.1:8081 -h /www
 mark SETUP_DONE
 
 # every container seen by both agents before the counted workloads
-wait_log host "eBPF HTTP tracing attached" 240
+wait_log host "eBPF HTTP tracing attached\|eBPF HTTP tracing unavailable" 240
+grep -q "tracing attached" /results/agent-host.log || fail "eBPF did not attach: $(grep unavailable /results/agent-host.log)"
 n=$(cycles host)
 wait_cycles host $((n + 1))
 n=$(cycles netns)
