@@ -401,14 +401,16 @@ fn check_cpu(vm: &Vm, out: &Out, name: &str, quota: f64, v1: bool) {
     let cpu = out
         .mean(&id, "container.cpu.usage_percent")
         .unwrap_or_else(|| vm.fail(&format!("{name}: no container.cpu.usage_percent")));
+    // (the agent's cycles and the script's snapshots cover slightly
+    // different windows)
     let what = format!("{name}: container.cpu.usage_percent vs the kernel's");
-    within(vm, &what, cpu, kernel_pct, 0.05);
+    within(vm, &what, cpu, kernel_pct, 0.12);
     let what = format!("{name}: container.cpu.usage_percent vs the quota");
     within(vm, &what, cpu, quota * 100.0, 0.15);
     let thr = out
         .mean(&id, "container.cpu.throttle_percent")
         .unwrap_or(0.0);
-    if (thr - kernel_thr).abs() > 5.0 {
+    if (thr - kernel_thr).abs() > 15.0 {
         vm.fail(&format!(
             "{name}: throttle_percent {thr}, kernel {kernel_thr}"
         ));

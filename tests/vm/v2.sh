@@ -65,7 +65,8 @@ mark SETUP_DONE
 
 # every container seen by both agents before the counted workloads
 wait_log host "eBPF HTTP tracing attached\|eBPF HTTP tracing unavailable" 240
-grep -q "tracing attached" /results/agent-host.log || fail "eBPF did not attach: $(grep unavailable /results/agent-host.log)"
+# (group 4 fails on its own when it did not attach; the others go on)
+grep -q "tracing attached" /results/agent-host.log || mark EBPF_DOWN
 n=$(cycles host)
 wait_cycles host $((n + 1))
 n=$(cycles netns)
