@@ -20,6 +20,14 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# VM tests (tests/vm/, tests/it/vm.rs): a 6.1 kernel booted by qemu (TCG)
+# from an initramfs of busybox-static, dmsetup and the agent
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
+ls /boot/vmlinuz-6.1.* >/dev/null 2>&1 || need_apt+=(linux-image-amd64)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v dmsetup >/dev/null 2>&1 || need_apt+=(dmsetup)
+command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
+command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need_apt[*]}"

@@ -19,3 +19,4 @@ mod otlp;
 mod otlp_clients;
 mod prometheus;
 mod support;
+mod vm;

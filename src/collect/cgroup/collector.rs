@@ -41,7 +41,7 @@ use super::discover::{Discovery, Found};
 use super::files::{CgFile, FdBudget, raise_nofile_limit};
 use super::mountinfo::{CgroupLayout, read_layout};
 use super::parse::ParseError;
-use super::v1::IoBytes;
+use super::v1::{IoBytes, StackedMajors};
 use super::{v1, v2};
 
 /// Metric names (SPEC §4, containers table).
@@ -104,7 +104,7 @@ pub enum ContainerError {
 fn read<T>(
     f: &mut Option<CgFile>,
     buf: &mut Vec<u8>,
-    parse: fn(&str) -> Result<T, ParseError>,
+    parse: impl FnOnce(&str) -> Result<T, ParseError>,
 ) -> Result<Option<T>, ContainerError> {
     match f {
         Some(f) => read_ref(f, buf, parse),
@@ -309,15 +309,23 @@ impl Limits {
 }
 
 impl Files {
-    fn read(&mut self, buf: &mut Vec<u8>) -> Result<Stats, ContainerError> {
+    fn read(
+        &mut self,
+        buf: &mut Vec<u8>,
+        stacked: &StackedMajors,
+    ) -> Result<Stats, ContainerError> {
         match self {
-            Files::V1(f) => read_v1(f, buf),
-            Files::V2(f) => read_v2(f, buf),
+            Files::V1(f) => read_v1(f, buf, stacked),
+            Files::V2(f) => read_v2(f, buf, stacked),
         }
     }
 }
 
-fn read_v1(f: &mut V1Files, buf: &mut Vec<u8>) -> Result<Stats, ContainerError> {
+fn read_v1(
+    f: &mut V1Files,
+    buf: &mut Vec<u8>,
+    stacked: &StackedMajors,
+) -> Result<Stats, ContainerError> {
     let mut s = Stats {
         cpu_usage_ns: read(&mut f.cpuacct_usage, buf, v1::cpuacct_usage)?,
         ..Stats::default()
@@ -345,11 +353,17 @@ fn read_v1(f: &mut V1Files, buf: &mut Vec<u8>) -> Result<Stats, ContainerError> 
         s.inactive_file = Some(m.inactive_file);
     }
     s.oom_kills = read(&mut f.oom, buf, v1::oom_kills)?.flatten();
-    s.io = read(&mut f.blkio, buf, v1::io_service_bytes)?;
+    s.io = read(&mut f.blkio, buf, |t| {
+        v1::io_service_bytes_disks(t, stacked)
+    })?;
     Ok(s)
 }
 
-fn read_v2(f: &mut V2Files, buf: &mut Vec<u8>) -> Result<Stats, ContainerError> {
+fn read_v2(
+    f: &mut V2Files,
+    buf: &mut Vec<u8>,
+    stacked: &StackedMajors,
+) -> Result<Stats, ContainerError> {
     let mut s = Stats::default();
     if let Some(c) = read_ref(&mut f.cpu_stat, buf, v2::cpu_stat)? {
         s.cpu_usage_ns = Some(c.usage_usec.saturating_mul(1000));
@@ -383,7 +397,7 @@ fn read_v2(f: &mut V2Files, buf: &mut Vec<u8>) -> Result<Stats, ContainerError> 
         super::parse::single_u64("memory.swap.current", t)
     })?;
     s.oom_kills = read_ref(&mut f.events, buf, v2::oom_kills)?.flatten();
-    s.io = read_ref(&mut f.io, buf, v2::io_stat)?;
+    s.io = read_ref(&mut f.io, buf, |t| v2::io_stat_disks(t, stacked))?;
     Ok(s)
 }
 
@@ -391,7 +405,7 @@ fn read_v2(f: &mut V2Files, buf: &mut Vec<u8>) -> Result<Stats, ContainerError> 
 fn read_ref<T>(
     f: &mut CgFile,
     buf: &mut Vec<u8>,
-    parse: fn(&str) -> Result<T, ParseError>,
+    parse: impl FnOnce(&str) -> Result<T, ParseError>,
 ) -> Result<Option<T>, ContainerError> {
     match f.read(buf) {
         Ok(None) => Ok(None),
@@ -453,6 +467,8 @@ pub struct CgroupCollector {
     cycle: u64,
     /// Containers whose files were set up (spreads limit reads).
     opened: u32,
+    /// device-mapper and md majors, whose I/O the disks beneath count.
+    stacked: StackedMajors,
 }
 
 impl CgroupCollector {
@@ -484,6 +500,9 @@ impl CgroupCollector {
         let mem_total = std::fs::read_to_string(host.proc_file("meminfo"))
             .ok()
             .and_then(|t| mem_total(&t));
+        let stacked = std::fs::read_to_string(host.proc_file("devices"))
+            .map(|t| StackedMajors::from_proc_devices(&t))
+            .unwrap_or_default();
         CgroupCollector {
             host,
             telemetry,
@@ -498,6 +517,7 @@ impl CgroupCollector {
             mem_total,
             cycle: 0,
             opened: 0,
+            stacked,
         }
     }
 
@@ -571,7 +591,7 @@ impl CgroupCollector {
             self.opened = self.opened.wrapping_add(1);
             self.mode.files(&found.rel, &self.budget, self.opened)
         });
-        let stats = match files.read(&mut self.buf) {
+        let stats = match files.read(&mut self.buf, &self.stacked) {
             Ok(s) => s,
             Err(e) => {
                 self.telemetry.container_errors.inc();
