@@ -250,6 +250,17 @@ static __always_inline __u64 cpu_cgroup_id(void)
 	return BPF_CORE_READ(css, cgroup, kn, id);
 }
 
+// min(n, HTTP_MAX_BUF) in one register, written so clang cannot fold it
+// into a copy the verifier has no bound for
+static __always_inline __u64 bound_buf(__u64 n)
+{
+	asm volatile("if %[n] <= %[max] goto +1\n\t"
+		     "%[n] = %[max]"
+		     : [n] "+r"(n)
+		     : [max] "i"(HTTP_MAX_BUF));
+	return n;
+}
+
 static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u8 kind, __u64 data,
 				 __u64 cap, __u64 bytes, int wake)
 {
@@ -258,7 +269,7 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u
 		count(STAT_LOST);
 		return;
 	}
-	__u32 len = cap > HTTP_MAX_BUF ? HTTP_MAX_BUF : cap;
+	__u64 len = cap;
 	e->ts = ts;
 	e->tgid = tgid;
 	e->fd = fd;
@@ -273,6 +284,9 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u
 		e->cgroup_v2 = bpf_get_current_cgroup_id();
 		e->cgroup_cpu = cpu_cgroup_id();
 	}
+	// 6.1's verifier loses len's bound through the spills above ("R2 min
+	// value is negative"): bound it again in the register the helper takes
+	len = bound_buf(len);
 	if (!data || bpf_probe_read_user(e->buf, len, (void *)data))
 		len = 0;
 	e->len = len;
