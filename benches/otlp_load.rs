@@ -191,9 +191,12 @@ fn pin_self(cpu: &str) {
 }
 
 fn start_agent(api: SocketAddr, otel: u16, extra: &[&str]) -> Agent {
-    let bin = env!("CARGO_BIN_EXE_cased-agent");
+    // CASED_AGENT_BIN: another build (e.g. the previous commit's) for a
+    // before/after pair in one session
+    let bin = std::env::var("CASED_AGENT_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_cased-agent").to_string());
     let mut c = Command::new("taskset");
-    c.args(["-c", "0", bin])
+    c.args(["-c", "0", &bin])
         .args(["--enable-otel", "--otel-port", &otel.to_string()])
         .args(["--otel-grpc-port", &free_port().to_string()])
         .args(["--health-port", &free_port().to_string()])
