@@ -17,7 +17,7 @@ run() { # name kernel-args...
   local name=$1
   shift
   truncate -s 64M "$dir/$name-disk.img"
-  truncate -s 16M "$dir/$name-res.img"
+  truncate -s 256M "$dir/$name-res.img"  # the 1,000 containers' results
   VM_CPUS=1 tests/vm/boot.sh "$dir" bench "$dir/$name-disk.img" "$dir/$name-res.img" \
     "$dir/$name-console.log" 1500 "$@"
   mkdir -p "$dir/$name"
