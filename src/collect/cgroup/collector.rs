@@ -500,9 +500,7 @@ impl CgroupCollector {
         let mem_total = std::fs::read_to_string(host.proc_file("meminfo"))
             .ok()
             .and_then(|t| mem_total(&t));
-        let stacked = std::fs::read_to_string(host.proc_file("devices"))
-            .map(|t| StackedMajors::from_proc_devices(&t))
-            .unwrap_or_default();
+        let stacked = stacked_majors(&host.proc);
         CgroupCollector {
             host,
             telemetry,
@@ -725,6 +723,13 @@ fn first_pid(mode: &Mode, rel: &str) -> Option<u32> {
     text.lines().find_map(|l| l.trim().parse().ok())
 }
 
+/// Majors of stacked block devices (`<proc>/devices`); none when unreadable.
+fn stacked_majors(proc: &Path) -> StackedMajors {
+    std::fs::read_to_string(proc.join("devices"))
+        .map(|t| StackedMajors::from_proc_devices(&t))
+        .unwrap_or_default()
+}
+
 /// The host's network namespace: that of pid 1, or, when pid 1 cannot be
 /// inspected (a non-dumpable init under a sandbox), that of pid 2
 /// (`kthreadd`: kernel threads always live in the initial namespace).
@@ -843,6 +848,9 @@ impl Collector for CgroupCollector {
             return Ok(());
         };
         self.cycle += 1;
+        // once a cycle, not at start only: dm-mod or md may load after the
+        // agent (a CSI volume, LVM set up late) and register their majors
+        self.stacked = stacked_majors(&self.host.proc);
         d.scan(&mut self.found)?;
         self.states.begin();
         self.pods.begin();
