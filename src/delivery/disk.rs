@@ -34,8 +34,8 @@
 //! batches (at-least-once), never loses one.
 //!
 //! Bounds: the live records (including the one being sent) take at most
-//! the cap on disk plus the one batch in flight; beyond it the oldest batches
-//! are dropped and counted (`batches_dropped{reason="queue_full"}`), except
+//! the cap on disk; beyond it the oldest batches are dropped and counted
+//! (the new one instead, when only the batch in flight is left) (`batches_dropped{reason="queue_full"}`), except
 //! with [`DiskOptions::never_evict`] (spans): then nothing is dropped and
 //! the submitter keeps the bound by asking [`BatchQueue::room`] first
 //! (which counts the batch in flight, whole records, and in memory fallback
@@ -847,8 +847,9 @@ impl BatchQueue for DiskQueue {
         if rec_len > self.cap && !self.never_evict {
             return vec![b];
         }
+        // the batch in flight counts: the cap bounds every live record
         let mut evicted = Vec::new();
-        while self.index_disk_bytes + rec_len > self.cap && !self.never_evict {
+        while self.disk_bytes() + rec_len > self.cap && !self.never_evict {
             match self.pop_index() {
                 Some(e) => evicted.push(e.hollow()),
                 None => break,
@@ -856,6 +857,12 @@ impl BatchQueue for DiskQueue {
         }
         if !evicted.is_empty() {
             self.advance_cursor();
+        }
+        if self.disk_bytes() + rec_len > self.cap && !self.never_evict {
+            // only the batch in flight is left and the two do not fit
+            self.update_gauge();
+            evicted.push(b);
+            return evicted;
         }
         match self.append(&rec) {
             Ok((seg, off)) => {
@@ -1317,6 +1324,36 @@ mod tests {
         assert!(t.encode().contains(
             "cased_agent_batches_dropped_total{kind=\"metrics\",reason=\"queue_full\"} 5"
         ));
+    }
+
+    /// The batch being sent is on disk too: the cap holds with it counted
+    /// (CI once saw 85 bytes over the cap with one in flight).
+    #[test]
+    fn the_cap_counts_the_batch_in_flight() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = (HEADER_LEN + PAYLOAD_PREFIX + 1000) as u64;
+        let (mut q, _) = open(d.path(), rec * 4);
+        for s in 1..=4 {
+            assert!(q.push_back(qb(s, 1000)).is_empty());
+        }
+        let sending = q.pop_front().unwrap();
+        assert_eq!(sending.seq, 1);
+        let ev = q.push_back(qb(5, 1000));
+        assert_eq!(ev.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(q.disk_bytes(), rec * 4);
+        // only the one in flight left to evict: the new batch is refused
+        let ev = q.push_back(qb(6, 3500));
+        assert_eq!(
+            ev.iter().map(|b| b.seq).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6]
+        );
+        assert_eq!(q.disk_bytes(), rec);
+        // a failed send goes back in front and still fits
+        assert!(q.requeue_front(sending).is_empty());
+        assert_eq!(
+            take_all(&mut q).iter().map(|g| g.0).collect::<Vec<_>>(),
+            vec![1]
+        );
     }
 
     #[test]
