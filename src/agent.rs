@@ -69,13 +69,14 @@ impl Cycle {
     /// Run every collector once. A collector that fails (or panics) loses its
     /// part of this cycle only. Wire metrics are built `chunk` at a time and
     /// handed to `emit`, so a large node never holds a whole cycle of them
-    /// (only its samples). Returns how many metrics were emitted.
+    /// (only its samples); `emit` says how many of them count as produced
+    /// (delivery drops non-finite values). Returns how many were produced.
     pub fn collect(
         &mut self,
         now: Instant,
         timestamp_ms: i64,
         chunk: usize,
-        mut emit: impl FnMut(Vec<Metric>),
+        mut emit: impl FnMut(Vec<Metric>) -> usize,
     ) -> usize {
         let started = Instant::now();
         self.samples.clear();
@@ -109,12 +110,11 @@ impl Cycle {
         };
         let chunk = chunk.max(1);
         let mut emitted = 0;
-        let mut dropped = 0;
         let mut samples = std::mem::take(&mut self.samples);
         let mut rest = samples.drain(..);
         loop {
             let mut out = Vec::with_capacity(chunk.min(rest.len()));
-            dropped += enrich::to_wire(
+            enrich::to_wire(
                 rest.by_ref().take(chunk),
                 &ctx,
                 self.meta.as_ref(),
@@ -123,24 +123,14 @@ impl Cycle {
             if out.is_empty() && rest.len() == 0 {
                 break;
             }
-            emitted += out.len();
             if !out.is_empty() {
-                emit(out);
+                emitted += emit(out);
             }
         }
         drop(rest);
         // keep the allocation for the next cycle, unless it was a spike
         if samples.capacity() <= 4 * emitted.max(1024) {
             self.samples = samples;
-        }
-        if dropped > 0 {
-            self.telemetry
-                .drop_items("metrics", "non_finite", 0, dropped as u64);
-            warn_limited!(
-                "non_finite",
-                dropped,
-                "dropped samples that were NaN or infinite"
-            );
         }
         self.telemetry.cycles.inc();
         self.telemetry.metrics_produced.inc_by(emitted as u64);
@@ -173,10 +163,9 @@ async fn collect_blocking(
     let now = Instant::now();
     let ts = unix_ms();
     let joined = tokio::task::spawn_blocking(move || {
-        let n = cycle.collect(now, ts, batch_size, |metrics| {
-            if let Some(d) = &delivery {
-                d.submit_metrics(metrics);
-            }
+        let n = cycle.collect(now, ts, batch_size, |metrics| match &delivery {
+            Some(d) => d.submit_metrics(metrics),
+            None => metrics.len(),
         });
         (cycle, n)
     })
