@@ -407,7 +407,7 @@ fn percent_decode(v: &[u8]) -> String {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let svc = TraceGrpc {
         ingest: ingest.clone(),
@@ -422,7 +422,10 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(Guarded { inner: svc, ingest })
-        .serve_with_incoming_shutdown(capped(listener, MAX_CONNECTIONS), shutdown)
+        .serve_with_incoming_shutdown(
+            capped(listener, MAX_CONNECTIONS),
+            shutdown.cancelled_owned(),
+        )
         .await
 }
 

@@ -638,6 +638,18 @@ enum Outcome {
     Vanished,
 }
 
+/// Where one container's samples go, all about the same subject.
+struct SampleOut<'a> {
+    about: &'a About,
+    out: &'a mut Vec<Sample>,
+}
+
+impl SampleOut<'_> {
+    fn push(&mut self, name: &'static str, value: f64, unit: &'static str) {
+        (self.out).push(Sample::new(name, value, unit, self.about.clone()));
+    }
+}
+
 /// Turn one container's stats into samples, updating its counters.
 fn emit(
     s: &Stats,
@@ -647,9 +659,10 @@ fn emit(
     about: &About,
     out: &mut Vec<Sample>,
 ) {
-    emit_cpu(s, st, now, about, out);
-    emit_memory(s, st, now, mem_total, about, out);
-    let mut push = |name, value, unit| out.push(Sample::new(name, value, unit, about.clone()));
+    let mut to = SampleOut { about, out };
+    emit_cpu(s, st, now, &mut to);
+    emit_memory(s, st, now, mem_total, &mut to);
+    let mut push = |name, value, unit| to.push(name, value, unit);
     if let Some(io) = s.io {
         if let Some(r) = st.disk_read.rate(io.read, now) {
             push(names::DISK_READ, r, unit::BYTES_PER_SEC);
@@ -661,14 +674,8 @@ fn emit(
 }
 
 /// Usage, throttling and the limit.
-fn emit_cpu(
-    s: &Stats,
-    st: &mut ContainerState,
-    now: Instant,
-    about: &About,
-    out: &mut Vec<Sample>,
-) {
-    let mut push = |name, value, unit| out.push(Sample::new(name, value, unit, about.clone()));
+fn emit_cpu(s: &Stats, st: &mut ContainerState, now: Instant, to: &mut SampleOut<'_>) {
+    let mut push = |name, value, unit| to.push(name, value, unit);
     if let Some(u) = s.cpu_usage_ns
         && let Some(d) = st.cpu.update(u, now)
     {
@@ -710,10 +717,9 @@ fn emit_memory(
     st: &mut ContainerState,
     now: Instant,
     mem_total: Option<u64>,
-    about: &About,
-    out: &mut Vec<Sample>,
+    to: &mut SampleOut<'_>,
 ) {
-    let mut push = |name, value, unit| out.push(Sample::new(name, value, unit, about.clone()));
+    let mut push = |name, value, unit| to.push(name, value, unit);
     if let Some(u) = s.mem_usage {
         push(names::MEM_USAGE, u as f64, unit::BYTES);
         let limit = s
