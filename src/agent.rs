@@ -274,6 +274,7 @@ pub async fn run(cfg: Config) -> ExitCode {
             proc_path: cfg.proc_path.clone(),
             cgroup_path: cfg.cgroup_path.clone(),
             max_paths: crate::ebpf::aggregate::DEFAULT_MAX_PATHS,
+            attach: cfg.ebpf_attach,
             reader_thread: true,
         };
         match crate::ebpf::HttpCollector::start(&opts, telemetry.clone()) {

@@ -151,6 +151,15 @@ static __always_inline int classify(const __u8 *h)
 	return 0;
 }
 
+// Whether the 8 bytes at data (of cap valid ones) start an HTTP message.
+static __always_inline int looks_http(__u64 data, __u64 cap)
+{
+	__u8 head[8] = {};
+	if (!data || cap < 8 || bpf_probe_read_user(head, sizeof(head), (void *)data))
+		return 0;
+	return classify(head);
+}
+
 // The user address of the first bytes and how many there are at most.
 static __always_inline __u64 first_bytes(__u64 ptr, __u8 src, __u64 *cap)
 {
@@ -340,10 +349,7 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 		return 0;
 	__u64 cap = count_arg;
 	__u64 data = first_bytes(ptr, src, &cap);
-	__u8 head[8] = {};
-	if (!data || cap < 8 || bpf_probe_read_user(head, sizeof(head), (void *)data))
-		return 0;
-	if (!classify(head))
+	if (!looks_http(data, cap))
 		return 0;
 	struct pending *p = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
 						 BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -356,6 +362,21 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 	p->src = SRC_BUF;
 	p->write = 1;
 	p->active = 1;
+	return 0;
+}
+
+// A chunk of HTTP at `data` on socket `sock` (fd `fd` of the current
+// process): mark the connection seen, hand the chunk to userspace.
+static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, long ret, __u64 ts,
+				  __u8 write)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	int fresh = !bpf_map_lookup_elem(&conns, &sock);
+	if (fresh) {
+		__u8 one = 1;
+		bpf_map_update_elem(&conns, &sock, &one, BPF_ANY);
+	}
+	emit(ts, tgid, fd, sock, write ? EV_WRITE : EV_READ, data, cap, ret, fresh);
 	return 0;
 }
 
@@ -377,25 +398,105 @@ static __always_inline int do_exit(long ret)
 			cap = p.cap;
 	} else {
 		data = first_bytes(p.ptr, p.src, &cap);
-		__u8 head[8] = {};
-		if (!data || cap < 8 || bpf_probe_read_user(head, sizeof(head), (void *)data))
-			return 0;
-		if (!classify(head))
+		if (!looks_http(data, cap))
 			return 0;
 	}
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 sock = sock_id(file_at(p.fd));
 	if (!sock)
 		return 0;
-	int fresh = !bpf_map_lookup_elem(&conns, &sock);
-	if (fresh) {
-		__u8 one = 1;
-		bpf_map_update_elem(&conns, &sock, &one, BPF_ANY);
-	}
 	__u64 ts = p.write ? p.ts : bpf_ktime_get_ns();
-	emit(ts, tgid, p.fd, sock, p.write ? EV_WRITE : EV_READ, data, cap, ret, fresh);
-	return 0;
+	return report(p.fd, sock, data, cap, ret, ts, p.write);
 }
+
+// --- The socket-only path (kernels with sock_send_length/sock_recv_length,
+// 6.3+; the loader picks it when the kernel's BTF has them) -------------
+//
+// Those tracepoints fire inside sock_sendmsg/sock_recvmsg once the data has
+// moved, with its length: a read or write of a file or pipe runs nothing.
+// The syscall's own arguments are in the task's saved registers (x86-64:
+// orig_ax the syscall number, di/si/dx its first three arguments).
+
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+
+// Where syscall nr keeps its data, for the direction asked; -1 when it is
+// not one of the traced ones (io_uring, sendfile, splice, sendmmsg, a
+// kernel-internal send in the task's context).
+static __always_inline int src_of(long nr, int write)
+{
+	if (write) {
+		if (nr == NR_WRITE || nr == NR_SENDTO)
+			return SRC_BUF;
+		if (nr == NR_WRITEV)
+			return SRC_IOV;
+		if (nr == NR_SENDMSG)
+			return SRC_MSG;
+		return -1;
+	}
+	if (nr == NR_READ || nr == NR_RECVFROM)
+		return SRC_BUF;
+	if (nr == NR_READV)
+		return SRC_IOV;
+	if (nr == NR_RECVMSG)
+		return SRC_MSG;
+	return -1;
+}
+
+// The socket's inode number when fd of the current task is the file of sk
+// (so the syscall's arguments are the ones this data moved through), else 0.
+static __always_inline __u64 sock_of_fd(struct sock *sk, __u32 fd)
+{
+	struct file *f = file_at(fd);
+	if (!f)
+		return 0;
+	struct socket *so = BPF_CORE_READ(sk, sk_socket);
+	if (!so || (struct file *)BPF_CORE_READ(so, file) != f)
+		return 0;
+	return BPF_CORE_READ(f, f_inode, i_ino);
+}
+
+static __always_inline int on_sock(struct sock *sk, int ret, int flags, int write)
+{
+	if (ret <= 0 || (!write && (flags & MSG_PEEK)))
+		return 0;
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	int src = src_of(regs->orig_ax, write);
+	if (src < 0)
+		return 0;
+	__u64 cap = ret;
+	__u64 data = first_bytes(regs->si, src, &cap);
+	if (!looks_http(data, cap))
+		return 0;
+	__u32 fd = regs->di;
+	__u64 sock = sock_of_fd(sk, fd);
+	if (!sock)
+		return 0;
+	return report(fd, sock, data, cap, ret, bpf_ktime_get_ns(), write);
+}
+
+// `<tracepoint>_btf` goes on tp_btf/<tracepoint> (the loader attaches by
+// that name)
+SEC("tp_btf/sock_send_length")
+int sock_send_length_btf(__u64 *ctx)
+{
+	return on_sock((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], 1);
+}
+
+SEC("tp_btf/sock_recv_length")
+int sock_recv_length_btf(__u64 *ctx)
+{
+	return on_sock((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], 0);
+}
+
+// --- The syscall path (fallback) ---------------------------------------
 
 #define ARG(i) (ctx->args[i])
 
