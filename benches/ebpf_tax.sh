@@ -22,7 +22,8 @@
 #                  syscalls=target/release/cased-agent,--ebpf-attach=syscalls");
 #                 each runs BIN --enable-ebpf --sink stdout ARG...
 #        ROUNDS (7), COUNT (1000000), ROUNDTRIPS (200000), CPU (pin the
-#        workload to this CPU; empty: not pinned), KEEP (1: keep outputs).
+#        workload to this CPU; empty: not pinned), SETTLE (seconds after
+#        the agent attached before the workload, 3), KEEP (1: keep outputs).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,7 +34,8 @@ COUNT=${COUNT:-1000000}
 ROUNDTRIPS=${ROUNDTRIPS:-200000}
 CPU=${CPU:-}
 KEEP=${KEEP:-0}
-TMP=$(mktemp -d)
+SETTLE=${SETTLE:-3}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ebpf_tax.XXXXXX")
 AGENT=""
 
 die() { echo "ebpf_tax.sh: $*" >&2; exit 1; }
@@ -116,6 +118,9 @@ start_agent() { # NAME=BIN[,ARG...]
         kill -0 "$AGENT" 2>/dev/null || die "agent $name exited: $(tail -3 "$TMP/agent.$name.err")"
         if grep -q "eBPF HTTP tracing attached" "$TMP/agent.$name.err"; then
             grep -o "eBPF HTTP tracing attached[^\"]*" "$TMP/agent.$name.err" | head -1 >"$TMP/mode.$name"
+            # let its first collection cycle pass: the workload should
+            # compete with the tracer, not with the agent's start
+            sleep "$SETTLE"
             return 0
         fi
         sleep 0.1

@@ -3,9 +3,11 @@
 //!
 //! Two ways to see the data ([`Attach`]), chosen at load time: the socket
 //! tracepoints `sock_send_length`/`sock_recv_length` (kernel 6.3+: only
-//! socket I/O runs a program) or, where the kernel has none, the syscall
-//! tracepoints of every read and write. Connection lifetime (`close`,
-//! `accept`, `connect`) is on syscall tracepoints in both.
+//! socket I/O runs a program; a TCP connection ends at `inet_sock_set_state`
+//! to TCP_CLOSE) or, where the kernel has none, the syscall tracepoints of
+//! every read and write (and `close`, `accept`, `connect`). The socket path
+//! enables no syscall tracepoint at all: one would put every syscall of
+//! every process on the kernel's slow path.
 //!
 //! A reader thread drains the ring on its own clock ([`POLL`]) or when the
 //! kernel wakes it (a new connection, or a ring filling up), so the ring
@@ -104,15 +106,11 @@ pub enum Attach {
     Syscalls,
 }
 
-/// The tracepoints the socket path needs (BTF typedef `btf_trace_<name>`).
-const SOCK_TRACEPOINTS: [&str; 2] = ["sock_send_length", "sock_recv_length"];
-
-/// Connection lifetime: on syscall tracepoints whatever the mode.
-const LIFETIME: [&str; 4] = [
-    "enter_close_tp",
-    "exit_accept4_tp",
-    "exit_accept_tp",
-    "enter_connect_tp",
+/// The tracepoints the socket path needs (tracefs `events/sock/<name>`).
+const SOCK_TRACEPOINTS: [&str; 3] = [
+    "sock_send_length",
+    "sock_recv_length",
+    "inet_sock_set_state",
 ];
 
 impl Attach {
@@ -144,11 +142,9 @@ impl Attach {
         }
     }
 
-    /// Whether program `name` of the object runs in this (resolved) mode.
+    /// Whether program `name` of the object runs in this (resolved) mode:
+    /// `*_btf` on the socket path, `*_tp` on the syscall one.
     fn runs(self, name: &str) -> bool {
-        if LIFETIME.contains(&name) {
-            return true;
-        }
         match self {
             Attach::Sock => name.ends_with("_btf"),
             _ => name.ends_with("_tp"),
@@ -284,8 +280,8 @@ impl HttpCollector {
             "eBPF HTTP tracing attached: {} ({})",
             mode.name(),
             match mode {
-                Attach::Sock => "socket tracepoints sock_send_length/sock_recv_length",
-                _ => "syscall tracepoints of every read and write",
+                Attach::Sock => "tp_btf sock_send_length, sock_recv_length, inet_sock_set_state",
+                _ => "syscall tracepoints of every read, write and close",
             }
         );
         Ok(HttpCollector {
@@ -417,5 +413,32 @@ impl Collector for HttpCollector {
             dropped,
         };
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_resolve_and_pick_their_programs() {
+        assert_eq!(Attach::parse(" Sock "), Some(Attach::Sock));
+        assert_eq!(Attach::parse("syscalls"), Some(Attach::Syscalls));
+        assert_eq!(Attach::parse("auto"), Some(Attach::Auto));
+        assert_eq!(Attach::parse("kprobe"), None);
+        let missing = Some("sock_send_length");
+        assert_eq!(Attach::Auto.resolve(None).unwrap(), Attach::Sock);
+        assert_eq!(Attach::Auto.resolve(missing).unwrap(), Attach::Syscalls);
+        assert_eq!(Attach::Syscalls.resolve(None).unwrap(), Attach::Syscalls);
+        assert_eq!(Attach::Sock.resolve(None).unwrap(), Attach::Sock);
+        let e = Attach::Sock.resolve(missing).unwrap_err().to_string();
+        assert!(e.contains("no sock_send_length tracepoint"), "{e}");
+        // the socket path runs no syscall tracepoint, not even close
+        for p in ["enter_close_tp", "exit_read_tp", "enter_write_tp"] {
+            assert!(!Attach::Sock.runs(p) && Attach::Syscalls.runs(p), "{p}");
+        }
+        for p in ["sock_send_length_btf", "inet_sock_set_state_btf"] {
+            assert!(Attach::Sock.runs(p) && !Attach::Syscalls.runs(p), "{p}");
+        }
     }
 }

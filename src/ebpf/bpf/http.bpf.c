@@ -1,7 +1,18 @@
 // SPDX-License-Identifier: (Apache-2.0 OR GPL-2.0)
 //
-// HTTP/1.x through syscall tracepoints (this kernel has no kprobes, and
-// tracepoints are the stable interface anyway).
+// HTTP/1.x through tracepoints (this kernel has no kprobes and refuses
+// fentry; tracepoints are the stable interface anyway), in one of two sets
+// the loader picks (src/ebpf/loader.rs, --ebpf-attach):
+//
+// - the socket path (`*_btf`, kernel 6.3+): tp_btf/sock_send_length and
+//   sock_recv_length fire inside sock_sendmsg/sock_recvmsg only, after the
+//   data moved; the syscall's arguments come from the task's saved
+//   registers. A TCP connection ends at inet_sock_set_state to TCP_CLOSE.
+//   No syscall tracepoint is enabled, so a process that does no socket I/O
+//   pays nothing (one enabled syscall tracepoint would put every syscall of
+//   every process on the kernel's slow path).
+// - the syscall path (`*_tp`, the fallback): enter and exit of every read
+//   and write syscall, and close/accept/connect for connection lifetime.
 //
 // The kernel side only finds chunks of socket data that start like an HTTP
 // request ("GET /x HTTP/1.1") or response ("HTTP/1.1 200") and hands their
@@ -12,12 +23,13 @@
 // accepted socket. Userspace (src/ebpf/) parses them, pairs
 // requests with responses per connection (keep-alive, pipelining in order)
 // and aggregates. Keeping the parsing out of the kernel keeps this program
-// small for the verifier and cheap on the hot path: a syscall that carries
-// no HTTP costs one 8-byte read and, for reads, one task-storage write; a
-// close costs the walk from the fd to its inode (a handful of reads).
+// small for the verifier and cheap on the hot path: socket I/O that carries
+// no HTTP costs one 8-byte read (on the syscall path, reads also one
+// task-storage write, and a close the walk from the fd to its inode).
 //
 // Timestamps: a read is stamped when it returns (the data has arrived), a
-// write when it is entered (the data leaves). So a server's latency runs from
+// write when it is entered (the data leaves; on the socket path, when it
+// has been handed to the socket, a moment later). So a server's latency runs from
 // the request's arrival to the response's first write, a client's from the
 // request's write to the response's first read.
 //
@@ -106,6 +118,16 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } conns SEC(".maps");
+
+// the socket path: sockets that carried HTTP by their struct sock, so the
+// end of the TCP connection finds the socket's id (an orphaned sock, closed
+// by its last fd, has no inode to read any more)
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} sk_conns SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -366,15 +388,18 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 }
 
 // A chunk of HTTP at `data` on socket `sock` (fd `fd` of the current
-// process): mark the connection seen, hand the chunk to userspace.
+// process): mark the connection seen, hand the chunk to userspace. `sk`:
+// its struct sock on the socket path (0 on the syscall one).
 static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, long ret, __u64 ts,
-				  __u8 write)
+				  __u8 write, __u64 sk)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	int fresh = !bpf_map_lookup_elem(&conns, &sock);
 	if (fresh) {
 		__u8 one = 1;
 		bpf_map_update_elem(&conns, &sock, &one, BPF_ANY);
+		if (sk)
+			bpf_map_update_elem(&sk_conns, &sk, &sock, BPF_ANY);
 	}
 	emit(ts, tgid, fd, sock, write ? EV_WRITE : EV_READ, data, cap, ret, fresh);
 	return 0;
@@ -405,7 +430,7 @@ static __always_inline int do_exit(long ret)
 	if (!sock)
 		return 0;
 	__u64 ts = p.write ? p.ts : bpf_ktime_get_ns();
-	return report(p.fd, sock, data, cap, ret, ts, p.write);
+	return report(p.fd, sock, data, cap, ret, ts, p.write, 0);
 }
 
 // --- The socket-only path (kernels with sock_send_length/sock_recv_length,
@@ -479,7 +504,7 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 	__u64 sock = sock_of_fd(sk, fd);
 	if (!sock)
 		return 0;
-	return report(fd, sock, data, cap, ret, bpf_ktime_get_ns(), write);
+	return report(fd, sock, data, cap, ret, bpf_ktime_get_ns(), write, (__u64)sk);
 }
 
 // `<tracepoint>_btf` goes on tp_btf/<tracepoint> (the loader attaches by
@@ -494,6 +519,28 @@ SEC("tp_btf/sock_recv_length")
 int sock_recv_length_btf(__u64 *ctx)
 {
 	return on_sock((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], 0);
+}
+
+#define TCP_CLOSE_STATE 7 // TCP_CLOSE
+
+// The end of a TCP connection on the socket path: the connection is over
+// once it reaches TCP_CLOSE (after the last close and the FIN exchange, a
+// reset, or a failed connect), however many fds held it. A socket connected
+// anew gets there first too. (Syscall tracepoints on close would put every
+// process's syscalls on the slow path.)
+SEC("tp_btf/inet_sock_set_state")
+int inet_sock_set_state_btf(__u64 *ctx)
+{
+	if ((int)ctx[2] != TCP_CLOSE_STATE)
+		return 0;
+	__u64 sk = ctx[0];
+	__u64 *sock = bpf_map_lookup_elem(&sk_conns, &sk);
+	if (!sock)
+		return 0;
+	__u64 id = *sock;
+	bpf_map_delete_elem(&sk_conns, &sk);
+	forget_conn(bpf_get_current_pid_tgid() >> 32, 0, id);
+	return 0;
 }
 
 // --- The syscall path (fallback) ---------------------------------------
