@@ -293,7 +293,7 @@ static __always_inline __u64 bound_buf(__u64 n)
 }
 
 static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u8 kind, __u64 data,
-				 __u64 cap, __u64 bytes, int wake)
+				 __u64 cap, __u64 bytes, int wake, __u64 start)
 {
 	struct http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -308,7 +308,7 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u
 	e->kind = kind;
 	e->pad = 0;
 	e->sock = sock;
-	e->start = kind == EV_CLOSE ? 0 : proc_start();
+	e->start = start;
 	e->cgroup_v2 = 0;
 	e->cgroup_cpu = 0;
 	if (wake) {
@@ -338,7 +338,7 @@ static __always_inline void forget_conn(__u32 tgid, __u32 fd, __u64 sock)
 	if (!sock || !bpf_map_lookup_elem(&conns, &sock))
 		return;
 	bpf_map_delete_elem(&conns, &sock);
-	emit(bpf_ktime_get_ns(), tgid, fd, sock, EV_CLOSE, 0, 0, 0, 0);
+	emit(bpf_ktime_get_ns(), tgid, fd, sock, EV_CLOSE, 0, 0, 0, 0, 0);
 }
 
 #define MSG_PEEK 2
@@ -388,10 +388,10 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 }
 
 // A chunk of HTTP at `data` on socket `sock` (fd `fd` of the current
-// process): mark the connection seen, hand the chunk to userspace. `sk`:
-// its struct sock on the socket path (0 on the syscall one).
+// process, started at `start`): mark the connection seen, hand the chunk to
+// userspace. `sk`: its struct sock on the socket path (0 on the syscall one).
 static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, long ret, __u64 ts,
-				  __u8 write, __u64 sk)
+				  __u8 write, __u64 sk, __u64 start)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	int fresh = !bpf_map_lookup_elem(&conns, &sock);
@@ -401,7 +401,7 @@ static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, l
 		if (sk)
 			bpf_map_update_elem(&sk_conns, &sk, &sock, BPF_ANY);
 	}
-	emit(ts, tgid, fd, sock, write ? EV_WRITE : EV_READ, data, cap, ret, fresh);
+	emit(ts, tgid, fd, sock, write ? EV_WRITE : EV_READ, data, cap, ret, fresh, start);
 	return 0;
 }
 
@@ -430,7 +430,7 @@ static __always_inline int do_exit(long ret)
 	if (!sock)
 		return 0;
 	__u64 ts = p.write ? p.ts : bpf_ktime_get_ns();
-	return report(p.fd, sock, data, cap, ret, ts, p.write, 0);
+	return report(p.fd, sock, data, cap, ret, ts, p.write, 0, proc_start());
 }
 
 // --- The socket-only path (kernels with sock_send_length/sock_recv_length,
@@ -473,17 +473,25 @@ static __always_inline int src_of(long nr, int write)
 	return -1;
 }
 
-// The socket's inode number when fd of the current task is the file of sk
-// (so the syscall's arguments are the ones this data moved through), else 0.
-static __always_inline __u64 sock_of_fd(struct sock *sk, __u32 fd)
+// The socket's inode number when fd of task is the file of sk (so the
+// syscall's arguments are the ones this data moved through; a kernel
+// socket has no file), else 0. BTF pointers: plain loads, no helper calls,
+// but for the fd table's slot.
+static __always_inline __u64 sock_of_fd(struct task_struct *task, struct sock *sk, __u32 fd)
 {
-	struct file *f = file_at(fd);
-	if (!f)
+	struct socket *so = sk->sk_socket;
+	if (!so)
 		return 0;
-	struct socket *so = BPF_CORE_READ(sk, sk_socket);
-	if (!so || (struct file *)BPF_CORE_READ(so, file) != f)
+	struct file *want = so->file;
+	if (!want)
 		return 0;
-	return BPF_CORE_READ(f, f_inode, i_ino);
+	struct fdtable *fdt = task->files->fdt;
+	if (fd >= fdt->max_fds)
+		return 0;
+	struct file *got = 0;
+	if (bpf_probe_read_kernel(&got, sizeof(got), &fdt->fd[fd]) || got != want)
+		return 0;
+	return want->f_inode->i_ino;
 }
 
 static __always_inline int on_sock(struct sock *sk, int ret, int flags, int write)
@@ -492,7 +500,8 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 		return 0;
 	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	int src = src_of(regs->orig_ax, write);
 	if (src < 0)
 		return 0;
@@ -501,10 +510,11 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 	if (!looks_http(data, cap))
 		return 0;
 	__u32 fd = regs->di;
-	__u64 sock = sock_of_fd(sk, fd);
+	__u64 sock = sock_of_fd(task, sk, fd);
 	if (!sock)
 		return 0;
-	return report(fd, sock, data, cap, ret, bpf_ktime_get_ns(), write, (__u64)sk);
+	__u64 start = task->group_leader->start_boottime;
+	return report(fd, sock, data, cap, ret, bpf_ktime_get_ns(), write, (__u64)sk, start);
 }
 
 // `<tracepoint>_btf` goes on tp_btf/<tracepoint> (the loader attaches by
