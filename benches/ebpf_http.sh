@@ -32,7 +32,8 @@
 #        RUNS (alternating pairs per load, 3), CONNS (saturated, 10),
 #        RATE (10000), DELAY_MS (10), RATE_CONNS (skip calibration),
 #        INTERVAL (agent --interval, 10s), PORT (nginx, a free one),
-#        BPF_STATS (1), KEEP (1: keep the temp dir with all outputs).
+#        BPF_STATS (1), KEEP (1: keep the temp dir with all outputs),
+#        AGENT_ARGS (more agent flags, e.g. --ebpf-attach=syscalls).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -46,6 +47,7 @@ RATE_CONNS=${RATE_CONNS:-}
 INTERVAL=${INTERVAL:-10s}
 BPF_STATS=${BPF_STATS:-1}
 KEEP=${KEEP:-0}
+read -r -a AGENT_ARGS <<<"${AGENT_ARGS:-}"
 LUA=$(pwd)/benches/ebpf_http_delay.lua
 TICK=$(getconf CLK_TCK)
 TMP=$(mktemp -d)
@@ -144,7 +146,7 @@ start_agent() { # tag
     HP=$(free_port)
     # shellcheck disable=SC2016 # $$ and $@ are the inner shell's
     sh -c 'if [ -n "$1" ]; then echo $$ >"$1/cgroup.procs"; fi; shift; exec "$@"' sh "$CG" \
-        "$BIN" --enable-ebpf --sink stdout --interval "$INTERVAL" --health-port "$HP" \
+        "$BIN" --enable-ebpf --sink stdout --interval "$INTERVAL" --health-port "$HP" "${AGENT_ARGS[@]}" \
         >"$TMP/agent.$1.out" 2>"$TMP/agent.$1.err" &
     AGENT=$!
     for _ in $(seq 300); do

@@ -219,6 +219,7 @@ fn start_ebpf(cfg: &Config, telemetry: &Arc<Telemetry>) -> Option<Box<dyn Collec
         proc_path: cfg.proc_path.clone(),
         cgroup_path: cfg.cgroup_path.clone(),
         max_paths: crate::ebpf::aggregate::DEFAULT_MAX_PATHS,
+        attach: cfg.ebpf_attach,
         reader_thread: true,
     };
     match crate::ebpf::HttpCollector::start(&opts, telemetry.clone()) {

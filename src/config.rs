@@ -60,6 +60,10 @@ pub struct Cli {
     /// eBPF HTTP tracing (true/false/1/0)
     #[arg(long, env = "ENABLE_EBPF", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub enable_ebpf: String,
+    /// Where eBPF sees HTTP: auto (sock when the kernel has the socket
+    /// tracepoints, 6.3+), sock, syscalls (the fallback)
+    #[arg(long, env = "CASED_EBPF_ATTACH", default_value = "auto")]
+    pub ebpf_attach: String,
     /// OTLP receiver (true/false/1/0)
     #[arg(long, env = "ENABLE_OTEL", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub enable_otel: String,
@@ -188,6 +192,7 @@ pub struct Config {
     pub proc_path: PathBuf,
     pub cgroup_path: PathBuf,
     pub enable_ebpf: bool,
+    pub ebpf_attach: crate::ebpf::Attach,
     pub enable_otel: bool,
     pub otel_port: u16,
     pub otel_grpc_port: u16,
@@ -408,6 +413,13 @@ impl Config {
             proc_path: cli.proc_path,
             cgroup_path: cli.cgroup_path,
             enable_ebpf: parse_bool("enable-ebpf", &cli.enable_ebpf)?,
+            ebpf_attach: crate::ebpf::Attach::parse(&cli.ebpf_attach).ok_or_else(|| {
+                bad(
+                    "ebpf-attach",
+                    &cli.ebpf_attach,
+                    "expected auto, sock or syscalls",
+                )
+            })?,
             enable_otel: parse_bool("enable-otel", &cli.enable_otel)?,
             otel_port: parse_port("otel-port", &cli.otel_port)?,
             otel_grpc_port: parse_port("otel-grpc-port", &cli.otel_grpc_port)?,
@@ -509,6 +521,7 @@ mod tests {
             (&["--endpoint", "ftp://x"][..], "endpoint"),
             (&["--endpoint", "not a url"][..], "endpoint"),
             (&["--enable-ebpf=maybe"][..], "enable-ebpf"),
+            (&["--ebpf-attach=kprobe"][..], "ebpf-attach"),
             (&["--compression", "brotli"][..], "compression"),
             (&["--sink", "kafka"][..], "sink"),
         ] {
@@ -523,6 +536,11 @@ mod tests {
         assert!(parse(&["--enable-otel"]).unwrap().enable_otel);
         assert!(!parse(&["--enable-otel=0"]).unwrap().enable_otel);
         assert!(parse(&["--enable-ebpf=1"]).unwrap().enable_ebpf);
+        use crate::ebpf::Attach;
+        assert_eq!(parse(&[]).unwrap().ebpf_attach, Attach::Auto);
+        for (v, want) in [("sock", Attach::Sock), ("SYSCALLS", Attach::Syscalls)] {
+            assert_eq!(parse(&["--ebpf-attach", v]).unwrap().ebpf_attach, want);
+        }
     }
 
     #[test]

@@ -1,5 +1,13 @@
-//! Loading the committed BPF object with aya, attaching it to the syscall
-//! tracepoints, and reading its ring buffer.
+//! Loading the committed BPF object with aya, attaching it, and reading its
+//! ring buffer.
+//!
+//! Two ways to see the data ([`Attach`]), chosen at load time: the socket
+//! tracepoints `sock_send_length`/`sock_recv_length` (kernel 6.3+: only
+//! socket I/O runs a program; a TCP connection ends at `inet_sock_set_state`
+//! to TCP_CLOSE) or, where the kernel has none, the syscall tracepoints of
+//! every read and write (and `close`, `accept`, `connect`). The socket path
+//! enables no syscall tracepoint at all: one would put every syscall of
+//! every process on the kernel's slow path.
 //!
 //! A reader thread drains the ring on its own clock ([`POLL`]) or when the
 //! kernel wakes it (a new connection, or a ring filling up), so the ring
@@ -8,14 +16,14 @@
 //! aggregation: the thread takes it once per wake-up, not per event.
 
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::pipeline::Pipeline;
 use super::track::{Dropped, Limits};
@@ -39,7 +47,9 @@ pub enum EbpfError {
     Load(String),
     #[error("the kernel refused program {program}: {reason}")]
     Program { program: String, reason: String },
-    #[error("attaching {program} to tracepoint syscalls/{tracepoint}: {reason}")]
+    #[error("--ebpf-attach=sock: this kernel has no {0} tracepoint (Linux 6.3+)")]
+    NoSockTracepoints(&'static str),
+    #[error("attaching {program} to tracepoint {tracepoint}: {reason}")]
     Attach {
         program: String,
         tracepoint: String,
@@ -75,10 +85,82 @@ pub struct HttpOptions {
     pub cgroup_path: PathBuf,
     /// Distinct paths per container before `/{other}`.
     pub max_paths: usize,
+    /// Where the data is seen (`--ebpf-attach`).
+    pub attach: Attach,
     /// Drain the ring on a thread of its own (the agent); when false only
     /// [`Collector::collect`] drains it (tests: every process they traced
     /// is gone by then, so the kernel's cgroup ids must place it).
     pub reader_thread: bool,
+}
+
+/// Which hooks see the data (`--ebpf-attach`, `CASED_EBPF_ATTACH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attach {
+    /// `sock` when the kernel has the socket tracepoints, else `syscalls`.
+    #[default]
+    Auto,
+    /// `tp_btf/sock_send_length` and `sock_recv_length` (Linux 6.3+):
+    /// programs run for socket I/O only.
+    Sock,
+    /// The `syscalls` tracepoints of every read and write (the fallback).
+    Syscalls,
+}
+
+/// The tracepoints the socket path needs (tracefs `events/sock/<name>`).
+const SOCK_TRACEPOINTS: [&str; 3] = [
+    "sock_send_length",
+    "sock_recv_length",
+    "inet_sock_set_state",
+];
+
+impl Attach {
+    /// `auto`, `sock` or `syscalls`.
+    pub fn parse(s: &str) -> Option<Attach> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(Attach::Auto),
+            "sock" => Some(Attach::Sock),
+            "syscalls" => Some(Attach::Syscalls),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Attach::Auto => "auto",
+            Attach::Sock => "sock",
+            Attach::Syscalls => "syscalls",
+        }
+    }
+
+    /// The mode to load, given whether the kernel has the socket
+    /// tracepoints (`missing`: the first one it lacks).
+    fn resolve(self, missing: Option<&'static str>) -> Result<Attach, EbpfError> {
+        match (self, missing) {
+            (Attach::Syscalls, _) | (Attach::Auto, Some(_)) => Ok(Attach::Syscalls),
+            (Attach::Sock, Some(tp)) => Err(EbpfError::NoSockTracepoints(tp)),
+            (_, None) => Ok(Attach::Sock),
+        }
+    }
+
+    /// Whether program `name` of the object runs in this (resolved) mode:
+    /// `*_btf` on the socket path, `*_tp` on the syscall one.
+    fn runs(self, name: &str) -> bool {
+        match self {
+            Attach::Sock => name.ends_with("_btf"),
+            _ => name.ends_with("_tp"),
+        }
+    }
+}
+
+/// The first socket tracepoint this kernel lacks (tracefs lists every
+/// tracepoint it has; with BTF, each has its `btf_trace_<name>` type).
+fn missing_sock_tracepoint() -> Option<&'static str> {
+    let roots = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+    SOCK_TRACEPOINTS.into_iter().find(|tp| {
+        !roots
+            .iter()
+            .any(|r| Path::new(r).join("events/sock").join(tp).is_dir())
+    })
 }
 
 struct Inner {
@@ -110,6 +192,7 @@ pub struct HttpCollector {
     inner: Arc<Mutex<Inner>>,
     stop: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
+    attach: Attach,
     seen: Seen,
 }
 
@@ -140,36 +223,19 @@ impl HttpCollector {
     /// Load, attach and start reading. On error nothing stays attached.
     pub fn start(opts: &HttpOptions, telemetry: Arc<Telemetry>) -> Result<Self, EbpfError> {
         let started = Instant::now();
+        let mode = opts.attach.resolve(missing_sock_tracepoint())?;
+        // parsed once, for the relocations and the tp_btf attach points
+        let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Load(chain(&e)))?;
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
             // task storage (the syscalls in flight) is created by the kernel
             // as usual; aya only has no userspace type for it, none needed
             .allow_unsupported_maps()
             .override_global("self_tgid", &std::process::id(), true)
             .load(OBJECT)
             .map_err(|e| EbpfError::Load(chain(&e)))?;
-        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        for name in &names {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| EbpfError::Load(format!("program {name} vanished")))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| EbpfError::Program {
-                    program: name.clone(),
-                    reason: chain(&e),
-                })?;
-            prog.load().map_err(|e| EbpfError::Program {
-                program: name.clone(),
-                reason: chain(&e),
-            })?;
-            // program `enter_read_tp` goes on syscalls/sys_enter_read
-            let tp = format!("sys_{}", name.strip_suffix("_tp").unwrap_or(name));
-            prog.attach("syscalls", &tp)
-                .map_err(|e| EbpfError::Attach {
-                    program: name.clone(),
-                    tracepoint: tp.clone(),
-                    reason: chain(&e),
-                })?;
-        }
+        let programs = attach_all(&mut ebpf, &btf, mode)?;
+        drop(btf);
         let ring = ebpf
             .take_map("events")
             .ok_or_else(|| EbpfError::Map("events", "missing".into()))
@@ -209,17 +275,67 @@ impl HttpCollector {
         }
         telemetry.ebpf_up.set(1);
         tracing::info!(
-            programs = names.len(),
+            programs,
             took_ms = started.elapsed().as_millis() as u64,
-            "eBPF HTTP tracing attached to syscall tracepoints"
+            "eBPF HTTP tracing attached: {} ({})",
+            mode.name(),
+            match mode {
+                Attach::Sock => "tp_btf sock_send_length, sock_recv_length, inet_sock_set_state",
+                _ => "syscall tracepoints of every read, write and close",
+            }
         );
         Ok(HttpCollector {
             inner,
             stop,
             telemetry,
+            attach: mode,
             seen: Seen::default(),
         })
     }
+
+    /// The mode loaded (never [`Attach::Auto`]).
+    pub fn attach(&self) -> Attach {
+        self.attach
+    }
+}
+
+/// Load and attach the object's programs of `mode`; how many.
+fn attach_all(ebpf: &mut Ebpf, btf: &Btf, mode: Attach) -> Result<usize, EbpfError> {
+    let names: Vec<String> = ebpf
+        .programs()
+        .map(|(n, _)| n.to_string())
+        .filter(|n| mode.runs(n))
+        .collect();
+    for name in &names {
+        let prog = ebpf
+            .program_mut(name)
+            .ok_or_else(|| EbpfError::Load(format!("program {name} vanished")))?;
+        let refused = |e: aya::programs::ProgramError| EbpfError::Program {
+            program: name.clone(),
+            reason: chain(&e),
+        };
+        let failed = |tracepoint: String| {
+            move |e: aya::programs::ProgramError| EbpfError::Attach {
+                program: name.clone(),
+                tracepoint,
+                reason: chain(&e),
+            }
+        };
+        if let Some(tp) = name.strip_suffix("_btf") {
+            // program `sock_send_length_btf` goes on tp_btf/sock_send_length
+            let prog: &mut BtfTracePoint = prog.try_into().map_err(refused)?;
+            prog.load(tp, btf).map_err(refused)?;
+            prog.attach().map_err(failed(format!("tp_btf/{tp}")))?;
+        } else {
+            // program `enter_read_tp` goes on syscalls/sys_enter_read
+            let prog: &mut TracePoint = prog.try_into().map_err(refused)?;
+            prog.load().map_err(refused)?;
+            let tp = format!("sys_{}", name.strip_suffix("_tp").unwrap_or(name));
+            prog.attach("syscalls", &tp)
+                .map_err(failed(format!("syscalls/{tp}")))?;
+        }
+    }
+    Ok(names.len())
 }
 
 /// The reader thread: sleep in poll(2) on the ring (the kernel wakes it on
@@ -297,5 +413,32 @@ impl Collector for HttpCollector {
             dropped,
         };
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_resolve_and_pick_their_programs() {
+        assert_eq!(Attach::parse(" Sock "), Some(Attach::Sock));
+        assert_eq!(Attach::parse("syscalls"), Some(Attach::Syscalls));
+        assert_eq!(Attach::parse("auto"), Some(Attach::Auto));
+        assert_eq!(Attach::parse("kprobe"), None);
+        let missing = Some("sock_send_length");
+        assert_eq!(Attach::Auto.resolve(None).unwrap(), Attach::Sock);
+        assert_eq!(Attach::Auto.resolve(missing).unwrap(), Attach::Syscalls);
+        assert_eq!(Attach::Syscalls.resolve(None).unwrap(), Attach::Syscalls);
+        assert_eq!(Attach::Sock.resolve(None).unwrap(), Attach::Sock);
+        let e = Attach::Sock.resolve(missing).unwrap_err().to_string();
+        assert!(e.contains("no sock_send_length tracepoint"), "{e}");
+        // the socket path runs no syscall tracepoint, not even close
+        for p in ["enter_close_tp", "exit_read_tp", "enter_write_tp"] {
+            assert!(!Attach::Sock.runs(p) && Attach::Syscalls.runs(p), "{p}");
+        }
+        for p in ["sock_send_length_btf", "inet_sock_set_state_btf"] {
+            assert!(Attach::Sock.runs(p) && !Attach::Syscalls.runs(p), "{p}");
+        }
     }
 }

@@ -20,4 +20,4 @@ pub mod owner;
 pub mod pipeline;
 pub mod track;
 
-pub use loader::{EbpfError, HttpCollector, HttpOptions};
+pub use loader::{Attach, EbpfError, HttpCollector, HttpOptions};

@@ -6,6 +6,10 @@
 //!
 //! Every test sees all HTTP on the machine (other tests run at the same
 //! time); each counts only the containers it made.
+//!
+//! Each HTTP test runs in both attach modes (`ebpf::sock::*` on the socket
+//! tracepoints, `ebpf::syscalls::*` on the syscall ones, the fallback of
+//! kernels before 6.3), each with containers of its own.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -15,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cased_agent::collect::Collector;
-use cased_agent::ebpf::{HttpCollector, HttpOptions};
+use cased_agent::ebpf::{Attach, HttpCollector, HttpOptions};
 use cased_agent::model::{About, Sample};
 use cased_agent::telemetry::Telemetry;
 
@@ -102,11 +106,13 @@ struct Pair {
     client: String,
     server_id: String,
     client_id: String,
+    salt: u32,
 }
 
-fn pair(tag: &str, salt: u32) -> Pair {
-    let mut tree = RealTree::new(tag).expect("v1 cgroup controllers");
-    let salt = salt ^ std::process::id();
+/// Distinct per test and mode (both modes' tests run at once).
+fn pair(tag: &str, salt: u32, mode: Attach) -> Pair {
+    let mut tree = RealTree::new(&format!("{tag}-{}", mode.name())).expect("v1 cgroup controllers");
+    let salt = salt ^ std::process::id() ^ (u32::from(mode == Attach::Sock) << 20);
     let (server_id, client_id) = (container_id(1, salt), container_id(2, salt));
     let server = tree.add_container("burstable", &pod_uid(1, salt), &server_id);
     let client = tree.add_container("besteffort", &pod_uid(2, salt), &client_id);
@@ -116,6 +122,7 @@ fn pair(tag: &str, salt: u32) -> Pair {
         client,
         server_id,
         client_id,
+        salt,
     }
 }
 
@@ -138,24 +145,85 @@ fn python_server(p: &mut Pair, slow_ms: u32) -> u16 {
     line.trim().parse().expect("server port")
 }
 
-fn start_tracer() -> (HttpCollector, Arc<Telemetry>) {
-    tracer(true)
+fn start_tracer(mode: Attach) -> (HttpCollector, Arc<Telemetry>) {
+    tracer(mode, true)
 }
 
-fn tracer(reader_thread: bool) -> (HttpCollector, Arc<Telemetry>) {
+fn tracer(mode: Attach, reader_thread: bool) -> (HttpCollector, Arc<Telemetry>) {
     let t = Arc::new(Telemetry::new());
     let c = HttpCollector::start(
         &HttpOptions {
             proc_path: "/proc".into(),
             cgroup_path: "/sys/fs/cgroup".into(),
             max_paths: 100,
+            attach: mode,
             reader_thread,
         },
         t.clone(),
     )
-    .unwrap_or_else(|e| panic!("the kernel refused the eBPF program: {e}"));
+    .unwrap_or_else(|e| panic!("the kernel refused the eBPF program ({mode:?}): {e}"));
+    assert_eq!(c.attach(), mode, "the mode asked for is the one loaded");
     (c, t)
 }
+
+/// `auto` loads the socket path exactly where the kernel is 6.3+ (it has
+/// `sock_send_length`/`sock_recv_length`), else the syscall fallback.
+#[test]
+fn auto_mode_follows_the_kernel() {
+    if !need_bpf("eBPF attach mode") {
+        return;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    let want = if version >= (6, 3) {
+        Attach::Sock
+    } else {
+        Attach::Syscalls
+    };
+    let t = Arc::new(Telemetry::new());
+    let opts = HttpOptions {
+        proc_path: "/proc".into(),
+        cgroup_path: "/sys/fs/cgroup".into(),
+        max_paths: 100,
+        attach: Attach::Auto,
+        reader_thread: false,
+    };
+    let c = HttpCollector::start(&opts, t).expect("the eBPF program loads");
+    assert_eq!(c.attach(), want, "kernel {release}");
+}
+
+/// Each test of the list, once per attach mode: `sock::<name>` and
+/// `syscalls::<name>`.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod sock {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Attach::Sock)
+            })*
+        }
+        mod syscalls {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Attach::Syscalls)
+            })*
+        }
+    };
+}
+
+in_both_modes!(
+    short_lived_clients_are_placed_after_they_exit,
+    committed_object_passes_the_verifier,
+    python_server_and_clients_counted_exactly_per_container,
+    nginx_under_wrk_and_curl,
+    agent_binary_reports_http_and_survives_a_refusal,
+    forking_servers_on_stdin_and_stdout_counted_on_both_sides,
+    a_reused_pid_counts_for_its_new_container,
+);
 
 /// Per (direction, method, path) of one container: the metrics of one
 /// interval.
@@ -204,17 +272,16 @@ fn count_err(s: &Series, d: &str, m: &str, p: &str) -> (f64, f64) {
     })
 }
 
-#[test]
-fn short_lived_clients_are_placed_after_they_exit() {
+fn short_lived_clients_are_placed_after_they_exit(mode: Attach) {
     if !need_bpf("eBPF HTTP tracing (exited clients)") {
         return;
     }
     need_tool("curl");
-    let mut p = pair("ebpf-gone", 0x54);
+    let mut p = pair("ebpf-gone", 0x54, mode);
     let port = python_server(&mut p, 10);
     // no reader thread: nothing is read before every curl has exited, so
     // /proc/<pid>/cgroup is gone and the kernel's cgroup ids must do
-    let (mut tracer, _t) = tracer(false);
+    let (mut tracer, _t) = tracer(mode, false);
     collect(&mut tracer);
     for i in 0..6 {
         curl_in(&p, &format!("http://127.0.0.1:{port}/fail/{i}"));
@@ -234,12 +301,11 @@ fn short_lived_clients_are_placed_after_they_exit() {
     );
 }
 
-#[test]
-fn committed_object_passes_the_verifier() {
+fn committed_object_passes_the_verifier(mode: Attach) {
     if !need_bpf("eBPF program load") {
         return;
     }
-    let (mut c, t) = start_tracer();
+    let (mut c, t) = start_tracer(mode);
     let m = t.encode();
     assert!(m.contains("cased_agent_ebpf_up 1"), "{m}");
     // nothing traced yet is fine; a cycle works
@@ -248,16 +314,15 @@ fn committed_object_passes_the_verifier() {
     assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
 }
 
-#[test]
-fn python_server_and_clients_counted_exactly_per_container() {
+fn python_server_and_clients_counted_exactly_per_container(mode: Attach) {
     if !need_bpf("eBPF HTTP tracing") {
         return;
     }
     need_tool("curl");
-    let mut p = pair("ebpf-py", 0x51);
+    let mut p = pair("ebpf-py", 0x51, mode);
     let slow_ms = 200;
     let port = python_server(&mut p, slow_ms);
-    let (mut tracer, telemetry) = start_tracer();
+    let (mut tracer, telemetry) = start_tracer(mode);
     collect(&mut tracer);
 
     let client = scripts().join("client.py");
@@ -343,15 +408,14 @@ fn wrk_requests(out: &str) -> f64 {
         .unwrap_or_else(|| panic!("no request count in wrk output: {out}"))
 }
 
-#[test]
-fn nginx_under_wrk_and_curl() {
+fn nginx_under_wrk_and_curl(mode: Attach) {
     if !need_bpf("eBPF HTTP tracing (nginx)") {
         return;
     }
     for t in ["nginx", "wrk", "curl"] {
         need_tool(t);
     }
-    let mut p = pair("ebpf-nginx", 0x52);
+    let mut p = pair("ebpf-nginx", 0x52, mode);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
@@ -372,7 +436,7 @@ fn nginx_under_wrk_and_curl() {
         ),
     )
     .unwrap();
-    let (mut tracer, telemetry) = start_tracer();
+    let (mut tracer, telemetry) = start_tracer(mode);
     let nginx = spawn_in(
         &p.tree,
         &p.server,
@@ -445,16 +509,16 @@ fn nginx_under_wrk_and_curl() {
     assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
 }
 
-#[test]
-fn agent_binary_reports_http_and_survives_a_refusal() {
+fn agent_binary_reports_http_and_survives_a_refusal(mode: Attach) {
     if !need_bpf("eBPF HTTP tracing (binary)") {
         return;
     }
     need_tool("curl");
-    let mut p = pair("ebpf-bin", 0x53);
+    let mut p = pair("ebpf-bin", 0x53, mode);
     let port = python_server(&mut p, 10);
     let mut a: Child = agent()
         .args(["--enable-ebpf", "--interval", "1s", "--sink", "stdout"])
+        .args(["--ebpf-attach", mode.name()])
         .args(["--health-port", &free_port().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -499,7 +563,7 @@ fn agent_binary_reports_http_and_survives_a_refusal() {
             assert_eq!(t["method"], "GET");
             assert_eq!(t["path"], "/missing/{id}");
             assert!(t["cgroup"].as_str().unwrap().ends_with(&p.server_id));
-            assert_eq!(v["pod_uid"], pod_uid(1, 0x53 ^ std::process::id()));
+            assert_eq!(v["pod_uid"], pod_uid(1, p.salt));
             server_count += v["value"].as_f64().unwrap();
         }
     }
@@ -507,7 +571,8 @@ fn agent_binary_reports_http_and_survives_a_refusal() {
     assert!(a.wait().unwrap().success());
     assert_eq!(server_count, 5.0);
     let err = err_lines.join().unwrap().join("\n");
-    assert!(err.contains("eBPF HTTP tracing attached"), "{err}");
+    let attached = format!("eBPF HTTP tracing attached: {}", mode.name());
+    assert!(err.contains(&attached), "{err}");
 
     // without the privilege: the reason is said, everything else runs
     let bin = tempfile::tempdir().unwrap();
@@ -553,15 +618,14 @@ fn wait_listening(port: u16, what: &str) {
 /// fork + dup2 + exec) were counted on the client side only: connections
 /// were (pid, fd). Now they are sockets, and closing fd 0 while fd 1 still
 /// holds the socket (the Python handler does) does not end it.
-#[test]
-fn forking_servers_on_stdin_and_stdout_counted_on_both_sides() {
+fn forking_servers_on_stdin_and_stdout_counted_on_both_sides(mode: Attach) {
     if !need_bpf("eBPF HTTP tracing (forking servers)") {
         return;
     }
     for t in ["curl", "busybox"] {
         need_tool(t);
     }
-    let mut p = pair("ebpf-fork", 0x55);
+    let mut p = pair("ebpf-fork", 0x55, mode);
     let script = scripts().join("fork_server.py");
     let mut child = spawn_in(&p.tree, &p.server, &["python3", script.to_str().unwrap()])
         .stdout(Stdio::piped())
@@ -594,7 +658,7 @@ fn forking_servers_on_stdin_and_stdout_counted_on_both_sides() {
     .expect("busybox httpd");
     p.tree.children.push(httpd);
     wait_listening(bb, "busybox httpd");
-    let (mut tracer, telemetry) = start_tracer();
+    let (mut tracer, telemetry) = start_tracer(mode);
     collect(&mut tracer);
     let plan = [
         (py, "/f/ok", 7),
@@ -636,21 +700,20 @@ fn forking_servers_on_stdin_and_stdout_counted_on_both_sides() {
 /// Issue 11: a pid reused by a process of another container kept the first
 /// one's owner. Two short-lived clients with the same pid (the second one
 /// given it through `ns_last_pid`), in two containers, one interval.
-#[test]
-fn a_reused_pid_counts_for_its_new_container() {
+fn a_reused_pid_counts_for_its_new_container(mode: Attach) {
     if !need_bpf("eBPF HTTP tracing (pid reuse)") {
         return;
     }
     need_tool("curl");
-    let mut p = pair("ebpf-pid", 0x56);
-    let salt = 0x56 ^ std::process::id();
+    let mut p = pair("ebpf-pid", 0x56, mode);
+    let salt = p.salt;
     let other_id = container_id(3, salt);
     let other = p
         .tree
         .add_container("besteffort", &pod_uid(3, salt), &other_id);
     let port = python_server(&mut p, 10);
     // no reader thread: both processes are read at the collect
-    let (mut tracer, _t) = tracer(false);
+    let (mut tracer, _t) = tracer(mode, false);
     collect(&mut tracer);
     let url = |i: u32| format!("http://127.0.0.1:{port}/reuse/{i}");
     let (u1, u2, u3) = (url(1), url(2), url(3));

@@ -619,6 +619,13 @@ fn group4_ebpf_on_6_1() {
     {
         vm.fail("the BPF object did not load and attach on 6.1");
     }
+    // 6.1 has no sock_send_length: `auto` must have fallen back
+    if !vm
+        .read("agent-host.log")
+        .contains("eBPF HTTP tracing attached: syscalls")
+    {
+        vm.fail("on 6.1 the agent did not choose the syscall tracepoints");
+    }
     let out = Out::new(vm.metrics("host"));
     let (ok, missing) = (vm.expect("http_ok"), vm.expect("http_missing"));
     assert_eq!((ok, missing), (20.0, 5.0), "the workload ran as written");

@@ -1,7 +1,18 @@
 // SPDX-License-Identifier: (Apache-2.0 OR GPL-2.0)
 //
-// HTTP/1.x through syscall tracepoints (this kernel has no kprobes, and
-// tracepoints are the stable interface anyway).
+// HTTP/1.x through tracepoints (this kernel has no kprobes and refuses
+// fentry; tracepoints are the stable interface anyway), in one of two sets
+// the loader picks (src/ebpf/loader.rs, --ebpf-attach):
+//
+// - the socket path (`*_btf`, kernel 6.3+): tp_btf/sock_send_length and
+//   sock_recv_length fire inside sock_sendmsg/sock_recvmsg only, after the
+//   data moved; the syscall's arguments come from the task's saved
+//   registers. A TCP connection ends at inet_sock_set_state to TCP_CLOSE.
+//   No syscall tracepoint is enabled, so a process that does no socket I/O
+//   pays nothing (one enabled syscall tracepoint would put every syscall of
+//   every process on the kernel's slow path).
+// - the syscall path (`*_tp`, the fallback): enter and exit of every read
+//   and write syscall, and close/accept/connect for connection lifetime.
 //
 // The kernel side only finds chunks of socket data that start like an HTTP
 // request ("GET /x HTTP/1.1") or response ("HTTP/1.1 200") and hands their
@@ -12,12 +23,13 @@
 // accepted socket. Userspace (src/ebpf/) parses them, pairs
 // requests with responses per connection (keep-alive, pipelining in order)
 // and aggregates. Keeping the parsing out of the kernel keeps this program
-// small for the verifier and cheap on the hot path: a syscall that carries
-// no HTTP costs one 8-byte read and, for reads, one task-storage write; a
-// close costs the walk from the fd to its inode (a handful of reads).
+// small for the verifier and cheap on the hot path: socket I/O that carries
+// no HTTP costs one 8-byte read (on the syscall path, reads also one
+// task-storage write, and a close the walk from the fd to its inode).
 //
 // Timestamps: a read is stamped when it returns (the data has arrived), a
-// write when it is entered (the data leaves). So a server's latency runs from
+// write when it is entered (the data leaves; on the socket path, when it
+// has been handed to the socket, a moment later). So a server's latency runs from
 // the request's arrival to the response's first write, a client's from the
 // request's write to the response's first read.
 //
@@ -107,6 +119,16 @@ struct {
 	__type(value, __u8);
 } conns SEC(".maps");
 
+// the socket path: sockets that carried HTTP by their struct sock, so the
+// end of the TCP connection finds the socket's id (an orphaned sock, closed
+// by its last fd, has no inode to read any more)
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} sk_conns SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 2 * 1024 * 1024);
@@ -149,6 +171,15 @@ static __always_inline int classify(const __u8 *h)
 	    h[6] == 'S')
 		return 1;
 	return 0;
+}
+
+// Whether the 8 bytes at data (of cap valid ones) start an HTTP message.
+static __always_inline int looks_http(__u64 data, __u64 cap)
+{
+	__u8 head[8] = {};
+	if (!data || cap < 8 || bpf_probe_read_user(head, sizeof(head), (void *)data))
+		return 0;
+	return classify(head);
 }
 
 // The user address of the first bytes and how many there are at most.
@@ -262,7 +293,7 @@ static __always_inline __u64 bound_buf(__u64 n)
 }
 
 static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u8 kind, __u64 data,
-				 __u64 cap, __u64 bytes, int wake)
+				 __u64 cap, __u64 bytes, int wake, __u64 start)
 {
 	struct http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -277,7 +308,7 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u
 	e->kind = kind;
 	e->pad = 0;
 	e->sock = sock;
-	e->start = kind == EV_CLOSE ? 0 : proc_start();
+	e->start = start;
 	e->cgroup_v2 = 0;
 	e->cgroup_cpu = 0;
 	if (wake) {
@@ -307,7 +338,7 @@ static __always_inline void forget_conn(__u32 tgid, __u32 fd, __u64 sock)
 	if (!sock || !bpf_map_lookup_elem(&conns, &sock))
 		return;
 	bpf_map_delete_elem(&conns, &sock);
-	emit(bpf_ktime_get_ns(), tgid, fd, sock, EV_CLOSE, 0, 0, 0, 0);
+	emit(bpf_ktime_get_ns(), tgid, fd, sock, EV_CLOSE, 0, 0, 0, 0, 0);
 }
 
 #define MSG_PEEK 2
@@ -340,10 +371,7 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 		return 0;
 	__u64 cap = count_arg;
 	__u64 data = first_bytes(ptr, src, &cap);
-	__u8 head[8] = {};
-	if (!data || cap < 8 || bpf_probe_read_user(head, sizeof(head), (void *)data))
-		return 0;
-	if (!classify(head))
+	if (!looks_http(data, cap))
 		return 0;
 	struct pending *p = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
 						 BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -356,6 +384,24 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 	p->src = SRC_BUF;
 	p->write = 1;
 	p->active = 1;
+	return 0;
+}
+
+// A chunk of HTTP at `data` on socket `sock` (fd `fd` of the current
+// process, started at `start`): mark the connection seen, hand the chunk to
+// userspace. `sk`: its struct sock on the socket path (0 on the syscall one).
+static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, long ret, __u64 ts,
+				  __u8 write, __u64 sk, __u64 start)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	int fresh = !bpf_map_lookup_elem(&conns, &sock);
+	if (fresh) {
+		__u8 one = 1;
+		bpf_map_update_elem(&conns, &sock, &one, BPF_ANY);
+		if (sk)
+			bpf_map_update_elem(&sk_conns, &sk, &sock, BPF_ANY);
+	}
+	emit(ts, tgid, fd, sock, write ? EV_WRITE : EV_READ, data, cap, ret, fresh, start);
 	return 0;
 }
 
@@ -377,25 +423,137 @@ static __always_inline int do_exit(long ret)
 			cap = p.cap;
 	} else {
 		data = first_bytes(p.ptr, p.src, &cap);
-		__u8 head[8] = {};
-		if (!data || cap < 8 || bpf_probe_read_user(head, sizeof(head), (void *)data))
-			return 0;
-		if (!classify(head))
+		if (!looks_http(data, cap))
 			return 0;
 	}
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 sock = sock_id(file_at(p.fd));
 	if (!sock)
 		return 0;
-	int fresh = !bpf_map_lookup_elem(&conns, &sock);
-	if (fresh) {
-		__u8 one = 1;
-		bpf_map_update_elem(&conns, &sock, &one, BPF_ANY);
-	}
 	__u64 ts = p.write ? p.ts : bpf_ktime_get_ns();
-	emit(ts, tgid, p.fd, sock, p.write ? EV_WRITE : EV_READ, data, cap, ret, fresh);
+	return report(p.fd, sock, data, cap, ret, ts, p.write, 0, proc_start());
+}
+
+// --- The socket-only path (kernels with sock_send_length/sock_recv_length,
+// 6.3+; the loader picks it when the kernel's BTF has them) -------------
+//
+// Those tracepoints fire inside sock_sendmsg/sock_recvmsg once the data has
+// moved, with its length: a read or write of a file or pipe runs nothing.
+// The syscall's own arguments are in the task's saved registers (x86-64:
+// orig_ax the syscall number, di/si/dx its first three arguments).
+
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+
+// Where syscall nr keeps its data, for the direction asked; -1 when it is
+// not one of the traced ones (io_uring, sendfile, splice, sendmmsg, a
+// kernel-internal send in the task's context).
+static __always_inline int src_of(long nr, int write)
+{
+	if (write) {
+		if (nr == NR_WRITE || nr == NR_SENDTO)
+			return SRC_BUF;
+		if (nr == NR_WRITEV)
+			return SRC_IOV;
+		if (nr == NR_SENDMSG)
+			return SRC_MSG;
+		return -1;
+	}
+	if (nr == NR_READ || nr == NR_RECVFROM)
+		return SRC_BUF;
+	if (nr == NR_READV)
+		return SRC_IOV;
+	if (nr == NR_RECVMSG)
+		return SRC_MSG;
+	return -1;
+}
+
+// The socket's inode number when fd of task is the file of sk (so the
+// syscall's arguments are the ones this data moved through; a kernel
+// socket has no file), else 0. BTF pointers: plain loads, no helper calls,
+// but for the fd table's slot.
+static __always_inline __u64 sock_of_fd(struct task_struct *task, struct sock *sk, __u32 fd)
+{
+	struct socket *so = sk->sk_socket;
+	if (!so)
+		return 0;
+	struct file *want = so->file;
+	if (!want)
+		return 0;
+	struct fdtable *fdt = task->files->fdt;
+	if (fd >= fdt->max_fds)
+		return 0;
+	struct file *got = 0;
+	if (bpf_probe_read_kernel(&got, sizeof(got), &fdt->fd[fd]) || got != want)
+		return 0;
+	return want->f_inode->i_ino;
+}
+
+static __always_inline int on_sock(struct sock *sk, int ret, int flags, int write)
+{
+	if (ret <= 0 || (!write && (flags & MSG_PEEK)))
+		return 0;
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	int src = src_of(regs->orig_ax, write);
+	if (src < 0)
+		return 0;
+	__u64 cap = ret;
+	__u64 data = first_bytes(regs->si, src, &cap);
+	if (!looks_http(data, cap))
+		return 0;
+	__u32 fd = regs->di;
+	__u64 sock = sock_of_fd(task, sk, fd);
+	if (!sock)
+		return 0;
+	__u64 start = task->group_leader->start_boottime;
+	return report(fd, sock, data, cap, ret, bpf_ktime_get_ns(), write, (__u64)sk, start);
+}
+
+// `<tracepoint>_btf` goes on tp_btf/<tracepoint> (the loader attaches by
+// that name)
+SEC("tp_btf/sock_send_length")
+int sock_send_length_btf(__u64 *ctx)
+{
+	return on_sock((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], 1);
+}
+
+SEC("tp_btf/sock_recv_length")
+int sock_recv_length_btf(__u64 *ctx)
+{
+	return on_sock((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], 0);
+}
+
+#define TCP_CLOSE_STATE 7 // TCP_CLOSE
+
+// The end of a TCP connection on the socket path: the connection is over
+// once it reaches TCP_CLOSE (after the last close and the FIN exchange, a
+// reset, or a failed connect), however many fds held it. A socket connected
+// anew gets there first too. (Syscall tracepoints on close would put every
+// process's syscalls on the slow path.)
+SEC("tp_btf/inet_sock_set_state")
+int inet_sock_set_state_btf(__u64 *ctx)
+{
+	if ((int)ctx[2] != TCP_CLOSE_STATE)
+		return 0;
+	__u64 sk = ctx[0];
+	__u64 *sock = bpf_map_lookup_elem(&sk_conns, &sk);
+	if (!sock)
+		return 0;
+	__u64 id = *sock;
+	bpf_map_delete_elem(&sk_conns, &sk);
+	forget_conn(bpf_get_current_pid_tgid() >> 32, 0, id);
 	return 0;
 }
+
+// --- The syscall path (fallback) ---------------------------------------
 
 #define ARG(i) (ctx->args[i])
 
