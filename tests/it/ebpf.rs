@@ -689,12 +689,11 @@ fn forking_servers_on_stdin_and_stdout_counted_on_both_sides(mode: Attach) {
         }
         assert_eq!(s.len(), plan.len(), "{dir}: unexpected series {s:#?}");
     }
+    // (no machine-wide `unmatched` check: the tracer sees every process,
+    // and other tests' keep-alive connections begun before it attached
+    // leave unmatched responses; the exact counts above are the check)
     let m = telemetry.encode();
     assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
-    assert!(
-        !m.contains(r#"cased_agent_http_dropped_total{reason="unmatched"}"#),
-        "{m}"
-    );
 }
 
 /// Issue 11: a pid reused by a process of another container kept the first
