@@ -167,9 +167,10 @@ pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 /// [`BLOCKING_SPANS`] spans) are decoded on a blocking thread, so the
 /// runtime (and the health port) keeps answering. Smaller ones, the SDKs'
 /// 512-span batches among them (about 1 ms of CPU), stay on the runtime
-/// thread: handing each of them to a blocking thread and back cost about
-/// a tenth of the throughput (two thread switches a request on a busy
-/// core, and buffers allocated on one thread freed on another).
+/// thread: handing each of them to a blocking thread and back twice was
+/// the likely cause of issue 11's throughput loss (thread switches on a
+/// busy core, buffers allocated on one thread freed on another); see
+/// BENCHMARKS.md.
 const BLOCKING_OVER: usize = 256 << 10;
 /// Requests of more spans than this are converted on a blocking thread.
 const BLOCKING_SPANS: u64 = 2048;
