@@ -6,13 +6,16 @@
 //!
 //! ```text
 //! cargo bench --bench otlp_load -- throughput [seconds] [connections]
+//! cargo bench --bench otlp_load -- floor [seconds] [connections]
 //! cargo bench --bench otlp_load -- steady [spans_per_second] [seconds]
 //! cargo bench --bench otlp_load -- phases [requests]
 //! ```
 //!
 //! `throughput`: as fast as the agent takes them; prints spans accepted per
 //! second (200s), refusals (503s), spans the API received, and the agent's
-//! CPU. `steady`: a fixed rate; prints the agent's CPU (% of one core) and
+//! CPU. `floor`: the same load against the decode floor (issue 16), a bare
+//! HTTP server (this binary, pinned to CPU 0) that only decodes the bodies
+//! with the generated `opentelemetry-proto` types. `steady`: a fixed rate; prints the agent's CPU (% of one core) and
 //! RSS. `phases`: in process, one thread, the CPU per span of decoding,
 //! converting, JSON encoding and freeing. Results go to BENCHMARKS.md (OTLP part).
 
@@ -26,7 +29,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
@@ -267,6 +272,133 @@ async fn sender(
     }
 }
 
+/// The load of `throughput` and `floor`: the bodies, where they go, what
+/// was answered and what the API received.
+struct Load {
+    url: String,
+    bodies: Arc<Vec<Bytes>>,
+    counts: Arc<Counts>,
+    api_spans: Arc<AtomicU64>,
+}
+
+impl Load {
+    /// `conns` senders as fast as process `pid` answers: 2 s of warm-up,
+    /// then `secs` measured; the figures go into `report`.
+    async fn saturate(&self, pid: u32, secs: u64, conns: u64, report: &mut BTreeMap<&str, String>) {
+        let run = |until: Instant| {
+            (0..conns)
+                .map(|_| {
+                    tokio::spawn(sender(
+                        self.url.clone(),
+                        self.bodies.clone(),
+                        until,
+                        None,
+                        self.counts.clone(),
+                    ))
+                })
+                .collect::<Vec<_>>()
+        };
+        for t in run(Instant::now() + Duration::from_secs(2)) {
+            t.await.unwrap();
+        }
+        let (c, api) = (&self.counts, &self.api_spans);
+        let (a0, r0, f0) = (
+            c.accepted.load(Ordering::Relaxed),
+            c.refused.load(Ordering::Relaxed),
+            api.load(Ordering::Relaxed),
+        );
+        let (cpu0, _, _) = usage(pid);
+        let (me0, _, _) = usage(std::process::id());
+        let t0 = Instant::now();
+        for t in run(t0 + Duration::from_secs(secs)) {
+            t.await.unwrap();
+        }
+        let el = t0.elapsed().as_secs_f64();
+        let (cpu1, rss, hwm) = usage(pid);
+        let (me1, _, _) = usage(std::process::id());
+        let acc = c.accepted.load(Ordering::Relaxed) - a0;
+        let refd = c.refused.load(Ordering::Relaxed) - r0;
+        let fwd = api.load(Ordering::Relaxed) - f0;
+        let pct = |cpu: f64| format!("{:.1}", cpu / el * 100.0);
+        report.insert("generator_and_api_cpu_percent", pct(me1 - me0));
+        report.insert("seconds", format!("{el:.1}"));
+        report.insert("connections", conns.to_string());
+        report.insert("spans_accepted_per_s", format!("{:.0}", acc as f64 / el));
+        report.insert("spans_refused_per_s", format!("{:.0}", refd as f64 / el));
+        report.insert("spans_forwarded_per_s", format!("{:.0}", fwd as f64 / el));
+        report.insert("agent_cpu_percent_of_one_core", pct(cpu1 - cpu0));
+        report.insert(
+            "spans_per_agent_cpu_second",
+            format!("{:.0}", acc as f64 / (cpu1 - cpu0).max(1e-9)),
+        );
+        report.insert("agent_rss_mib", format!("{:.1}", rss as f64 / 1024.0));
+        report.insert("agent_peak_rss_mib", format!("{:.1}", hwm as f64 / 1024.0));
+    }
+}
+
+/// The decode floor (issue 16): this bench binary again, as a bare
+/// OTLP/HTTP server on `port` pinned to CPU 0 like the agent, that only
+/// decodes each body into the generated `opentelemetry-proto` types.
+fn start_floor(port: u16) -> Agent {
+    let exe = std::env::current_exe().unwrap();
+    let mut c = Command::new("taskset");
+    c.args(["-c", "0"])
+        .arg(exe)
+        .args(["floor-server", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let a = Agent(c.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "floor server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a
+}
+
+/// The floor server itself: hyper's HTTP/1 on a two-worker runtime (the
+/// agent's), each body collected, decoded with prost and dropped; 200 with
+/// an empty `ExportTraceServiceResponse`, 400 when it does not decode.
+fn floor_server(port: u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let status = match ExportTraceServiceRequest::decode(&body[..]) {
+                            Ok(r) => {
+                                std::hint::black_box(&r);
+                                200
+                            }
+                            Err(_) => 400,
+                        };
+                        let out = ExportTraceServiceResponse::default().encode_to_vec();
+                        let mut resp = hyper::Response::new(Full::new(Bytes::from(out)));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, hyper::Error>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -274,6 +406,9 @@ fn main() {
         .collect();
     let mode = args.first().map(String::as_str).unwrap_or("throughput");
     let arg = |i: usize, d: u64| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
+    if mode == "floor-server" {
+        return floor_server(arg(1, 4318) as u16);
+    }
     pin_self("1");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -294,67 +429,24 @@ fn main() {
                 let (secs, conns) = (arg(1, 10), arg(2, 4));
                 let bs = std::env::var("BENCH_BATCH_SIZE").unwrap_or_else(|_| "1000".into());
                 let agent = start_agent(api_addr, otel, &["--batch-size", &bs]);
-                let pid = agent.0.id();
-                // warm-up, then measure
-                let warm = Instant::now() + Duration::from_secs(2);
-                let tasks: Vec<_> = (0..conns)
-                    .map(|_| {
-                        tokio::spawn(sender(
-                            url.clone(),
-                            bodies.clone(),
-                            warm,
-                            None,
-                            counts.clone(),
-                        ))
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                let (a0, r0, f0) = (
-                    counts.accepted.load(Ordering::Relaxed),
-                    counts.refused.load(Ordering::Relaxed),
-                    api_spans.load(Ordering::Relaxed),
-                );
-                let (cpu0, _, _) = usage(pid);
-                let (me0, _, _) = usage(std::process::id());
-                let t0 = Instant::now();
-                let until = t0 + Duration::from_secs(secs);
-                let tasks: Vec<_> = (0..conns)
-                    .map(|_| {
-                        tokio::spawn(sender(
-                            url.clone(),
-                            bodies.clone(),
-                            until,
-                            None,
-                            counts.clone(),
-                        ))
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                let el = t0.elapsed().as_secs_f64();
-                let (cpu1, rss, hwm) = usage(pid);
-                let (me1, _, _) = usage(std::process::id());
-                report.insert(
-                    "generator_and_api_cpu_percent",
-                    format!("{:.1}", (me1 - me0) / el * 100.0),
-                );
-                let acc = counts.accepted.load(Ordering::Relaxed) - a0;
-                let refd = counts.refused.load(Ordering::Relaxed) - r0;
-                let fwd = api_spans.load(Ordering::Relaxed) - f0;
-                report.insert("seconds", format!("{el:.1}"));
-                report.insert("connections", conns.to_string());
-                report.insert("spans_accepted_per_s", format!("{:.0}", acc as f64 / el));
-                report.insert("spans_refused_per_s", format!("{:.0}", refd as f64 / el));
-                report.insert("spans_forwarded_per_s", format!("{:.0}", fwd as f64 / el));
-                report.insert(
-                    "agent_cpu_percent_of_one_core",
-                    format!("{:.1}", (cpu1 - cpu0) / el * 100.0),
-                );
-                report.insert("agent_rss_mib", format!("{:.1}", rss as f64 / 1024.0));
-                report.insert("agent_peak_rss_mib", format!("{:.1}", hwm as f64 / 1024.0));
+                let load = Load {
+                    url,
+                    bodies,
+                    counts,
+                    api_spans,
+                };
+                load.saturate(agent.0.id(), secs, conns, &mut report).await;
+            }
+            "floor" => {
+                let (secs, conns) = (arg(1, 10), arg(2, 4));
+                let server = start_floor(otel);
+                let load = Load {
+                    url,
+                    bodies,
+                    counts,
+                    api_spans,
+                };
+                load.saturate(server.0.id(), secs, conns, &mut report).await;
             }
             "steady" => {
                 let (rate, secs) = (arg(1, 10_000), arg(2, 30));
@@ -444,7 +536,7 @@ fn main() {
                 report.insert("4_drop", per(t[3]));
                 report.insert("total", per(t.iter().sum()));
             }
-            other => panic!("unknown mode {other}: throughput, steady or phases"),
+            other => panic!("unknown mode {other}: throughput, floor, steady or phases"),
         }
         println!("otlp_load {mode}:");
         for (k, v) in report {

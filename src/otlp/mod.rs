@@ -163,9 +163,17 @@ pub const MAX_SPANS_PER_REQUEST: u64 = 8192;
 pub const MEMORY_BUDGET: u64 = 24 << 20;
 /// How long a request waits for the memory budget before it is refused.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
-/// Bodies larger than this are decoded on a blocking thread, so the
-/// runtime (and the health port) keeps answering.
-const BLOCKING_OVER: usize = 64 << 10;
+/// Bodies larger than this (or compressed, or of more than
+/// [`BLOCKING_SPANS`] spans) are decoded on a blocking thread, so the
+/// runtime (and the health port) keeps answering. Smaller ones, the SDKs'
+/// 512-span batches among them (about 1 ms of CPU), stay on the runtime
+/// thread: handing each of them to a blocking thread and back twice was
+/// the likely cause of issue 11's throughput loss (thread switches on a
+/// busy core, buffers allocated on one thread freed on another); see
+/// BENCHMARKS.md.
+const BLOCKING_OVER: usize = 256 << 10;
+/// Requests of more spans than this are converted on a blocking thread.
+const BLOCKING_SPANS: u64 = 2048;
 
 /// Why a request was not taken; each transport maps it to its status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -320,7 +328,7 @@ impl Ingest {
         let cost = self.admit(&shape, body.len(), &mut held).await?;
         tracing::trace!(cost, spans = shape.spans, "OTLP request admitted");
         let me = self.clone();
-        let large = large || body.len() > BLOCKING_OVER || shape.spans > 1024;
+        let large = large || body.len() > BLOCKING_OVER || shape.spans > BLOCKING_SPANS;
         blocking_if(large, move || {
             let r = me.export_body(&body, enc);
             drop(held);
