@@ -260,6 +260,7 @@ pub async fn run(cfg: Config) -> ExitCode {
         match crate::otlp::start(&ocfg, Arc::new(delivery.clone()), telemetry.clone(), stop).await {
             Ok(h) => {
                 collectors.push(Box::new(h.metrics.clone()));
+                collectors.push(Box::new(h.otel_metrics.clone()));
                 otlp = Some(h);
             }
             Err(e) => {

@@ -104,6 +104,13 @@ fn one(s: Sample, ctx: &CycleContext<'_>, meta: &dyn Metadata) -> Metric {
     let mut tags = BTreeMap::new();
     match &s.about {
         About::Node | About::Tags => {}
+        About::Named(n) => {
+            m.metric_name.clone_from(&n.name);
+            m.unit.clone_from(&n.unit);
+            for (k, v) in &n.tags {
+                tags.insert(k.clone(), v.clone());
+            }
+        }
         About::Container(id) => {
             let found = meta.container(id);
             let pod = match &found {

@@ -17,6 +17,7 @@ mod netns;
 mod node;
 mod otlp;
 mod otlp_clients;
+mod otlp_metrics;
 mod prometheus;
 mod support;
 mod vm;
