@@ -196,6 +196,33 @@ mod tests {
     }
 
     #[test]
+    fn named_sample_takes_its_name_unit_and_tags() {
+        let named = crate::model::Named {
+            name: "http.server.duration.p99".into(),
+            unit: "ms".into(),
+            tags: vec![
+                ("route".into(), "/a".into()),
+                ("service".into(), "api".into()),
+            ],
+        };
+        let mut out = vec![];
+        to_wire(
+            vec![Sample::new("", 12.5, "", About::Named(Arc::new(named)))],
+            &ctx(),
+            &NoMetadata,
+            &mut out,
+        );
+        let j = serde_json::to_value(&out[0]).unwrap();
+        assert_eq!(j["metric_name"], "http.server.duration.p99");
+        assert_eq!(j["unit"], "ms");
+        assert_eq!(j["value"], 12.5);
+        assert_eq!(
+            j["tags"],
+            serde_json::json!({"route": "/a", "service": "api", "node": "n1"})
+        );
+    }
+
+    #[test]
     fn node_metric_shape() {
         let mut out = vec![];
         to_wire(

@@ -12,6 +12,7 @@ mod ebpf;
 mod fakeapi;
 mod faults;
 mod hostile;
+mod hostile_metrics;
 mod k8s;
 mod netns;
 mod node;

@@ -421,3 +421,172 @@ pub fn quantile_suffix(q: f64) -> String {
     let pct = (q * 100.0 * 1000.0).round() / 1000.0;
     format!("p{pct}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::decode::Encoding;
+    use crate::otlp::metrics::decode;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Histogram, Metric, ResourceMetrics, ScopeMetrics, Sum,
+    };
+
+    const FIX: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/otlp/opentelemetry-proto"
+    );
+
+    fn fixture(rel: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIX}/{rel}")).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    #[test]
+    fn every_metrics_fixture_converts_without_rejects() {
+        // the older example's histogram has 3 bucket counts for 1 bound:
+        // invalid by the protocol, so left out
+        for (rel, enc, n, rejected) in [
+            ("examples-HEAD-ac2c4b5/metrics.json", Encoding::Json, 4, 0),
+            ("examples-2487cf3/metrics.json", Encoding::Json, 2, 1),
+            (
+                "examples-f6bb641/metrics.protobuf-bin",
+                Encoding::Protobuf,
+                0,
+                0,
+            ),
+        ] {
+            let req = decode(&fixture(rel), enc).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            let total = point_count(&req);
+            let c = convert(req);
+            assert_eq!(c.rejected, rejected, "{rel}: {:?}", c.reason);
+            assert_eq!(c.points.len() as u64 + rejected, total as u64, "{rel}");
+            if n > 0 {
+                assert_eq!(c.points.len(), n, "{rel}");
+                assert_eq!(c.metrics[0], ("my.counter".to_string(), "1".to_string()));
+                assert!(matches!(
+                    c.points[0].value,
+                    Value::Delta(_) | Value::Cumulative { .. }
+                ));
+            }
+        }
+        // not a metrics export
+        assert!(decode(b"{\"resourceSpans\": []}", Encoding::Json).is_err());
+        assert!(decode(b"{}", Encoding::Json).is_ok());
+    }
+
+    fn kv(k: &str, v: AnyV) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn req(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: None,
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn num(v: f64, attrs: Vec<KeyValue>) -> NumberDataPoint {
+        NumberDataPoint {
+            attributes: attrs,
+            value: Some(number_data_point::Value::AsDouble(v)),
+            start_time_unix_nano: 5,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn kinds_attributes_and_rejects() {
+        let attrs = vec![
+            kv("b", AnyV::IntValue(3)),
+            kv("a", AnyV::BoolValue(true)),
+            kv("service", AnyV::StringValue("spoof".into())),
+            kv("node", AnyV::StringValue("spoof".into())),
+        ];
+        let sum = |temporality, mono| Metric {
+            name: "s".into(),
+            data: Some(Data::Sum(Sum {
+                data_points: vec![num(2.0, attrs.clone())],
+                aggregation_temporality: temporality,
+                is_monotonic: mono,
+            })),
+            ..Default::default()
+        };
+        let bad_hist = HistogramDataPoint {
+            count: 3,
+            bucket_counts: vec![1, 2],
+            explicit_bounds: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        let c = convert(req(vec![
+            sum(CUMULATIVE, true),
+            sum(DELTA, true),
+            sum(CUMULATIVE, false),
+            sum(0, true),
+            Metric {
+                name: "g".into(),
+                data: Some(Data::Gauge(Gauge {
+                    data_points: vec![
+                        num(f64::INFINITY, vec![]),
+                        NumberDataPoint::default(),
+                        NumberDataPoint {
+                            flags: NO_RECORDED_VALUE,
+                            ..Default::default()
+                        },
+                    ],
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "h".into(),
+                data: Some(Data::Histogram(Histogram {
+                    data_points: vec![bad_hist],
+                    aggregation_temporality: DELTA,
+                })),
+                ..Default::default()
+            },
+        ]));
+        assert_eq!(c.services, vec![UNKNOWN_SERVICE.to_string()]);
+        let values: Vec<&Value> = c.points.iter().map(|p| &p.value).collect();
+        assert_eq!(
+            values,
+            vec![
+                &Value::Cumulative {
+                    start: 5,
+                    value: 2.0
+                },
+                &Value::Delta(2.0),
+                &Value::Last(2.0),
+            ]
+        );
+        let want: Vec<(String, String)> =
+            vec![("a".into(), "true".into()), ("b".into(), "3".into())];
+        assert!(
+            c.points.iter().all(|p| p.attrs == want),
+            "{:?}",
+            c.points[0].attrs
+        );
+        // unspecified temporality, infinity, no value, a bucket mismatch;
+        // "no recorded value" is skipped, not rejected
+        assert_eq!(c.rejected, 4, "{:?}", c.reason);
+        assert!(c.reason.unwrap().contains("temporality 0"));
+    }
+
+    #[test]
+    fn quantile_names() {
+        assert_eq!(quantile_suffix(0.5), "p50");
+        assert_eq!(quantile_suffix(0.99), "p99");
+        assert_eq!(quantile_suffix(0.999), "p99.9");
+        assert_eq!(quantile_suffix(0.0), "p0");
+        assert_eq!(quantile_suffix(1.0), "p100");
+    }
+}

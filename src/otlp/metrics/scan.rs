@@ -19,6 +19,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 pub use crate::otlp::scan::ScanError;
 
 const MAX_DEPTH: u32 = 100;
+/// What a JSON number or string may cost, in [`Shape::numbers`] (16
+/// bytes each).
+const JSON_VALUE: u64 = 5;
 /// What one heap allocation costs beyond its bytes.
 const ALLOC: u64 = 32;
 
@@ -196,7 +199,9 @@ pub fn scan_json(body: &[u8]) -> Result<Shape, ScanError> {
         let c = body[i];
         let number_char = c.is_ascii_digit() || c == b'-';
         if number_char && !in_number {
-            s.numbers += 1;
+            // a repeated number may pass through a `serde_json::Value`
+            // (32 bytes, in a `Vec` that doubled) before its 8 bytes
+            s.numbers += JSON_VALUE;
         }
         in_number = number_char || (in_number && matches!(c, b'.' | b'e' | b'E' | b'+'));
         match c {
@@ -214,6 +219,8 @@ pub fn scan_json(body: &[u8]) -> Result<Shape, ScanError> {
                     s.strings += 1;
                     s.string_bytes += text.len() as u64;
                 }
+                // a 64-bit integer may be a string, through a `Value` too
+                s.numbers += JSON_VALUE;
                 i = end + 1;
                 in_number = false;
                 continue;
@@ -299,5 +306,130 @@ impl Shape {
             + 2 * self.string_bytes
             + self.numbers * 16;
         decoded + converted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::decode::Encoding;
+    use crate::otlp::meter::peak_of;
+    use crate::otlp::metrics::{convert, decode};
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyV;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        ExponentialHistogram, Gauge, Histogram, NumberDataPoint, exponential_histogram_data_point,
+        metric::Data,
+    };
+    use prost::Message;
+
+    fn req(data: Vec<Data>) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: data
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, d)| Metric {
+                            name: format!("metric.{i}"),
+                            unit: "ms".into(),
+                            data: Some(d),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn kv(k: String, v: String) -> KeyValue {
+        KeyValue {
+            key: k,
+            value: Some(AnyValue {
+                value: Some(AnyV::StringValue(v)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Decoding and converting peak under the bound, for both encodings.
+    fn check(what: &str, r: &ExportMetricsServiceRequest) {
+        let pb = r.encode_to_vec();
+        let json = serde_json::to_vec(r).unwrap();
+        for (enc, body) in [(Encoding::Protobuf, &pb), (Encoding::Json, &json)] {
+            let shape = match enc {
+                Encoding::Protobuf => scan_protobuf(body).unwrap(),
+                Encoding::Json => scan_json(body).unwrap(),
+            };
+            assert_eq!(
+                shape.points,
+                convert::point_count(r) as u64,
+                "{what} {enc:?}"
+            );
+            let ((), peak) = peak_of(|| {
+                let d = decode(body, enc).unwrap();
+                let c = convert::convert(d);
+                drop(c);
+            });
+            let cost = shape.cost();
+            eprintln!("{what} {enc:?}: peak {peak} bound {cost}");
+            assert!(peak <= cost, "{what} {enc:?}: peak {peak} over {cost}");
+        }
+    }
+
+    #[test]
+    fn bound_holds_for_hostile_and_real_shapes() {
+        let empty = req(vec![Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint::default(); 20_000],
+        })]);
+        check("empty points", &empty);
+        let attrs: Vec<KeyValue> = (0..8)
+            .map(|i| kv(format!("attr.{i}"), format!("value-{i}")))
+            .collect();
+        let real = req(vec![Data::Histogram(Histogram {
+            data_points: (0..2000)
+                .map(|i| HistogramDataPoint {
+                    attributes: attrs.clone(),
+                    count: 16 * i,
+                    sum: Some(1.5),
+                    bucket_counts: vec![i; 16],
+                    explicit_bounds: (0..15).map(f64::from).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            aggregation_temporality: 2,
+        })]);
+        check("real histograms", &real);
+        let packed = req(vec![Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![ExponentialHistogramDataPoint {
+                count: 100_000,
+                positive: Some(exponential_histogram_data_point::Buckets {
+                    offset: 0,
+                    bucket_counts: vec![1; 100_000],
+                }),
+                ..Default::default()
+            }],
+            aggregation_temporality: 1,
+        })]);
+        check("packed buckets", &packed);
+        let many_attrs = req(vec![Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint {
+                attributes: (0..5000)
+                    .map(|i| kv(format!("k{i}"), String::new()))
+                    .collect(),
+                ..Default::default()
+            }],
+        })]);
+        check("many attributes", &many_attrs);
+    }
+
+    #[test]
+    fn json_points_counted_under_any_spelling() {
+        let s = scan_json(br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"gauge":{"dat\u0061Points":[{},{},{}]}}]}]}]}"#).unwrap();
+        assert_eq!(s.points, 3);
+        assert!(scan_json(b"{\"a\": \"open").is_err());
+        assert!(scan_protobuf(b"\x0a\x05ab").is_err());
     }
 }
