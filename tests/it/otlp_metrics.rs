@@ -105,12 +105,15 @@ fn check_service(rx: &Receiver, svc: &str, delta: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_cumulative_and_js_delta_sdks() {
     let Some(cl) = clients() else { return };
-    assert!(
-        std::path::Path::new(OTLP_DIR)
-            .join("node_modules/@opentelemetry/exporter-metrics-otlp-http")
-            .is_dir(),
-        "run tests/otlp/setup.sh: the JS metrics exporter is missing"
-    );
+    let js_metrics = std::path::Path::new(OTLP_DIR)
+        .join("node_modules/@opentelemetry/exporter-metrics-otlp-http")
+        .is_dir();
+    if !js_metrics {
+        let why = "the JS metrics exporter is missing: run tests/otlp/setup.sh";
+        assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "{why}");
+        eprintln!("SKIP: {why}");
+        return;
+    }
     let rx = Receiver::start().await;
     let a = Agent::start(
         &rx.url(),
