@@ -211,7 +211,13 @@ impl State {
             OVERFLOW_SERVICE
         };
         let room = self.held < self.max_total;
-        let svc = self.services.entry(key.to_string()).or_default();
+        // no allocation for a service or name already held (every point
+        // passes here)
+        if !self.services.contains_key(key) {
+            self.services
+                .insert(key.to_string(), ServiceSeries::default());
+        }
+        let svc = self.services.get_mut(key)?;
         if key == OVERFLOW_SERVICE && !known {
             svc.overflow += 1;
             return None;
@@ -226,7 +232,10 @@ impl State {
             self.held += 1;
             a.new_series += 1;
         }
-        let by_attrs = svc.series.entry(name.to_string()).or_default();
+        if !svc.series.contains_key(name) {
+            svc.series.insert(name.to_string(), HashMap::new());
+        }
+        let by_attrs = svc.series.get_mut(name)?;
         let s = by_attrs.entry(attrs).or_insert_with(|| Series {
             unit: unit.to_string(),
             last_seen: 0,
