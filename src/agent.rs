@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 
 use crate::collect::Collector;
 use crate::collect::cgroup::CgroupCollector;
@@ -69,13 +70,14 @@ impl Cycle {
     /// Run every collector once. A collector that fails (or panics) loses its
     /// part of this cycle only. Wire metrics are built `chunk` at a time and
     /// handed to `emit`, so a large node never holds a whole cycle of them
-    /// (only its samples). Returns how many metrics were emitted.
+    /// (only its samples); `emit` says how many of them count as produced
+    /// (delivery drops non-finite values). Returns how many were produced.
     pub fn collect(
         &mut self,
         now: Instant,
         timestamp_ms: i64,
         chunk: usize,
-        mut emit: impl FnMut(Vec<Metric>),
+        mut emit: impl FnMut(Vec<Metric>) -> usize,
     ) -> usize {
         let started = Instant::now();
         self.samples.clear();
@@ -109,12 +111,11 @@ impl Cycle {
         };
         let chunk = chunk.max(1);
         let mut emitted = 0;
-        let mut dropped = 0;
         let mut samples = std::mem::take(&mut self.samples);
         let mut rest = samples.drain(..);
         loop {
             let mut out = Vec::with_capacity(chunk.min(rest.len()));
-            dropped += enrich::to_wire(
+            enrich::to_wire(
                 rest.by_ref().take(chunk),
                 &ctx,
                 self.meta.as_ref(),
@@ -123,24 +124,14 @@ impl Cycle {
             if out.is_empty() && rest.len() == 0 {
                 break;
             }
-            emitted += out.len();
             if !out.is_empty() {
-                emit(out);
+                emitted += emit(out);
             }
         }
         drop(rest);
         // keep the allocation for the next cycle, unless it was a spike
         if samples.capacity() <= 4 * emitted.max(1024) {
             self.samples = samples;
-        }
-        if dropped > 0 {
-            self.telemetry
-                .drop_items("metrics", "non_finite", 0, dropped as u64);
-            warn_limited!(
-                "non_finite",
-                dropped,
-                "dropped samples that were NaN or infinite"
-            );
         }
         self.telemetry.cycles.inc();
         self.telemetry.metrics_produced.inc_by(emitted as u64);
@@ -173,10 +164,9 @@ async fn collect_blocking(
     let now = Instant::now();
     let ts = unix_ms();
     let joined = tokio::task::spawn_blocking(move || {
-        let n = cycle.collect(now, ts, batch_size, |metrics| {
-            if let Some(d) = &delivery {
-                d.submit_metrics(metrics);
-            }
+        let n = cycle.collect(now, ts, batch_size, |metrics| match &delivery {
+            Some(d) => d.submit_metrics(metrics),
+            None => metrics.len(),
         });
         (cycle, n)
     })
@@ -222,6 +212,77 @@ fn build_queue(cfg: &Config, telemetry: &Arc<Telemetry>, otel: bool) -> Lanes {
     Lanes::open(&lanes, telemetry)
 }
 
+/// The eBPF HTTP collector, when the kernel takes the program (a kernel
+/// that refuses it costs HTTP tracing only: logged).
+fn start_ebpf(cfg: &Config, telemetry: &Arc<Telemetry>) -> Option<Box<dyn Collector>> {
+    let opts = crate::ebpf::HttpOptions {
+        proc_path: cfg.proc_path.clone(),
+        cgroup_path: cfg.cgroup_path.clone(),
+        max_paths: crate::ebpf::aggregate::DEFAULT_MAX_PATHS,
+        reader_thread: true,
+    };
+    match crate::ebpf::HttpCollector::start(&opts, telemetry.clone()) {
+        Ok(c) => Some(Box::new(c)),
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "--enable-ebpf: eBPF HTTP tracing unavailable, running without it (needs Linux 5.8+ with BTF, CAP_BPF + CAP_PERFMON or root, tracefs)"
+            );
+            None
+        }
+    }
+}
+
+/// Pod metadata and the events collector when there are Kubernetes
+/// credentials (local mode without), and what gives the Lease up.
+async fn connect_k8s(
+    cfg: &Config,
+    telemetry: &Arc<Telemetry>,
+    collectors: &mut Vec<Box<dyn Collector>>,
+) -> (Arc<dyn Metadata>, Option<crate::k8s::leader::LeaseRelease>) {
+    match crate::k8s::connect(telemetry).await {
+        Ok(Some(client)) => {
+            // --once runs no leader election: one cycle cannot count events
+            let k = crate::k8s::start(
+                client,
+                &cfg.node_name,
+                &cfg.namespace,
+                !cfg.once,
+                telemetry.clone(),
+            );
+            collectors.push(Box::new(k.collector));
+            (k.meta, k.release)
+        }
+        Ok(None) => {
+            tracing::info!(
+                "no Kubernetes credentials (in-cluster or kubeconfig): local mode, no pod metadata"
+            );
+            (Arc::new(NoMetadata), None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up the Kubernetes client: local mode, no pod metadata");
+            (Arc::new(NoMetadata), None)
+        }
+    }
+}
+
+/// The delivery lanes ([`build_queue`]) and their senders.
+fn start_delivery(
+    sink: crate::sink::AnySink,
+    cfg: &Config,
+    telemetry: &Arc<Telemetry>,
+    otel: bool,
+) -> (Delivery, tokio::task::JoinHandle<()>) {
+    let opts = DeliveryOptions {
+        batch_size: cfg.batch_size,
+        queue_max_bytes: cfg.queue_max_bytes,
+        request_timeout: cfg.request_timeout,
+        compression: cfg.compression,
+    };
+    let lanes = build_queue(cfg, telemetry, otel);
+    Delivery::start_lanes(sink, opts, Backoff::default(), lanes, telemetry.clone())
+}
+
 /// The whole agent: returns the process exit code.
 pub async fn run(cfg: Config) -> ExitCode {
     let telemetry = Arc::new(Telemetry::new());
@@ -235,29 +296,16 @@ pub async fn run(cfg: Config) -> ExitCode {
     };
     // the OTLP receiver runs in the loop only (--once has no time to receive)
     let otel = cfg.enable_otel && !cfg.once;
-    let lanes = build_queue(&cfg, &telemetry, otel);
-    let (delivery, delivery_task) = Delivery::start_lanes(
-        sink,
-        DeliveryOptions {
-            batch_size: cfg.batch_size,
-            queue_max_bytes: cfg.queue_max_bytes,
-            request_timeout: cfg.request_timeout,
-            compression: cfg.compression,
-        },
-        Backoff::default(),
-        lanes,
-        telemetry.clone(),
-    );
+    let (delivery, delivery_task) = start_delivery(sink, &cfg, &telemetry, otel);
     let mut collectors = Cycle::host_collectors(&host, &telemetry);
-    let (otlp_stop, otlp_stop_rx) = tokio::sync::watch::channel(false);
+    // the one shutdown signal: cancelled on SIGTERM/SIGINT (or after
+    // --once), seen by the servers and the OTLP receiver
+    let shutdown = CancellationToken::new();
     let mut otlp = None;
     if otel {
-        let mut rx = otlp_stop_rx;
-        let stop = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
         let ocfg = crate::otlp::OtlpConfig::from_config(&cfg);
-        match crate::otlp::start(&ocfg, Arc::new(delivery.clone()), telemetry.clone(), stop).await {
+        let sink = Arc::new(delivery.clone());
+        match crate::otlp::start(&ocfg, sink, telemetry.clone(), shutdown.clone()).await {
             Ok(h) => {
                 collectors.push(Box::new(h.metrics.clone()));
                 collectors.push(Box::new(h.otel_metrics.clone()));
@@ -270,47 +318,9 @@ pub async fn run(cfg: Config) -> ExitCode {
         }
     }
     if cfg.enable_ebpf {
-        // a kernel that refuses the program costs HTTP tracing only
-        let opts = crate::ebpf::HttpOptions {
-            proc_path: cfg.proc_path.clone(),
-            cgroup_path: cfg.cgroup_path.clone(),
-            max_paths: crate::ebpf::aggregate::DEFAULT_MAX_PATHS,
-            reader_thread: true,
-        };
-        match crate::ebpf::HttpCollector::start(&opts, telemetry.clone()) {
-            Ok(c) => collectors.push(Box::new(c)),
-            Err(e) => tracing::error!(
-                error = %e,
-                "--enable-ebpf: eBPF HTTP tracing unavailable, running without it (needs Linux 5.8+ with BTF, CAP_BPF + CAP_PERFMON or root, tracefs)"
-            ),
-        }
+        collectors.extend(start_ebpf(&cfg, &telemetry));
     }
-    let mut lease_release = None;
-    let meta: Arc<dyn Metadata> = match crate::k8s::connect(&telemetry).await {
-        Ok(Some(client)) => {
-            // --once runs no leader election: one cycle cannot count events
-            let k = crate::k8s::start(
-                client,
-                &cfg.node_name,
-                &cfg.namespace,
-                !cfg.once,
-                telemetry.clone(),
-            );
-            collectors.push(Box::new(k.collector));
-            lease_release = k.release;
-            k.meta
-        }
-        Ok(None) => {
-            tracing::info!(
-                "no Kubernetes credentials (in-cluster or kubeconfig): local mode, no pod metadata"
-            );
-            Arc::new(NoMetadata)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot set up the Kubernetes client: local mode, no pod metadata");
-            Arc::new(NoMetadata)
-        }
-    };
+    let (meta, lease_release) = connect_k8s(&cfg, &telemetry, &mut collectors).await;
     let cycle = Cycle::new(
         collectors,
         meta,
@@ -335,13 +345,13 @@ pub async fn run(cfg: Config) -> ExitCode {
         let code = run_once(cycle, &delivery, &cfg, &telemetry).await;
         (code, Instant::now())
     } else {
-        run_loop(cycle, &delivery, &cfg, telemetry, &otlp_stop).await
+        run_loop(cycle, &delivery, &cfg, telemetry, &shutdown).await
     };
     // everything below ends by --shutdown-grace + 1 s after the signal,
     // whatever the peers do (Kubernetes SIGKILLs at its own grace period)
     let deadline = stopping + cfg.shutdown_grace + SHUTDOWN_SLACK;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let _ = otlp_stop.send(true);
+    shutdown.cancel();
     if let Some(h) = otlp {
         h.join(left().min(SERVER_DRAIN)).await;
     }
@@ -392,7 +402,7 @@ async fn run_loop(
     delivery: &Delivery,
     cfg: &Config,
     telemetry: Arc<Telemetry>,
-    otlp_stop: &tokio::sync::watch::Sender<bool>,
+    shutdown: &CancellationToken,
 ) -> (ExitCode, Instant) {
     let health = Arc::new(Health::new(cfg.interval));
     let listener = match server::bind(cfg.health_port).await {
@@ -402,14 +412,10 @@ async fn run_loop(
             return (ExitCode::from(1), Instant::now());
         }
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_task = {
-        let mut rx = stop_rx.clone();
         let health = health.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
             // serve() drains for at most server::HEALTH_LIMITS.drain
             if let Err(e) = server::serve(listener, health, telemetry, stop).await {
                 tracing::error!(error = %e, "health server failed");
@@ -433,8 +439,7 @@ async fn run_loop(
     }
     let stopping = Instant::now();
     // no new requests: the servers drain while delivery flushes
-    let _ = otlp_stop.send(true);
-    let _ = stop_tx.send(true);
+    shutdown.cancel();
     // delivery logs and counts what the grace period could not deliver
     delivery.shutdown(cfg.shutdown_grace).await;
     let left = (stopping + cfg.shutdown_grace + SHUTDOWN_SLACK)

@@ -315,6 +315,74 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// `--sink` (by default `cased` with an API key, else `stdout`) and the
+/// cluster id (`local` for stdout), checking what the cased sink needs.
+fn sink_and_cluster(
+    sink: Option<&str>,
+    api_key: &Secret,
+    cluster_id: Option<String>,
+) -> Result<(SinkKind, String), ConfigError> {
+    let sink = match sink.map(str::trim) {
+        None | Some("") => {
+            if api_key.is_empty() {
+                SinkKind::Stdout
+            } else {
+                SinkKind::Cased
+            }
+        }
+        Some("cased") => SinkKind::Cased,
+        Some("stdout") => SinkKind::Stdout,
+        Some(other) => return Err(bad("sink", other, "expected cased or stdout")),
+    };
+    let cluster_id = cluster_id
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if sink == SinkKind::Cased {
+        if api_key.is_empty() {
+            return Err(bad(
+                "api-key",
+                "",
+                "the cased sink needs an API key (--api-key or CASED_API_KEY)",
+            ));
+        }
+        if cluster_id.is_none() {
+            return Err(bad(
+                "cluster-id",
+                "",
+                "the cased sink needs a cluster id (--cluster-id or CASED_CLUSTER_ID)",
+            ));
+        }
+    }
+    Ok((sink, cluster_id.unwrap_or_else(|| "local".to_string())))
+}
+
+fn parse_batch_size(v: &str) -> Result<usize, ConfigError> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(bad(
+            "batch-size",
+            v,
+            "expected a whole number from 1 to 100000",
+        )),
+    }
+}
+
+fn parse_compression(v: &str) -> Result<Compression, ConfigError> {
+    match v.trim() {
+        "none" => Ok(Compression::None),
+        "gzip" => Ok(Compression::Gzip),
+        _ => Err(bad("compression", v, "expected none or gzip")),
+    }
+}
+
+fn parse_log_format(v: &str) -> Result<LogFormat, ConfigError> {
+    match v.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(bad("log-format", v, "expected text or json")),
+    }
+}
+
 impl Config {
     /// Validate the raw command line.
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
@@ -329,71 +397,16 @@ impl Config {
                 )
             })?;
         let api_key = Secret(cli.api_key.unwrap_or_default().trim().to_string());
-        let sink = match cli.sink.as_deref().map(str::trim) {
-            None | Some("") => {
-                if api_key.is_empty() {
-                    SinkKind::Stdout
-                } else {
-                    SinkKind::Cased
-                }
-            }
-            Some("cased") => SinkKind::Cased,
-            Some("stdout") => SinkKind::Stdout,
-            Some(other) => return Err(bad("sink", other, "expected cased or stdout")),
-        };
-        let cluster_id = cli
-            .cluster_id
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
-        if sink == SinkKind::Cased {
-            if api_key.is_empty() {
-                return Err(bad(
-                    "api-key",
-                    "",
-                    "the cased sink needs an API key (--api-key or CASED_API_KEY)",
-                ));
-            }
-            if cluster_id.is_none() {
-                return Err(bad(
-                    "cluster-id",
-                    "",
-                    "the cased sink needs a cluster id (--cluster-id or CASED_CLUSTER_ID)",
-                ));
-            }
-        }
-        let cluster_id = cluster_id.unwrap_or_else(|| "local".to_string());
+        let (sink, cluster_id) = sink_and_cluster(cli.sink.as_deref(), &api_key, cli.cluster_id)?;
         let node_name = cli
             .node_name
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(host_name);
 
-        let batch_size = match cli.batch_size.trim().parse::<usize>() {
-            Ok(n) if (1..=100_000).contains(&n) => n,
-            _ => {
-                return Err(bad(
-                    "batch-size",
-                    &cli.batch_size,
-                    "expected a whole number from 1 to 100000",
-                ));
-            }
-        };
-        let compression = match cli.compression.trim() {
-            "none" => Compression::None,
-            "gzip" => Compression::Gzip,
-            _ => {
-                return Err(bad(
-                    "compression",
-                    &cli.compression,
-                    "expected none or gzip",
-                ));
-            }
-        };
-        let log_format = match cli.log_format.trim() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            _ => return Err(bad("log-format", &cli.log_format, "expected text or json")),
-        };
+        let batch_size = parse_batch_size(&cli.batch_size)?;
+        let compression = parse_compression(&cli.compression)?;
+        let log_format = parse_log_format(&cli.log_format)?;
         let namespace = cli.namespace.trim().to_string();
         if namespace.is_empty() {
             return Err(bad(

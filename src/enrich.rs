@@ -47,23 +47,16 @@ pub struct CycleContext<'a> {
     pub timestamp_ms: i64,
 }
 
-/// Turn samples into wire metrics. Non-finite values are dropped; the
-/// number dropped is returned so the caller can count it.
+/// Turn samples into wire metrics. Non-finite values pass through:
+/// delivery drops and counts them ([`crate::delivery::Delivery::submit_metrics`]),
+/// the one place that knows JSON has no such numbers.
 pub fn to_wire(
     samples: impl IntoIterator<Item = Sample>,
     ctx: &CycleContext<'_>,
     meta: &dyn Metadata,
     out: &mut Vec<Metric>,
-) -> usize {
-    let mut dropped = 0;
-    for s in samples {
-        if !s.value.is_finite() {
-            dropped += 1;
-            continue;
-        }
-        out.push(one(s, ctx, meta));
-    }
-    dropped
+) {
+    out.extend(samples.into_iter().map(|s| one(s, ctx, meta)));
 }
 
 fn add_pod_tags(tags: &mut BTreeMap<String, String>, m: &Metric, pod: Option<&PodMeta>) {
@@ -175,7 +168,7 @@ mod tests {
             name: "abc".into(),
         });
         let mut out = vec![];
-        let dropped = to_wire(
+        to_wire(
             vec![
                 Sample::new("container.memory.usage", 5.0, "bytes", About::Container(id)),
                 Sample::node("node.load.1", f64::NAN, "count"),
@@ -184,7 +177,9 @@ mod tests {
             &NoMetadata,
             &mut out,
         );
-        assert_eq!(dropped, 1);
+        // a NaN is delivery's to drop (and count)
+        assert_eq!(out.len(), 2);
+        assert!(out[1].value.is_nan());
         let j = serde_json::to_value(&out[0]).unwrap();
         assert_eq!(j["pod_uid"], "3f0e2b1a-77c4-4d7e-9a51-6c2d8e9f0a12");
         assert_eq!(j["container_name"], "abc");

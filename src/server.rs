@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use axum::Router;
 use axum::extract::State;
@@ -134,37 +135,36 @@ pub const HEALTH_LIMITS: Limits = Limits {
 /// half-sent header can make the agent hold.
 const MAX_BUF: usize = 64 << 10;
 
-/// Serve until `shutdown` resolves.
+/// Serve until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     health: Arc<Health>,
     telemetry: Arc<Telemetry>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     serve_router(listener, router(health, telemetry), HEALTH_LIMITS, shutdown).await
 }
 
-/// Serve `app` over HTTP/1.1 with `limits` until `shutdown` resolves, then
-/// drain for at most `limits.drain`.
+/// Serve `app` over HTTP/1.1 with `limits` until `shutdown` is cancelled
+/// (open connections are told at the same moment), then drain for at most
+/// `limits.drain`.
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: Limits,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut conns = tokio::task::JoinSet::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::pin!(shutdown);
     loop {
         while conns.try_join_next().is_some() {}
         let slot = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = shutdown.cancelled() => break,
             s = slots.clone().acquire_owned() => s,
         };
         let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
         match accepted {
@@ -174,7 +174,7 @@ pub async fn serve_router(
                     app.clone(),
                     limits,
                     slot,
-                    stop_rx.clone(),
+                    shutdown.clone(),
                 ));
             }
             Err(e) => {
@@ -184,7 +184,6 @@ pub async fn serve_router(
             }
         }
     }
-    let _ = stop_tx.send(true);
     let drained = async { while conns.join_next().await.is_some() {} };
     if tokio::time::timeout(limits.drain, drained).await.is_err() {
         tracing::info!(
@@ -196,16 +195,12 @@ pub async fn serve_router(
     Ok(())
 }
 
-async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
 async fn serve_conn(
     stream: tokio::net::TcpStream,
     app: Router,
     limits: Limits,
     _slot: tokio::sync::OwnedSemaphorePermit,
-    stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let io = hyper_util::rt::TokioIo::new(stream);
     let svc = hyper_util::service::TowerToHyperService::new(app);
@@ -218,7 +213,7 @@ async fn serve_conn(
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
-        _ = stopped(stop) => {
+        _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }

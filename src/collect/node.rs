@@ -99,9 +99,9 @@ pub enum NodeError {
     },
 }
 
-/// What reading an optional file gave.
-enum Got {
-    Read,
+/// Whether an optional file was there (its text is then in the buffer).
+enum FileRead {
+    Present,
     Absent,
 }
 
@@ -136,13 +136,13 @@ impl NodeCollector {
     }
 
     /// Read `<proc>/<rel>` into the buffer. A missing file is `Absent`.
-    fn read(&mut self, rel: &str) -> Result<Got, NodeError> {
+    fn read(&mut self, rel: &str) -> Result<FileRead, NodeError> {
         let path = self.host.proc_file(rel);
         self.buf.clear();
         let res = std::fs::File::open(&path).and_then(|mut f| f.read_to_string(&mut self.buf));
         match res {
-            Ok(_) => Ok(Got::Read),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Got::Absent),
+            Ok(_) => Ok(FileRead::Present),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileRead::Absent),
             Err(source) => Err(NodeError::Read { path, source }),
         }
     }
@@ -150,8 +150,8 @@ impl NodeCollector {
     /// Read a file every Linux has: missing is an error.
     fn read_required(&mut self, rel: &str) -> Result<(), NodeError> {
         match self.read(rel)? {
-            Got::Read => Ok(()),
-            Got::Absent => Err(NodeError::Missing {
+            FileRead::Present => Ok(()),
+            FileRead::Absent => Err(NodeError::Missing {
                 path: self.host.proc_file(rel),
             }),
         }
@@ -238,8 +238,8 @@ impl NodeCollector {
         let mut first_err = None;
         for rel in ["1/net/dev", "2/net/dev"] {
             match self.read(rel) {
-                Ok(Got::Read) => return Ok(rel),
-                Ok(Got::Absent) => {}
+                Ok(FileRead::Present) => return Ok(rel),
+                Ok(FileRead::Absent) => {}
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
@@ -339,21 +339,21 @@ impl NodeCollector {
         rel: &str,
         name: &'static str,
         out: &mut Vec<Sample>,
-    ) -> Result<Got, NodeError> {
+    ) -> Result<FileRead, NodeError> {
         match self.read(rel) {
-            Ok(Got::Read) => {}
-            Ok(Got::Absent) => return Ok(Got::Absent),
+            Ok(FileRead::Present) => {}
+            Ok(FileRead::Absent) => return Ok(FileRead::Absent),
             // psi=0: the files exist but cannot be read
             Err(NodeError::Read { source, .. })
                 if source.raw_os_error() == Some(95 /* EOPNOTSUPP */) =>
             {
-                return Ok(Got::Absent);
+                return Ok(FileRead::Absent);
             }
             Err(e) => return Err(e),
         }
         let p = pressure::parse(&self.buf).map_err(|e| self.parse_err(rel, e))?;
         out.push(Sample::node(name, p.some.avg10, unit::PERCENT));
-        Ok(Got::Read)
+        Ok(FileRead::Present)
     }
 }
 
@@ -365,15 +365,15 @@ impl Collector for NodeCollector {
     fn collect(&mut self, now: Instant, out: &mut Vec<Sample>) -> Result<(), CollectError> {
         let mut read = 0usize;
         let mut first_err: Option<NodeError> = None;
-        let mut note = |what: &str, r: Result<Got, NodeError>| match r {
-            Ok(Got::Read) => read += 1,
-            Ok(Got::Absent) => {}
+        let mut note = |what: &str, r: Result<FileRead, NodeError>| match r {
+            Ok(FileRead::Present) => read += 1,
+            Ok(FileRead::Absent) => {}
             Err(e) => {
                 warn_limited!(format!("node:{what}"), error = %e, "node metrics lost for this cycle");
                 first_err.get_or_insert(e);
             }
         };
-        let got = |r: Result<(), NodeError>| r.map(|()| Got::Read);
+        let got = |r: Result<(), NodeError>| r.map(|()| FileRead::Present);
         note("stat", got(self.cpu(now, out)));
         note("meminfo", got(self.memory(out)));
         note("net/dev", got(self.network(now, out)));

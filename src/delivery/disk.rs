@@ -53,6 +53,9 @@
 //! that memory queue has drained and 30 s have passed; then it tries the
 //! disk again. What is already on disk keeps being delivered first.
 
+mod index;
+mod record;
+
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -63,18 +66,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use self::index::{Entry, Index};
+pub use self::record::{
+    HEADER_LEN, MAGIC, MAX_PAYLOAD, RecordError, RecordView, Scanned, decode_cursor,
+    decode_payload, encode_record, parse_record, resync_budget, scan_records,
+    scan_records_counting,
+};
+use self::record::{PAYLOAD_PREFIX, encode_cursor};
 use super::queue::{BatchQueue, MemoryQueue, QueuedBatch};
-use crate::sink::{ContentEncoding, EncodedBatch, PayloadKind};
+use crate::sink::EncodedBatch;
 use crate::telemetry::Telemetry;
 
-/// First bytes of every record.
-pub const MAGIC: [u8; 4] = *b"CAB1";
-/// Magic, payload length, CRC32 of the payload.
-pub const HEADER_LEN: usize = 12;
-/// Kind, encoding, item count.
-const PAYLOAD_PREFIX: usize = 10;
-/// Longest payload accepted: a corrupt length never allocates more.
-pub const MAX_PAYLOAD: usize = 64 << 20;
 /// After a write failure, how long before the disk is tried again (and only
 /// once the memory fallback is empty).
 const RETRY_DISK_AFTER: Duration = Duration::from_secs(30);
@@ -102,187 +104,6 @@ fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> B
     }
 }
 
-/// Why a payload is not a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RecordError {
-    #[error("payload shorter than its fixed prefix")]
-    Short,
-    #[error("unknown payload kind {0}")]
-    Kind(u8),
-    #[error("unknown content encoding {0}")]
-    Encoding(u8),
-}
-
-/// One decoded payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordView<'a> {
-    pub kind: PayloadKind,
-    pub encoding: ContentEncoding,
-    pub items: u64,
-    pub body: &'a [u8],
-}
-
-/// The bytes of one record for `b` (header and payload).
-pub fn encode_record(b: &EncodedBatch) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(PAYLOAD_PREFIX + b.body.len());
-    payload.push(match b.kind {
-        PayloadKind::Metrics => 0,
-        PayloadKind::Spans => 1,
-    });
-    payload.push(match b.encoding {
-        ContentEncoding::Identity => 0,
-        ContentEncoding::Gzip => 1,
-    });
-    payload.extend_from_slice(&b.items.to_le_bytes());
-    payload.extend_from_slice(&b.body);
-    let mut rec = Vec::with_capacity(HEADER_LEN + payload.len());
-    rec.extend_from_slice(&MAGIC);
-    rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    rec.extend_from_slice(&payload);
-    rec
-}
-
-/// Decode a payload whose CRC already matched.
-pub fn decode_payload(p: &[u8]) -> Result<RecordView<'_>, RecordError> {
-    let (&kind, rest) = p.split_first().ok_or(RecordError::Short)?;
-    let (&enc, rest) = rest.split_first().ok_or(RecordError::Short)?;
-    let (items, body) = rest.split_at_checked(8).ok_or(RecordError::Short)?;
-    let kind = match kind {
-        0 => PayloadKind::Metrics,
-        1 => PayloadKind::Spans,
-        k => return Err(RecordError::Kind(k)),
-    };
-    let encoding = match enc {
-        0 => ContentEncoding::Identity,
-        1 => ContentEncoding::Gzip,
-        e => return Err(RecordError::Encoding(e)),
-    };
-    let mut n = [0u8; 8];
-    n.copy_from_slice(items);
-    Ok(RecordView {
-        kind,
-        encoding,
-        items: u64::from_le_bytes(n),
-        body,
-    })
-}
-
-/// The record at the start of `buf`, if a whole valid one is there:
-/// (its view, its length including the header).
-pub fn parse_record(buf: &[u8]) -> Option<(RecordView<'_>, usize)> {
-    let (head, rest) = buf.split_at_checked(HEADER_LEN)?;
-    if head[..4] != MAGIC {
-        return None;
-    }
-    let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-    let crc = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-    if len > MAX_PAYLOAD {
-        return None;
-    }
-    let payload = rest.get(..len)?;
-    if crc32fast::hash(payload) != crc {
-        return None;
-    }
-    let view = decode_payload(payload).ok()?;
-    Some((view, HEADER_LEN + len))
-}
-
-/// What [`scan_records`] finds, in order, covering the whole input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scanned<'a> {
-    Record {
-        offset: usize,
-        len: usize,
-        view: RecordView<'a>,
-    },
-    /// Bytes that are not a valid record (torn, overwritten), skipped up to
-    /// the next valid record or the end.
-    Corrupt { offset: usize, len: usize },
-}
-
-/// Split a segment's bytes into valid records and corrupt regions. After a
-/// bad record it resynchronises on the next [`MAGIC`] that starts a record
-/// whose CRC matches. Pure; never panics.
-///
-/// Work is linear in the input: checking a candidate costs a CRC over the
-/// length its header claims, so input full of fake headers (each claiming
-/// a long record) would make resynchronising quadratic. Past a budget of
-/// CRC bytes ([`resync_budget`]) a candidate is only checked when the record
-/// it claims ends at the end of the input or where another [`MAGIC`]
-/// starts, as records written by the agent do; past twice the budget the
-/// rest of the input counts as one corrupt region (counted, not silent).
-/// Random damage and torn tails never come near the budget.
-pub fn scan_records(buf: &[u8]) -> Vec<Scanned<'_>> {
-    scan_records_counting(buf).0
-}
-
-/// CRC bytes resynchronisation may spend on unconstrained candidates.
-pub fn resync_budget(len: usize) -> usize {
-    4 * len + (1 << 20)
-}
-
-/// The length a header at the start of `buf` claims, when it is a
-/// plausible header (magic, length within bounds and within `buf`).
-fn claimed_len(buf: &[u8]) -> Option<usize> {
-    let head = buf.get(..HEADER_LEN)?;
-    if head[..4] != MAGIC {
-        return None;
-    }
-    let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-    (len <= MAX_PAYLOAD && buf.len() >= HEADER_LEN + len).then_some(len)
-}
-
-/// [`scan_records`], and the CRC bytes spent resynchronising.
-pub fn scan_records_counting(buf: &[u8]) -> (Vec<Scanned<'_>>, usize) {
-    let mut spent = 0usize;
-    let budget = resync_budget(buf.len());
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < buf.len() {
-        if let Some((view, len)) = parse_record(&buf[pos..]) {
-            out.push(Scanned::Record {
-                offset: pos,
-                len,
-                view,
-            });
-            pos += len;
-            continue;
-        }
-        let start = pos;
-        let mut next = buf.len();
-        let mut p = pos + 1;
-        while let Some(i) = find_magic(&buf[p..]) {
-            if spent >= 2 * budget {
-                break;
-            }
-            let at = p + i;
-            if let Some(len) = claimed_len(&buf[at..]) {
-                let end = at + HEADER_LEN + len;
-                let plausible = end == buf.len() || buf[end..].starts_with(&MAGIC);
-                if spent < budget || plausible {
-                    spent += len;
-                    if parse_record(&buf[at..]).is_some() {
-                        next = at;
-                        break;
-                    }
-                }
-            }
-            p = at + 1;
-        }
-        out.push(Scanned::Corrupt {
-            offset: start,
-            len: next - start,
-        });
-        pos = next;
-    }
-    (out, spent)
-}
-
-fn find_magic(hay: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, &MAGIC)
-}
-
 fn segment_name(id: u64) -> String {
     format!("seg-{id:020}.log")
 }
@@ -294,56 +115,19 @@ fn segment_id(name: &str) -> Option<u64> {
         .ok()
 }
 
-fn encode_cursor(seg: u64, off: u64) -> [u8; 20] {
-    let mut b = [0u8; 20];
-    b[..8].copy_from_slice(&seg.to_le_bytes());
-    b[8..16].copy_from_slice(&off.to_le_bytes());
-    let crc = crc32fast::hash(&b[..16]);
-    b[16..].copy_from_slice(&crc.to_le_bytes());
-    b
-}
-
-/// `(segment, offset)` from a cursor file's bytes; `None` when damaged.
-pub fn decode_cursor(b: &[u8]) -> Option<(u64, u64)> {
-    if b.len() != 20 {
-        return None;
-    }
-    let crc = u32::from_le_bytes(b[16..20].try_into().ok()?);
-    if crc32fast::hash(&b[..16]) != crc {
-        return None;
-    }
-    Some((
-        u64::from_le_bytes(b[..8].try_into().ok()?),
-        u64::from_le_bytes(b[8..16].try_into().ok()?),
-    ))
-}
-
-/// Where one live batch is on disk.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    seq: u64,
-    seg: u64,
-    off: u64,
-    /// Header + payload.
-    rec_len: u64,
-    body_len: u64,
-    items: u64,
-    kind: PayloadKind,
-}
-
-impl Entry {
-    /// Stand-in for a batch dropped without reading it back (the delivery
-    /// counters need only kind and items).
-    fn hollow(&self) -> QueuedBatch {
-        QueuedBatch {
-            seq: self.seq,
-            batch: EncodedBatch {
-                kind: self.kind,
-                items: self.items,
-                encoding: ContentEncoding::Identity,
-                body: Bytes::new(),
-            },
+/// The cursor saved in `path`: `None` when there is none yet or it is
+/// damaged (then every segment is replayed).
+fn read_cursor(path: &Path) -> Result<Option<(u64, u64)>, BufferError> {
+    match fs::read(path) {
+        Ok(b) => {
+            let c = decode_cursor(&b);
+            if c.is_none() {
+                tracing::warn!(path = %path.display(), "disk buffer cursor is damaged: replaying every segment (duplicates possible)");
+            }
+            Ok(c)
         }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path, "cannot read the cursor")(e)),
     }
 }
 
@@ -384,12 +168,8 @@ pub struct DiskQueue {
     dir: PathBuf,
     cap: u64,
     seg_max: u64,
-    index: VecDeque<Entry>,
+    index: Index,
     in_flight: Option<Entry>,
-    /// Sum of `rec_len` of `index`.
-    index_disk_bytes: u64,
-    /// Sum of `body_len` of `index`.
-    index_body_bytes: u64,
     writer: Option<Writer>,
     /// Segment ids on disk, ascending.
     segments: VecDeque<u64>,
@@ -459,10 +239,8 @@ impl DiskQueue {
             dir: dir.to_path_buf(),
             cap,
             seg_max: (cap / 16).clamp(64 << 10, 16 << 20),
-            index: VecDeque::new(),
+            index: Index::default(),
             in_flight: None,
-            index_disk_bytes: 0,
-            index_body_bytes: 0,
             writer: None,
             segments: VecDeque::new(),
             next_seg: 1,
@@ -503,7 +281,7 @@ impl DiskQueue {
     /// Live bytes on disk (records not delivered or dropped, in flight
     /// included).
     pub fn disk_bytes(&self) -> u64 {
-        self.index_disk_bytes + self.in_flight.map_or(0, |e| e.rec_len)
+        self.index.disk_bytes() + self.in_flight.map_or(0, |e| e.rec_len)
     }
 
     /// True while appends go to memory after a disk failure.
@@ -519,20 +297,8 @@ impl DiskQueue {
             .filter_map(|e| e.file_name().to_str().and_then(segment_id))
             .collect();
         ids.sort_unstable();
-        let cursor_path = dir.join(CURSOR);
-        let cursor = match fs::read(&cursor_path) {
-            Ok(b) => match decode_cursor(&b) {
-                Some(c) => Some(c),
-                None => {
-                    tracing::warn!(path = %cursor_path.display(), "disk buffer cursor is damaged: replaying every segment (duplicates possible)");
-                    None
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(&cursor_path, "cannot read the cursor")(e)),
-        };
+        let cursor = read_cursor(&dir.join(CURSOR))?;
         self.next_seg = ids.last().map_or(1, |l| l + 1);
-        let mut seq = 1;
         for id in ids {
             let path = dir.join(segment_name(id));
             let start = match cursor {
@@ -544,43 +310,13 @@ impl DiskQueue {
                 Some((cs, off)) if id == cs => off,
                 _ => 0,
             };
-            let data = fs::read(&path).map_err(io_err(&path, "cannot read a segment"))?;
-            self.segments.push_back(id);
-            let Some(tail) = data.get(start as usize..) else {
-                // a cursor past the end: the segment was cut short
-                self.note_corrupt(&path, start, 0);
-                continue;
-            };
-            for s in scan_records(tail) {
-                match s {
-                    Scanned::Record { offset, len, view } => {
-                        let e = Entry {
-                            seq,
-                            seg: id,
-                            off: start + offset as u64,
-                            rec_len: len as u64,
-                            body_len: view.body.len() as u64,
-                            items: view.items,
-                            kind: view.kind,
-                        };
-                        seq += 1;
-                        self.index_disk_bytes += e.rec_len;
-                        self.index_body_bytes += e.body_len;
-                        self.recovery.batches += 1;
-                        self.recovery.items += e.items;
-                        self.recovery.bytes += e.body_len;
-                        self.index.push_back(e);
-                    }
-                    Scanned::Corrupt { offset, len } => {
-                        self.note_corrupt(&path, start + offset as u64, len as u64);
-                    }
-                }
-            }
+            self.recover_segment(id, &path, start)?;
         }
-        self.first_seq = seq;
         // a smaller cap than the last run: the oldest go (never spans)
-        while self.index_disk_bytes > self.cap && !self.never_evict {
-            let Some(e) = self.pop_index() else { break };
+        while self.index.disk_bytes() > self.cap && !self.never_evict {
+            let Some(e) = self.index.pop_front() else {
+                break;
+            };
             self.recovery.over_cap_batches += 1;
             self.telemetry
                 .drop_items(e.kind.as_str(), "queue_full", 1, e.items);
@@ -594,13 +330,50 @@ impl DiskQueue {
         Ok(())
     }
 
+    /// Index the records of segment `id` from `start` (the cursor's offset
+    /// in its segment, else 0); sequence numbers continue from
+    /// `first_seq`.
+    fn recover_segment(&mut self, id: u64, path: &Path, start: u64) -> Result<(), BufferError> {
+        let data = fs::read(path).map_err(io_err(path, "cannot read a segment"))?;
+        self.segments.push_back(id);
+        let Some(tail) = data.get(start as usize..) else {
+            // a cursor past the end: the segment was cut short
+            self.note_corrupt(path, start, 0);
+            return Ok(());
+        };
+        for s in scan_records(tail) {
+            match s {
+                Scanned::Record { offset, len, view } => {
+                    let e = Entry {
+                        seq: self.first_seq,
+                        seg: id,
+                        off: start + offset as u64,
+                        rec_len: len as u64,
+                        body_len: view.body.len() as u64,
+                        items: view.items,
+                        kind: view.kind,
+                    };
+                    self.first_seq += 1;
+                    self.recovery.batches += 1;
+                    self.recovery.items += e.items;
+                    self.recovery.bytes += e.body_len;
+                    self.index.push_back(e);
+                }
+                Scanned::Corrupt { offset, len } => {
+                    self.note_corrupt(path, start + offset as u64, len as u64);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Hand every queued batch to `put`, oldest first, without
     /// acknowledging any: until [`DiskQueue::acknowledge_all`] the cursor
     /// stays, so a crash in between replays them (duplicates, no loss).
     /// Unreadable records are skipped and counted. Used to move a buffer
     /// of the single-queue layout into the lanes.
     pub fn drain_with(&mut self, mut put: impl FnMut(QueuedBatch)) {
-        while let Some(e) = self.pop_index() {
+        while let Some(e) = self.index.pop_front() {
             match self.read(&e) {
                 Some(batch) => put(QueuedBatch { seq: e.seq, batch }),
                 None => self
@@ -648,13 +421,6 @@ impl DiskQueue {
         self.segments.push_back(id);
         self.writer = Some(Writer { id, file, len: 0 });
         Ok(())
-    }
-
-    fn pop_index(&mut self) -> Option<Entry> {
-        let e = self.index.pop_front()?;
-        self.index_disk_bytes -= e.rec_len;
-        self.index_body_bytes -= e.body_len;
-        Some(e)
     }
 
     /// Oldest live record's position: the in-flight one, else the oldest
@@ -850,8 +616,8 @@ impl BatchQueue for DiskQueue {
         // the batch in flight counts: the cap bounds every live record
         let mut evicted = Vec::new();
         while self.disk_bytes() + rec_len > self.cap && !self.never_evict {
-            match self.pop_index() {
-                Some(e) => evicted.push(e.hollow()),
+            match self.index.pop_front() {
+                Some(e) => evicted.push(e.without_body()),
                 None => break,
             }
         }
@@ -875,8 +641,6 @@ impl BatchQueue for DiskQueue {
                     items: b.batch.items,
                     kind: b.batch.kind,
                 };
-                self.index_disk_bytes += rec_len;
-                self.index_body_bytes += e.body_len;
                 self.index.push_back(e);
             }
             Err(e) => {
@@ -889,7 +653,7 @@ impl BatchQueue for DiskQueue {
     }
 
     fn pop_front(&mut self) -> Option<QueuedBatch> {
-        while let Some(e) = self.pop_index() {
+        while let Some(e) = self.index.pop_front() {
             match self.read(&e) {
                 Some(batch) => {
                     self.in_flight = Some(e);
@@ -912,13 +676,11 @@ impl BatchQueue for DiskQueue {
         match self.in_flight {
             Some(e) if e.seq == b.seq => {
                 self.in_flight = None;
-                if self.index_disk_bytes + e.rec_len > self.cap && !self.never_evict {
+                if self.index.disk_bytes() + e.rec_len > self.cap && !self.never_evict {
                     self.advance_cursor();
                     self.update_gauge();
                     return vec![b];
                 }
-                self.index_disk_bytes += e.rec_len;
-                self.index_body_bytes += e.body_len;
                 self.index.push_front(e);
                 Vec::new()
             }
@@ -960,7 +722,7 @@ impl BatchQueue for DiskQueue {
     }
 
     fn bytes(&self) -> u64 {
-        self.index_body_bytes + self.mem.bytes()
+        self.index.body_bytes() + self.mem.bytes()
     }
 
     fn batches(&self) -> usize {
@@ -1020,8 +782,9 @@ impl Drop for DiskQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::{ContentEncoding, PayloadKind};
 
-    fn batch(i: u64, size: usize) -> EncodedBatch {
+    pub(super) fn batch(i: u64, size: usize) -> EncodedBatch {
         let mut body = format!("{{\"batch\":{i}}}").into_bytes();
         body.resize(size.max(body.len()), b' ');
         EncodedBatch {
@@ -1082,141 +845,6 @@ mod tests {
             .collect();
         v.sort();
         v
-    }
-
-    #[test]
-    fn record_round_trip_and_every_field() {
-        for i in 0..6 {
-            let b = batch(i, 40);
-            let rec = encode_record(&b);
-            assert_eq!(rec.len(), HEADER_LEN + PAYLOAD_PREFIX + 40);
-            let (v, len) = parse_record(&rec).unwrap();
-            assert_eq!(len, rec.len());
-            assert_eq!(v.kind, b.kind);
-            assert_eq!(v.encoding, b.encoding);
-            assert_eq!(v.items, i + 1);
-            assert_eq!(v.body, &b.body[..]);
-        }
-        let rec = encode_record(&batch(0, 40));
-        // every single-byte flip is caught (header or CRC-covered payload)
-        for i in 0..rec.len() {
-            let mut r = rec.clone();
-            r[i] ^= 0x40;
-            assert!(parse_record(&r).is_none(), "flip at {i} not caught");
-        }
-        // every truncation is caught
-        for n in 0..rec.len() {
-            assert!(parse_record(&rec[..n]).is_none());
-        }
-    }
-
-    /// The fuzz seeds were written from the format description alone (in
-    /// Python, zlib's CRC32): the reader agrees with it.
-    #[test]
-    fn the_documented_format_reads_back() {
-        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/buffer_records");
-        let valid = fs::read(seeds.join("valid")).unwrap();
-        let s = scan_records(&valid);
-        let views: Vec<_> = s
-            .iter()
-            .map(|x| match x {
-                Scanned::Record { view, .. } => {
-                    (view.kind, view.encoding, view.items, view.body.len())
-                }
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(
-            views,
-            vec![
-                (PayloadKind::Metrics, ContentEncoding::Identity, 2, 46),
-                (PayloadKind::Spans, ContentEncoding::Gzip, 1, 6),
-                (PayloadKind::Metrics, ContentEncoding::Identity, 0, 0),
-            ]
-        );
-        let torn = fs::read(seeds.join("torn")).unwrap();
-        assert!(matches!(
-            scan_records(&torn)[2],
-            Scanned::Corrupt { len: 17, .. }
-        ));
-        let cursor = fs::read(seeds.join("cursor")).unwrap();
-        assert_eq!(decode_cursor(&cursor), Some((3, 1234)));
-    }
-
-    #[test]
-    fn resync_over_fake_headers_stays_within_its_budget() {
-        // 4 MiB of garbage dense with record headers (one every ~100
-        // bytes), each claiming a long record: unbounded, ~40k CRCs over
-        // megabytes each
-        let mut buf = Vec::new();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        while buf.len() < 4 << 20 {
-            let claim = (next() % (4 << 20)) as u32;
-            buf.extend_from_slice(&MAGIC);
-            buf.extend_from_slice(&claim.to_le_bytes());
-            buf.extend_from_slice(&(next() as u32).to_le_bytes());
-            for _ in 0..(next() % 176) {
-                buf.push(b'a' + (next() % 26) as u8);
-            }
-        }
-        let (s, spent) = scan_records_counting(&buf);
-        // bounded: twice the budget, plus the one check that crossed it
-        assert!(spent <= 2 * resync_budget(buf.len()) + buf.len(), "{spent}");
-        // and the whole input is accounted for, as corrupt
-        let covered: usize = s
-            .iter()
-            .map(|x| match x {
-                Scanned::Corrupt { len, .. } => *len,
-                Scanned::Record { .. } => panic!("no record in there"),
-            })
-            .sum();
-        assert_eq!(covered, buf.len());
-    }
-
-    #[test]
-    fn scan_skips_a_torn_tail_and_resyncs_after_garbage() {
-        let recs: Vec<Vec<u8>> = (0..4).map(|i| encode_record(&batch(i, 30))).collect();
-        let l = recs[0].len();
-        // torn tail: the last record cut in half
-        let mut buf: Vec<u8> = recs.concat();
-        buf.truncate(buf.len() - l / 2);
-        let s = scan_records(&buf);
-        assert_eq!(s.len(), 4);
-        assert!(matches!(s[2], Scanned::Record { offset, .. } if offset == 2 * l));
-        assert_eq!(
-            s[3],
-            Scanned::Corrupt {
-                offset: 3 * l,
-                len: l - l / 2
-            }
-        );
-        // random bytes over the middle of record 1: 0, 2, 3 survive
-        let mut buf: Vec<u8> = recs.concat();
-        for (k, b) in buf[l + 5..l + 25].iter_mut().enumerate() {
-            *b = (k as u8).wrapping_mul(37) ^ 0xa5;
-        }
-        let s = scan_records(&buf);
-        let kept: Vec<u64> = s
-            .iter()
-            .filter_map(|x| match x {
-                Scanned::Record { view, .. } => Some(view.items - 1),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(kept, vec![0, 2, 3]);
-        assert_eq!(s[1], Scanned::Corrupt { offset: l, len: l });
-        // nothing valid at all
-        assert_eq!(
-            scan_records(b"garbage CAB1 more"),
-            vec![Scanned::Corrupt { offset: 0, len: 17 }]
-        );
-        assert!(scan_records(b"").is_empty());
     }
 
     #[test]

@@ -230,10 +230,12 @@ impl Delivery {
     }
 
     /// Queue metrics in batches of `batch_size`. Never blocks on the sink
-    /// or awaits. When the metrics lane would exceed its bound its oldest
-    /// batches are dropped and counted; after [`Delivery::shutdown`] began,
-    /// the metrics are dropped and counted with reason `shutdown`.
-    pub fn submit_metrics(&self, mut metrics: Vec<wire::Metric>) {
+    /// or awaits. Non-finite values are dropped and counted first (the
+    /// only place they are). When the metrics lane would exceed its bound
+    /// its oldest batches are dropped and counted; after
+    /// [`Delivery::shutdown`] began, the metrics are dropped and counted
+    /// with reason `shutdown`. Returns how many metrics had a finite value.
+    pub fn submit_metrics(&self, mut metrics: Vec<wire::Metric>) -> usize {
         let sh = &self.shared;
         let before = metrics.len();
         metrics.retain(|m| m.value.is_finite());
@@ -261,6 +263,7 @@ impl Delivery {
         }
         // the spans received since the last cycle become durable with it
         sh.lane(PayloadKind::Spans).lock().queue.sync();
+        metrics.len()
     }
 
     /// Queue a request's spans in batches of `batch_size`, or refuse them

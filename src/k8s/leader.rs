@@ -305,7 +305,7 @@ impl Elector {
     async fn follow(&mut self, first: Duration) {
         let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.cfg.name));
         let stream =
-            watcher::watcher(self.api.clone(), cfg).backoff(super::pods::WatchBackoff::new());
+            watcher::watcher(self.api.clone(), cfg).backoff(super::backoff::WatchBackoff::new());
         let mut stream = pin!(stream);
         let mut deadline = tokio::time::Instant::now() + first;
         let mut seen_in_list = false;

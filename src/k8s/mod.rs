@@ -6,6 +6,7 @@
 //! the background tasks and hands back what the collection cycle uses, none
 //! of which ever waits on the API server.
 
+pub mod backoff;
 pub mod events;
 pub mod health;
 pub mod leader;

@@ -15,17 +15,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 
+use super::backoff::WatchBackoff;
 use super::events::{Tally, TallyKey};
 use super::owners::{Owners, Workload, controller_of};
 use crate::enrich::{Metadata, PodMeta};
@@ -203,45 +202,6 @@ pub fn slim(p: &mut Pod) {
     }
 }
 
-/// Reconnect backoff of the watches: 250 ms doubling to 15 s, with up to
-/// 25% jitter (so a fleet of agents does not reconnect in step), back to
-/// the start after any success.
-#[derive(Debug, Clone)]
-pub struct WatchBackoff {
-    next: Duration,
-}
-
-impl WatchBackoff {
-    pub const MIN: Duration = Duration::from_millis(250);
-    pub const MAX: Duration = Duration::from_secs(15);
-
-    pub fn new() -> Self {
-        WatchBackoff { next: Self::MIN }
-    }
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let d = self.next;
-        self.next = (d * 2).min(Self::MAX);
-        Some(d.mul_f64(1.0 - 0.25 * rand::random::<f64>()))
-    }
-}
-
-impl Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.next = Self::MIN;
-    }
-}
-
 /// Start the pod watch; the returned cache fills once the first list is in.
 pub fn spawn(
     client: Client,
@@ -378,17 +338,6 @@ mod tests {
         let text = include_str!("../../tests/fixtures/k8s/podlist_container_ready.json");
         let list: k8s_openapi::List<Pod> = serde_json::from_str(text).unwrap();
         list.items
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_cap_and_resets() {
-        let mut b = WatchBackoff::new();
-        let d: Vec<Duration> = b.by_ref().take(9).collect();
-        assert!(d[0] <= Duration::from_millis(250) && d[0] >= Duration::from_millis(187));
-        assert!(d[1] <= Duration::from_millis(500) && d[1] >= Duration::from_millis(375));
-        assert!(d[8] <= Duration::from_secs(15) && d[8] >= Duration::from_millis(11250));
-        b.reset();
-        assert!(b.next().unwrap() <= Duration::from_millis(250));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! | not protobuf / truncated | `INVALID_ARGUMENT` |
 //! | message over the limit, plain or inflating past it (gzip bomb: inflation stops at the limit) | `RESOURCE_EXHAUSTED` without `RetryInfo`: permanent by the OTLP spec |
 //! | more than 8192 spans or the memory budget decoded | `RESOURCE_EXHAUSTED` without `RetryInfo` |
-//! | memory budget held by other requests for over 1 s | `RESOURCE_EXHAUSTED` with `RetryInfo` |
+//! | memory budget held by other requests for over 1 s, or all of it held while the message arrives ([`Metered`]) | `RESOURCE_EXHAUSTED` with `RetryInfo` |
 //! | not done within 10 s (a stalled message) | `CANCELLED` (tonic's timeout) |
 //! | some spans with invalid ids | OK with `partial_success` |
 //! | span buffer full | `RESOURCE_EXHAUSTED` with `RetryInfo` (in `grpc-status-details-bin` and `google.rpc.retryinfo-bin`): retryable by the OTLP spec |
@@ -58,6 +58,10 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// flight (the rest wait, unread).
 const MAX_STREAMS: u32 = 16;
 const MAX_IN_FLIGHT: usize = 4;
+/// HTTP/2 flow-control window of a connection and of a stream: the data a
+/// peer may send that nobody reads yet (streams waiting for a slot) stays
+/// under this per connection (hyper's default is 1 MiB).
+const WINDOW: u32 = 128 << 10;
 /// On shutdown, in-flight requests get this long.
 pub const DRAIN: Duration = Duration::from_secs(1);
 
@@ -124,12 +128,14 @@ impl tonic::server::UnaryService<bytes::Bytes> for Export {
     fn call(&mut self, request: Request<bytes::Bytes>) -> Self::Future {
         let ingest = self.ingest.clone();
         Box::pin(async move {
+            // the message's bytes were held as they arrived (Metered)
+            let held = request
+                .extensions()
+                .get::<HeldSlot>()
+                .and_then(HeldSlot::take)
+                .unwrap_or_else(|| ingest.hold_nothing());
             let body = request.into_inner();
-            let mut held = ingest.hold_nothing();
-            let taken = match ingest.hold_more(&mut held, body.len()) {
-                Ok(()) => ingest.take(body, None, Encoding::Protobuf, held).await,
-                Err(r) => Err(r),
-            };
+            let taken = ingest.take(body, None, Encoding::Protobuf, held).await;
             match taken {
                 Ok(a) => {
                     ingest.telemetry().otlp_request(TRANSPORT, "accepted");
@@ -185,6 +191,13 @@ where
             return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
         Box::pin(async move {
+            let slot = HeldSlot::new(ingest.hold_nothing());
+            let mut req = req.map(|b| Metered {
+                inner: Box::pin(b),
+                ingest: ingest.clone(),
+                slot: slot.clone(),
+            });
+            req.extensions_mut().insert(slot);
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
             let limit = ingest.max_body_bytes;
@@ -193,6 +206,76 @@ where
                 .apply_max_message_size_config(Some(limit), None);
             Ok(grpc.unary(Export { ingest }, req).await)
         })
+    }
+}
+
+/// The memory budget a request's message holds while tonic reads it; the
+/// handler takes it over with the whole message.
+#[derive(Clone)]
+struct HeldSlot(Arc<std::sync::Mutex<Option<super::Held>>>);
+
+impl HeldSlot {
+    fn new(held: super::Held) -> Self {
+        HeldSlot(Arc::new(std::sync::Mutex::new(Some(held))))
+    }
+
+    fn take(&self) -> Option<super::Held> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Hold `bytes` more, without waiting.
+    fn charge(&self, ingest: &Ingest, bytes: usize) -> Result<(), Refusal> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_mut() {
+            Some(held) => ingest.hold_more(held, bytes),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The request body, each DATA frame held in the memory budget as it
+/// arrives (as the HTTP path does): tonic buffers a whole message before
+/// decoding, so without this a few half-sent 10 MiB messages would sit
+/// outside the budget.
+struct Metered<B> {
+    inner: Pin<Box<B>>,
+    ingest: Arc<Ingest>,
+    slot: HeldSlot,
+}
+
+impl<B> http_body::Body for Metered<B>
+where
+    B: http_body::Body,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Data = B::Data;
+    type Error = tonic::codegen::StdError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, Self::Error>>> {
+        use bytes::Buf;
+        let frame = match std::task::ready!(self.inner.as_mut().poll_frame(cx)) {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            None => return Poll::Ready(None),
+        };
+        let len = frame.data_ref().map_or(0, |d| d.remaining());
+        if let Err(r) = self.slot.charge(&self.ingest, len) {
+            self.ingest.count_refusal(TRANSPORT, &r);
+            let st = status_of(&r, self.ingest.retry_after);
+            return Poll::Ready(Some(Err(Box::new(st))));
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -324,7 +407,7 @@ fn percent_decode(v: &[u8]) -> String {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let svc = TraceGrpc {
         ingest: ingest.clone(),
@@ -333,12 +416,18 @@ pub async fn serve(
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_STREAMS)
         .concurrency_limit_per_connection(MAX_IN_FLIGHT)
+        // what h2 buffers for streams not yet read, per connection
+        .initial_connection_window_size(WINDOW)
+        .initial_stream_window_size(WINDOW)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(super::metrics::grpc::MetricsGrpc::new(ingest.clone()))
         .add_service(super::metrics::grpc::LogsGrpc)
         .add_service(Guarded { inner: svc, ingest })
-        .serve_with_incoming_shutdown(capped(listener, MAX_CONNECTIONS), shutdown)
+        .serve_with_incoming_shutdown(
+            capped(listener, MAX_CONNECTIONS),
+            shutdown.cancelled_owned(),
+        )
         .await
 }
 

@@ -63,11 +63,11 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-/// Serve until `shutdown` resolves.
+/// Serve until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     crate::server::serve_router(listener, router(ingest), LIMITS, shutdown).await
 }

@@ -445,12 +445,12 @@ async fn blocking_if<T: Send + 'static>(
         .unwrap_or_else(|_| Err(Refusal::ShuttingDown))
 }
 
-/// Bind both ports and serve until `shutdown` resolves.
+/// Bind both ports and serve until `shutdown` is cancelled.
 pub async fn start(
     cfg: &OtlpConfig,
     sink: Arc<dyn SpanSink>,
     telemetry: Arc<Telemetry>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<OtlpHandles, StartError> {
     let http_listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
@@ -480,17 +480,9 @@ pub async fn start(
     let metrics = ingest.metrics();
     let otel_metrics = ingest.otel_metrics();
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopper = tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let http_task = {
         let ingest = ingest.clone();
-        let stop = stopped(stop_rx.clone());
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = http::serve(http_listener, ingest, stop).await {
                 tracing::error!(error = %e, "OTLP/HTTP server failed");
@@ -498,7 +490,7 @@ pub async fn start(
         })
     };
     let grpc_task = {
-        let stop = stopped(stop_rx);
+        let stop = shutdown;
         tokio::spawn(async move {
             if let Err(e) = grpc::serve(grpc_listener, ingest, stop).await {
                 tracing::error!(error = %e, "OTLP/gRPC server failed");
@@ -511,7 +503,7 @@ pub async fn start(
         grpc_addr,
         metrics,
         otel_metrics,
-        tasks: vec![http_task, grpc_task, stopper],
+        tasks: vec![http_task, grpc_task],
     })
 }
 

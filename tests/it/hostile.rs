@@ -486,3 +486,118 @@ async fn invalid_ids_are_a_partial_success() {
     assert_eq!(p.rejected_spans, 1);
     assert!(p.error_message.contains("trace id"), "{}", p.error_message);
 }
+
+/// A connection that sent its headers and `sent` of `declared` body bytes,
+/// then stalls (bytes a pod's client may hold in the agent for the body
+/// timeout).
+fn stall_big(port: u16, declared: usize, sent: usize) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {PB}\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    .unwrap();
+    s.write_all(&vec![0x0a; sent]).unwrap();
+    s
+}
+
+/// A gRPC `Export` whose message declares `declared` bytes and sends
+/// `sent`, then stalls; resolves to the `grpc-status` it is answered with.
+async fn grpc_stall(port: u16, declared: u32, sent: usize) -> tokio::task::JoinHandle<String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = tonic::codegen::http::Request::post(format!(
+        "http://127.0.0.1:{port}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (resp, mut stream) = client.send_request(req, false).unwrap();
+    let mut msg = vec![0u8];
+    msg.extend(declared.to_be_bytes());
+    msg.resize(5 + sent, 0x0a);
+    stream.send_data(msg.into(), false).unwrap();
+    tokio::spawn(async move {
+        let _keep = (client, stream);
+        let resp = resp.await.unwrap();
+        let (parts, mut body) = resp.into_parts();
+        if let Some(s) = parts.headers.get("grpc-status") {
+            return s.to_str().unwrap().to_string();
+        }
+        while body.data().await.is_some() {}
+        let t = body.trailers().await.ok().flatten().unwrap_or_default();
+        t.get("grpc-status")
+            .map(|s| s.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// The memory budget is taken by bodies still arriving (HTTP bodies and
+/// gRPC messages alike, one budget for both): a further request is refused
+/// as overload — 429 with `Retry-After`, `RESOURCE_EXHAUSTED` with a retry
+/// delay — at once, and served again once the stalled ones are cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_held_by_stalled_bodies_is_429_then_recovers() {
+    const MIB: usize = 1 << 20;
+    let a = start("2s");
+    let pid = a.child.id();
+    assert_eq!(post(a.otlp, PB, &small_valid()).0, 200);
+    let before = reset_peak(pid);
+    // 24 MiB budget: two 8 MiB HTTP bodies and 8 MiB of a gRPC message,
+    // each of 9 MiB declared, leave 64 bytes free
+    let port = a.otlp;
+    let stalled = tokio::task::spawn_blocking(move || {
+        vec![
+            stall_big(port, 9 * MIB, 8 * MIB),
+            stall_big(port, 9 * MIB, 8 * MIB),
+        ]
+    })
+    .await
+    .unwrap();
+    let grpc_stalled = grpc_stall(a.grpc, 9 * MIB as u32, 8 * MIB - 5 - 64).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = Instant::now();
+    let (status, head, _) = tokio::task::spawn_blocking(move || post(port, PB, &small_valid()))
+        .await
+        .unwrap();
+    assert_eq!(status, 429, "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    assert!(t.elapsed() <= Duration::from_secs(2), "{:?}", t.elapsed());
+    let req = ExportTraceServiceRequest::decode(&small_valid()[..]).unwrap();
+    let e = grpc(a.grpc).await.export(req.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.metadata().get_bin("google.rpc.retryinfo-bin").is_some(),
+        "no retry delay: {e:?}"
+    );
+    let g = growth(pid, before);
+    assert!(
+        g <= RSS_BOUND,
+        "stalled bodies: peak RSS grew {} MiB",
+        g >> 20
+    );
+    // cut after the body timeout (10 s from their start), then served
+    let status = tokio::time::timeout(Duration::from_secs(15), grpc_stalled)
+        .await
+        .expect("the stalled gRPC message is answered")
+        .unwrap();
+    assert_ne!(status, "0", "a stalled message answered OK");
+    let t = Instant::now();
+    loop {
+        let (status, _, _) = tokio::task::spawn_blocking(move || post(port, PB, &small_valid()))
+            .await
+            .unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "still {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    grpc(a.grpc).await.export(req).await.unwrap();
+    drop(stalled);
+}

@@ -55,7 +55,7 @@ struct Running {
     handles: OtlpHandles,
     sink: Arc<Recorder>,
     telemetry: Arc<Telemetry>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl Running {
@@ -83,17 +83,15 @@ impl Running {
 async fn start(cfg: OtlpConfig) -> Running {
     let sink = Arc::new(Recorder::default());
     let telemetry = Arc::new(Telemetry::new());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handles = otlp::start(&cfg, sink.clone(), telemetry.clone(), async move {
-        let _ = rx.await;
-    })
-    .await
-    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handles = otlp::start(&cfg, sink.clone(), telemetry.clone(), stop.clone())
+        .await
+        .unwrap();
     Running {
         handles,
         sink,
         telemetry,
-        _stop: tx,
+        _stop: stop.drop_guard(),
     }
 }
 

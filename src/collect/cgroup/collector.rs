@@ -1,5 +1,6 @@
-//! [`CgroupCollector`]: SPEC §4 container metrics (and pod network) from the
-//! cgroup tree, v1 or v2.
+//! [`CgroupCollector`]: SPEC §4 container metrics from the cgroup tree, v1
+//! or v2, and through each container's pod the pod network
+//! ([`super::pod_net`]).
 //!
 //! Which hierarchy: cgroup v2 when the unified mount has the `cpu` or
 //! `memory` controller (a hybrid host's empty or `hugetlb`-only unified
@@ -28,8 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::collect::netns;
-use crate::collect::procfs::net_dev::IfaceCounters;
+use crate::collect::procfs::meminfo;
 use crate::collect::{CollectError, Collector};
 use crate::host::HostPaths;
 use crate::model::{About, Sample, unit};
@@ -41,6 +41,7 @@ use super::discover::{Discovery, Found};
 use super::files::{CgFile, FdBudget, raise_nofile_limit};
 use super::mountinfo::{CgroupLayout, read_layout};
 use super::parse::ParseError;
+use super::pod_net::PodNetwork;
 use super::v1::{IoBytes, StackedMajors};
 use super::{v1, v2};
 
@@ -101,13 +102,13 @@ pub enum ContainerError {
 
 /// Read one file and parse it; `Ok(None)` when the file (or its
 /// controller) is not there.
-fn read<T>(
+fn parse_if_open<T>(
     f: &mut Option<CgFile>,
     buf: &mut Vec<u8>,
     parse: impl FnOnce(&str) -> Result<T, ParseError>,
 ) -> Result<Option<T>, ContainerError> {
     match f {
-        Some(f) => read_ref(f, buf, parse),
+        Some(f) => parse_file(f, buf, parse),
         None => Ok(None),
     }
 }
@@ -148,16 +149,35 @@ enum Files {
 /// The controller mounts the collector reads.
 #[derive(Debug, Clone)]
 enum Mode {
-    V1 {
-        cpu: Option<PathBuf>,
-        cpuacct: Option<PathBuf>,
-        memory: Option<PathBuf>,
-        blkio: Option<PathBuf>,
-    },
-    V2 {
-        root: PathBuf,
-    },
+    V1(V1Mounts),
+    V2 { root: PathBuf },
     Off,
+}
+
+/// The v1 controllers' mounts (any may be missing).
+#[derive(Debug, Clone)]
+struct V1Mounts {
+    cpu: Option<PathBuf>,
+    cpuacct: Option<PathBuf>,
+    memory: Option<PathBuf>,
+    blkio: Option<PathBuf>,
+}
+
+impl V1Mounts {
+    /// Where containers are discovered.
+    fn primary(&self) -> Option<&Path> {
+        (self.cpuacct.as_deref())
+            .or(self.cpu.as_deref())
+            .or(self.memory.as_deref())
+            .or(self.blkio.as_deref())
+    }
+
+    /// Where a container's `cgroup.procs` is read.
+    fn procs(&self) -> Option<&Path> {
+        (self.memory.as_deref())
+            .or(self.cpuacct.as_deref())
+            .or(self.cpu.as_deref())
+    }
 }
 
 fn join(root: &Path, rel: &str, file: &str) -> PathBuf {
@@ -182,12 +202,12 @@ impl Mode {
             || layout.memory.is_some()
             || layout.blkio.is_some()
         {
-            return Mode::V1 {
+            return Mode::V1(V1Mounts {
                 cpu: layout.cpu.clone(),
                 cpuacct: layout.cpuacct.clone(),
                 memory: layout.memory.clone(),
                 blkio: layout.blkio.clone(),
-            };
+            });
         }
         match &layout.unified {
             Some(u) => Mode::V2 { root: u.clone() },
@@ -198,16 +218,7 @@ impl Mode {
     /// The hierarchy containers are discovered in.
     fn primary(&self) -> Option<&Path> {
         match self {
-            Mode::V1 {
-                cpu,
-                cpuacct,
-                memory,
-                blkio,
-            } => cpuacct
-                .as_deref()
-                .or(cpu.as_deref())
-                .or(memory.as_deref())
-                .or(blkio.as_deref()),
+            Mode::V1(m) => m.primary(),
             Mode::V2 { root } => Some(root),
             Mode::Off => None,
         }
@@ -223,14 +234,9 @@ impl Mode {
                 .map(|d| CgFile::new(d.clone(), name, budget.clone()))
         };
         match self {
-            Mode::V1 {
-                cpu,
-                cpuacct,
-                memory,
-                blkio,
-            } => {
+            Mode::V1(m) => {
                 let (cpu, cpuacct, memory, blkio) =
-                    (dir(cpu), dir(cpuacct), dir(memory), dir(blkio));
+                    (dir(&m.cpu), dir(&m.cpuacct), dir(&m.memory), dir(&m.blkio));
                 Files::V1(Box::new(V1Files {
                     limits: Limits::new(phase),
                     cpuacct_usage: f(&cpuacct, "cpuacct.usage"),
@@ -309,7 +315,7 @@ impl Limits {
 }
 
 impl Files {
-    fn read(
+    fn read_stats(
         &mut self,
         buf: &mut Vec<u8>,
         stacked: &StackedMajors,
@@ -327,33 +333,33 @@ fn read_v1(
     stacked: &StackedMajors,
 ) -> Result<Stats, ContainerError> {
     let mut s = Stats {
-        cpu_usage_ns: read(&mut f.cpuacct_usage, buf, v1::cpuacct_usage)?,
+        cpu_usage_ns: parse_if_open(&mut f.cpuacct_usage, buf, v1::cpuacct_usage)?,
         ..Stats::default()
     };
-    if let Some(c) = read(&mut f.cpu_stat, buf, v1::cpu_stat)? {
+    if let Some(c) = parse_if_open(&mut f.cpu_stat, buf, v1::cpu_stat)? {
         s.throttling = Some((c.nr_periods, c.nr_throttled, c.throttled_ns));
     }
     if f.limits.due() {
         // the period only matters when there is a quota
         let mut cores = None;
-        if let Some(q) = read(&mut f.quota, buf, v1::cfs_quota)?.flatten()
-            && let Some(p) = read(&mut f.period, buf, v1::cfs_period)?
+        if let Some(q) = parse_if_open(&mut f.quota, buf, v1::cfs_quota)?.flatten()
+            && let Some(p) = parse_if_open(&mut f.period, buf, v1::cfs_period)?
         {
             cores = Some(q as f64 / p as f64);
         }
-        let mem = read(&mut f.mem_limit, buf, v1::memory_limit)?.flatten();
+        let mem = parse_if_open(&mut f.mem_limit, buf, v1::memory_limit)?.flatten();
         f.limits.set(cores, mem);
     }
     (s.cpu_limit_cores, s.mem_limit) = f.limits.get();
-    s.mem_usage = read(&mut f.mem_usage, buf, v1::memory_usage)?;
-    if let Some(m) = read(&mut f.mem_stat, buf, v1::memory_stat)? {
+    s.mem_usage = parse_if_open(&mut f.mem_usage, buf, v1::memory_usage)?;
+    if let Some(m) = parse_if_open(&mut f.mem_stat, buf, v1::memory_stat)? {
         s.rss = Some(m.rss);
         s.cache = Some(m.cache);
         s.swap = m.swap;
         s.inactive_file = Some(m.inactive_file);
     }
-    s.oom_kills = read(&mut f.oom, buf, v1::oom_kills)?.flatten();
-    s.io = read(&mut f.blkio, buf, |t| {
+    s.oom_kills = parse_if_open(&mut f.oom, buf, v1::oom_kills)?.flatten();
+    s.io = parse_if_open(&mut f.blkio, buf, |t| {
         v1::io_service_bytes_disks(t, stacked)
     })?;
     Ok(s)
@@ -365,7 +371,7 @@ fn read_v2(
     stacked: &StackedMajors,
 ) -> Result<Stats, ContainerError> {
     let mut s = Stats::default();
-    if let Some(c) = read_ref(&mut f.cpu_stat, buf, v2::cpu_stat)? {
+    if let Some(c) = parse_file(&mut f.cpu_stat, buf, v2::cpu_stat)? {
         s.cpu_usage_ns = Some(c.usage_usec.saturating_mul(1000));
         s.throttling = c.throttling.map(|t| {
             (
@@ -376,33 +382,33 @@ fn read_v2(
         });
     }
     if f.limits.due() {
-        let cores = read_ref(&mut f.cpu_max, buf, v2::cpu_max)?
+        let cores = parse_file(&mut f.cpu_max, buf, v2::cpu_max)?
             .and_then(|m| m.quota_usec.map(|q| q as f64 / m.period_usec as f64));
-        let mem = read_ref(&mut f.mem_max, buf, |t| {
+        let mem = parse_file(&mut f.mem_max, buf, |t| {
             super::parse::max_or_u64("memory.max", t)
         })?
         .flatten();
         f.limits.set(cores, mem);
     }
     (s.cpu_limit_cores, s.mem_limit) = f.limits.get();
-    s.mem_usage = read_ref(&mut f.mem_current, buf, |t| {
+    s.mem_usage = parse_file(&mut f.mem_current, buf, |t| {
         super::parse::single_u64("memory.current", t)
     })?;
-    if let Some(m) = read_ref(&mut f.mem_stat, buf, v2::memory_stat)? {
+    if let Some(m) = parse_file(&mut f.mem_stat, buf, v2::memory_stat)? {
         s.rss = Some(m.anon);
         s.cache = Some(m.file);
         s.inactive_file = Some(m.inactive_file);
     }
-    s.swap = read_ref(&mut f.swap, buf, |t| {
+    s.swap = parse_file(&mut f.swap, buf, |t| {
         super::parse::single_u64("memory.swap.current", t)
     })?;
-    s.oom_kills = read_ref(&mut f.events, buf, v2::oom_kills)?.flatten();
-    s.io = read_ref(&mut f.io, buf, |t| v2::io_stat_disks(t, stacked))?;
+    s.oom_kills = parse_file(&mut f.events, buf, v2::oom_kills)?.flatten();
+    s.io = parse_file(&mut f.io, buf, |t| v2::io_stat_disks(t, stacked))?;
     Ok(s)
 }
 
-/// [`read`] for a file that is always there in principle.
-fn read_ref<T>(
+/// [`parse_if_open`] for a file that is always there in principle.
+fn parse_file<T>(
     f: &mut CgFile,
     buf: &mut Vec<u8>,
     parse: impl FnOnce(&str) -> Result<T, ParseError>,
@@ -432,23 +438,8 @@ struct ContainerState {
     throttled: Counter,
     throttled_ns: Counter,
     oom: Counter,
-    read: Counter,
-    write: Counter,
-}
-
-/// Per-pod state: the process the network is read through.
-#[derive(Debug, Default)]
-struct PodState {
-    uid: Option<Arc<str>>,
-    pid: Option<u32>,
-    /// Last cycle the network was handled (read, or found nothing to read).
-    cycle: u64,
-    /// Last cycle a container of the pod had no process.
-    misses_cycle: u64,
-    /// Nothing to do before this cycle (host network, or no process).
-    skip_until: u64,
-    rx: Counter,
-    tx: Counter,
+    disk_read: Counter,
+    disk_write: Counter,
 }
 
 /// The container collector (see the module doc).
@@ -459,10 +450,10 @@ pub struct CgroupCollector {
     discovery: Option<Discovery>,
     found: Vec<Arc<Found>>,
     states: StateMap<String, ContainerState>,
-    pods: StateMap<String, PodState>,
+    pods: PodNetwork,
     budget: Arc<FdBudget>,
     buf: Vec<u8>,
-    host_netns: Option<String>,
+    /// The host's `MemTotal`: a limit at or above it is no limit.
     mem_total: Option<u64>,
     cycle: u64,
     /// Containers whose files were set up (spreads limit reads).
@@ -496,11 +487,12 @@ impl CgroupCollector {
     ) -> Self {
         let mode = Mode::choose(&layout);
         let discovery = mode.primary().map(|p| Discovery::new(p, budget.clone()));
-        let host_netns = host_netns(&host.proc);
         let mem_total = std::fs::read_to_string(host.proc_file("meminfo"))
             .ok()
-            .and_then(|t| mem_total(&t));
+            .and_then(|t| meminfo::parse(&t).ok())
+            .map(|m| m.total);
         let stacked = stacked_majors(&host.proc);
+        let pods = PodNetwork::new(&host.proc);
         CgroupCollector {
             host,
             telemetry,
@@ -508,10 +500,9 @@ impl CgroupCollector {
             discovery,
             found: Vec::new(),
             states: StateMap::default(),
-            pods: StateMap::default(),
+            pods,
             budget,
             buf: vec![0; 8192],
-            host_netns,
             mem_total,
             cycle: 0,
             opened: 0,
@@ -522,7 +513,7 @@ impl CgroupCollector {
     /// `"v1"`, `"v2"` or `"off"`: which hierarchy is read.
     pub fn version(&self) -> &'static str {
         match self.mode {
-            Mode::V1 { .. } => "v1",
+            Mode::V1(_) => "v1",
             Mode::V2 { .. } => "v2",
             Mode::Off => "off",
         }
@@ -543,7 +534,7 @@ impl CgroupCollector {
         let mut n = 0;
         for i in 0..self.found.len() {
             let found = self.found[i].clone();
-            match self.one(&found, now, out) {
+            match self.collect_container(&found, now, out) {
                 // a container that lost this cycle's metrics is still there
                 Outcome::Done | Outcome::Skipped => n += 1,
                 Outcome::Vanished => {
@@ -575,21 +566,21 @@ impl CgroupCollector {
                 .states
                 .get(&found.rel.to_string())
                 .is_some_and(|s| s.cycle == self.cycle);
-            if !seen && !matches!(self.one(&found, now, out), Outcome::Vanished) {
+            if !seen && !matches!(self.collect_container(&found, now, out), Outcome::Vanished) {
                 n += 1;
             }
         }
         n
     }
 
-    fn one(&mut self, found: &Found, now: Instant, out: &mut Vec<Sample>) -> Outcome {
+    fn collect_container(&mut self, found: &Found, now: Instant, out: &mut Vec<Sample>) -> Outcome {
         let st = self.states.touch_with(&*found.rel);
         st.cycle = self.cycle;
         let files = st.files.get_or_insert_with(|| {
             self.opened = self.opened.wrapping_add(1);
             self.mode.files(&found.rel, &self.budget, self.opened)
         });
-        let stats = match files.read(&mut self.buf, &self.stacked) {
+        let stats = match files.read_stats(&mut self.buf, &self.stacked) {
             Ok(s) => s,
             Err(e) => {
                 self.telemetry.container_errors.inc();
@@ -615,107 +606,18 @@ impl CgroupCollector {
         let about = About::Container(found.identity.clone());
         emit(&stats, st, now, self.mem_total, &about, out);
         if let Some(uid) = &found.identity.pod_uid {
-            self.pod_network(uid, &found.rel, now, out);
+            let mode = &self.mode;
+            let first_pid = || first_pid(mode, &found.rel);
+            self.pods.collect(self.cycle, uid, first_pid, now, out);
         }
         Outcome::Done
     }
-
-    fn pod_network(&mut self, uid: &str, rel: &str, now: Instant, out: &mut Vec<Sample>) {
-        let cycle = self.cycle;
-        let pod = self.pods.touch_with(uid);
-        if pod.cycle == cycle || cycle < pod.skip_until {
-            return; // done through another container, or nothing to do yet
-        }
-        // a remembered pid is tried first; when it turns out to be another
-        // pod's now (reused), one fresh pid of this container is tried
-        for _ in 0..2 {
-            if pod.pid.is_none() {
-                pod.pid = first_pid(&self.mode, rel);
-                if pod.pid.is_none() {
-                    // no process in this container: let one more container
-                    // of the pod try this cycle, then wait a few cycles
-                    if pod.misses_cycle == cycle {
-                        pod.cycle = cycle;
-                        pod.skip_until = cycle + PODLESS_RETRY_CYCLES;
-                    }
-                    pod.misses_cycle = cycle;
-                    return;
-                }
-            }
-            let pid = pod.pid.expect("set above");
-            pod.cycle = cycle;
-            let read = netns::pod_net(&self.host.proc, pid, self.host_netns.as_deref());
-            // checked after the read: a pid that belongs to the pod after
-            // it was read also did while it was read
-            if !netns::pid_in_pod(&self.host.proc, pid, uid) {
-                pod.pid = None;
-                pod.cycle = 0;
-                continue;
-            }
-            match read {
-                Ok(Some(c)) => {
-                    let uid = pod.uid.get_or_insert_with(|| Arc::from(uid)).clone();
-                    push_pod_rates(pod, uid, c, now, out);
-                }
-                Ok(None) => {
-                    // host network (hostNetwork cannot change for a pod):
-                    // nothing to report; checked again now and then in
-                    // case the process was caught before joining its
-                    // namespace
-                    pod.skip_until = cycle + HOSTNET_RECHECK_CYCLES;
-                }
-                Err(e) => {
-                    pod.pid = None;
-                    warn_limited!("cgroup-podnet", pod_uid = uid, error = %e, "pod network lost for this cycle");
-                }
-            }
-            return;
-        }
-    }
 }
-
-/// The pod's network rates from its counters now.
-fn push_pod_rates(
-    pod: &mut PodState,
-    uid: Arc<str>,
-    c: IfaceCounters,
-    now: Instant,
-    out: &mut Vec<Sample>,
-) {
-    let rx = pod.rx.rate(c.rx_bytes, now);
-    let tx = pod.tx.rate(c.tx_bytes, now);
-    let about = About::Pod { pod_uid: uid };
-    if let Some(r) = rx {
-        out.push(Sample::new(
-            names::NET_RX,
-            r,
-            unit::BYTES_PER_SEC,
-            about.clone(),
-        ));
-    }
-    if let Some(t) = tx {
-        out.push(Sample::new(names::NET_TX, t, unit::BYTES_PER_SEC, about));
-    }
-}
-
-/// Cycles a pod without any process waits before its `cgroup.procs` are
-/// read again.
-const PODLESS_RETRY_CYCLES: u64 = 5;
-/// Cycles between checks that a host-network pod is still one.
-const HOSTNET_RECHECK_CYCLES: u64 = 30;
 
 /// One process of the container at `rel` (its `cgroup.procs`).
 fn first_pid(mode: &Mode, rel: &str) -> Option<u32> {
     let root = match mode {
-        Mode::V1 {
-            memory,
-            cpuacct,
-            cpu,
-            ..
-        } => memory
-            .as_deref()
-            .or(cpuacct.as_deref())
-            .or(cpu.as_deref())?,
+        Mode::V1(m) => m.procs()?,
         Mode::V2 { root } => root,
         Mode::Off => return None,
     };
@@ -730,24 +632,22 @@ fn stacked_majors(proc: &Path) -> StackedMajors {
         .unwrap_or_default()
 }
 
-/// The host's network namespace: that of pid 1, or, when pid 1 cannot be
-/// inspected (a non-dumpable init under a sandbox), that of pid 2
-/// (`kthreadd`: kernel threads always live in the initial namespace).
-fn host_netns(proc: &Path) -> Option<String> {
-    netns::netns_id(proc, 1).or_else(|| netns::netns_id(proc, 2))
-}
-
-/// `MemTotal` of `/proc/meminfo`, bytes.
-fn mem_total(meminfo: &str) -> Option<u64> {
-    let rest = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
-    let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
-    kb.checked_mul(1024)
-}
-
 enum Outcome {
     Done,
     Skipped,
     Vanished,
+}
+
+/// Where one container's samples go, all about the same subject.
+struct SampleOut<'a> {
+    about: &'a About,
+    out: &'a mut Vec<Sample>,
+}
+
+impl SampleOut<'_> {
+    fn push(&mut self, name: &'static str, value: f64, unit: &'static str) {
+        (self.out).push(Sample::new(name, value, unit, self.about.clone()));
+    }
 }
 
 /// Turn one container's stats into samples, updating its counters.
@@ -759,7 +659,23 @@ fn emit(
     about: &About,
     out: &mut Vec<Sample>,
 ) {
-    let mut push = |name, value, unit| out.push(Sample::new(name, value, unit, about.clone()));
+    let mut to = SampleOut { about, out };
+    emit_cpu(s, st, now, &mut to);
+    emit_memory(s, st, now, mem_total, &mut to);
+    let mut push = |name, value, unit| to.push(name, value, unit);
+    if let Some(io) = s.io {
+        if let Some(r) = st.disk_read.rate(io.read, now) {
+            push(names::DISK_READ, r, unit::BYTES_PER_SEC);
+        }
+        if let Some(w) = st.disk_write.rate(io.write, now) {
+            push(names::DISK_WRITE, w, unit::BYTES_PER_SEC);
+        }
+    }
+}
+
+/// Usage, throttling and the limit.
+fn emit_cpu(s: &Stats, st: &mut ContainerState, now: Instant, to: &mut SampleOut<'_>) {
+    let mut push = |name, value, unit| to.push(name, value, unit);
     if let Some(u) = s.cpu_usage_ns
         && let Some(d) = st.cpu.update(u, now)
     {
@@ -792,6 +708,18 @@ fn emit(
     if let Some(c) = s.cpu_limit_cores {
         push(names::CPU_LIMIT, c, unit::CORES);
     }
+}
+
+/// Usage, limit (a limit at or above `mem_total` is none), the parts of
+/// the usage, OOM kills.
+fn emit_memory(
+    s: &Stats,
+    st: &mut ContainerState,
+    now: Instant,
+    mem_total: Option<u64>,
+    to: &mut SampleOut<'_>,
+) {
+    let mut push = |name, value, unit| to.push(name, value, unit);
     if let Some(u) = s.mem_usage {
         push(names::MEM_USAGE, u as f64, unit::BYTES);
         let limit = s
@@ -827,14 +755,6 @@ fn emit(
     {
         push(names::MEM_OOM_KILLS, d.delta as f64, unit::COUNT);
     }
-    if let Some(io) = s.io {
-        if let Some(r) = st.read.rate(io.read, now) {
-            push(names::DISK_READ, r, unit::BYTES_PER_SEC);
-        }
-        if let Some(w) = st.write.rate(io.write, now) {
-            push(names::DISK_WRITE, w, unit::BYTES_PER_SEC);
-        }
-    }
 }
 
 impl Collector for CgroupCollector {
@@ -853,25 +773,11 @@ impl Collector for CgroupCollector {
         self.stacked = stacked_majors(&self.host.proc);
         d.scan(&mut self.found)?;
         self.states.begin();
-        self.pods.begin();
+        self.pods.begin_cycle();
         let n = self.collect_containers(now, out);
         self.states.sweep();
-        self.pods.sweep();
+        self.pods.end_cycle();
         self.telemetry.containers.set(n as i64);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mem_total_parse() {
-        assert_eq!(
-            mem_total("MemTotal:       16314220 kB\nMemFree: 1 kB\n"),
-            Some(16314220 * 1024)
-        );
-        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
     }
 }

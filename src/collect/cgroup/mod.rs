@@ -4,7 +4,8 @@
 //! - [`files`]: kept-open descriptors and the descriptor budget;
 //! - [`discover`]: finding container cgroups in a hierarchy, cheaply;
 //! - [`collector`]: [`CgroupCollector`], turning all that into SPEC §4
-//!   container and pod-network samples;
+//!   container samples;
+//! - [`pod_net`]: the pod network, read through one process of each pod;
 //! - [`path`], [`mountinfo`]: path → identity, and where controllers are.
 
 pub mod collector;
@@ -13,6 +14,7 @@ pub mod files;
 pub mod mountinfo;
 pub mod parse;
 pub mod path;
+pub mod pod_net;
 pub mod v1;
 pub mod v2;
 
