@@ -309,6 +309,7 @@ pub async fn run(cfg: Config) -> ExitCode {
         match crate::otlp::start(&ocfg, sink, telemetry.clone(), shutdown.clone()).await {
             Ok(h) => {
                 collectors.push(Box::new(h.metrics.clone()));
+                collectors.push(Box::new(h.otel_metrics.clone()));
                 otlp = Some(h);
             }
             Err(e) => {

@@ -83,6 +83,14 @@ pub struct Cli {
         default_value = "4317"
     )]
     pub otel_grpc_port: String,
+    /// OTLP metric series held per service; data points of further series
+    /// are counted, not kept
+    #[arg(
+        long,
+        env = "CASED_OTEL_MAX_SERIES_PER_SERVICE",
+        default_value = "2000"
+    )]
+    pub otel_max_series_per_service: String,
     /// Health, readiness and /metrics port
     #[arg(
         long,
@@ -196,6 +204,7 @@ pub struct Config {
     pub enable_otel: bool,
     pub otel_port: u16,
     pub otel_grpc_port: u16,
+    pub otel_max_series_per_service: usize,
     pub health_port: u16,
     pub sink: SinkKind,
     pub namespace: String,
@@ -260,6 +269,14 @@ pub fn parse_bool(flag: &'static str, s: &str) -> Result<bool, ConfigError> {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
         _ => Err(bad(flag, s, "expected true, false, 1 or 0")),
+    }
+}
+
+/// A positive count, at most 1,000,000.
+pub fn parse_count(flag: &'static str, s: &str) -> Result<usize, ConfigError> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(bad(flag, s, "expected a whole number from 1 to 1000000")),
     }
 }
 
@@ -423,6 +440,10 @@ impl Config {
             enable_otel: parse_bool("enable-otel", &cli.enable_otel)?,
             otel_port: parse_port("otel-port", &cli.otel_port)?,
             otel_grpc_port: parse_port("otel-grpc-port", &cli.otel_grpc_port)?,
+            otel_max_series_per_service: parse_count(
+                "otel-max-series-per-service",
+                &cli.otel_max_series_per_service,
+            )?,
             health_port: parse_port("health-port", &cli.health_port)?,
             sink,
             namespace,
@@ -517,6 +538,10 @@ mod tests {
             (&["--interval", "abc"][..], "interval"),
             (&["--batch-size", "0"][..], "batch-size"),
             (&["--otel-port", "70000"][..], "otel-port"),
+            (
+                &["--otel-max-series-per-service", "0"][..],
+                "otel-max-series-per-service",
+            ),
             (&["--health-port", "0"][..], "health-port"),
             (&["--endpoint", "ftp://x"][..], "endpoint"),
             (&["--endpoint", "not a url"][..], "endpoint"),

@@ -97,6 +97,13 @@ fn one(s: Sample, ctx: &CycleContext<'_>, meta: &dyn Metadata) -> Metric {
     let mut tags = BTreeMap::new();
     match &s.about {
         About::Node | About::Tags => {}
+        About::Named(n) => {
+            m.metric_name.clone_from(&n.name);
+            m.unit.clone_from(&n.unit);
+            for (k, v) in &n.tags {
+                tags.insert(k.clone(), v.clone());
+            }
+        }
         About::Container(id) => {
             let found = meta.container(id);
             let pod = match &found {
@@ -181,6 +188,33 @@ mod tests {
         assert_eq!(j["tags"]["pod_uid"], "3f0e2b1a-77c4-4d7e-9a51-6c2d8e9f0a12");
         assert!(j.get("namespace").is_none());
         assert!(j.get("pod_name").is_none());
+    }
+
+    #[test]
+    fn named_sample_takes_its_name_unit_and_tags() {
+        let named = crate::model::Named {
+            name: "http.server.duration.p99".into(),
+            unit: "ms".into(),
+            tags: vec![
+                ("route".into(), "/a".into()),
+                ("service".into(), "api".into()),
+            ],
+        };
+        let mut out = vec![];
+        to_wire(
+            vec![Sample::new("", 12.5, "", About::Named(Arc::new(named)))],
+            &ctx(),
+            &NoMetadata,
+            &mut out,
+        );
+        let j = serde_json::to_value(&out[0]).unwrap();
+        assert_eq!(j["metric_name"], "http.server.duration.p99");
+        assert_eq!(j["unit"], "ms");
+        assert_eq!(j["value"], 12.5);
+        assert_eq!(
+            j["tags"],
+            serde_json::json!({"route": "/a", "service": "api", "node": "n1"})
+        );
     }
 
     #[test]

@@ -65,6 +65,18 @@ pub enum About {
     /// Only the sample's own tags (HTTP, traces, events). `node` is still
     /// added unless the tags carry one.
     Tags,
+    /// A metric its sender named (OTLP metrics): name, unit and tag keys
+    /// are not known when the agent is built, so they travel here and the
+    /// sample's own `name` and `unit` are ignored. `node` is added.
+    Named(Arc<Named>),
+}
+
+/// The name, unit and tags of an [`About::Named`] sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub name: String,
+    pub unit: String,
+    pub tags: Vec<(String, String)>,
 }
 
 /// One value of one metric in one cycle.

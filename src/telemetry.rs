@@ -82,6 +82,12 @@ pub struct Telemetry {
     pub otlp_requests: Family<OtlpLabel, Counter>,
     pub spans_received: Counter,
     pub spans_refused: Counter,
+    pub otel_metrics_requests: Family<OtlpLabel, Counter>,
+    pub otel_points_received: Counter,
+    pub otel_points_rejected: Counter,
+    pub otel_points_overflow: Counter,
+    pub otel_series: Gauge,
+    pub otel_series_freed: Counter,
     pub buffer_disk_bytes: Gauge,
     pub buffer_memory_fallback: Gauge,
     pub buffer_recovered_batches: Counter,
@@ -136,6 +142,12 @@ impl Telemetry {
             otlp_requests: Family::default(),
             spans_received: Counter::default(),
             spans_refused: Counter::default(),
+            otel_metrics_requests: Family::default(),
+            otel_points_received: Counter::default(),
+            otel_points_rejected: Counter::default(),
+            otel_points_overflow: Counter::default(),
+            otel_series: Gauge::default(),
+            otel_series_freed: Counter::default(),
             buffer_disk_bytes: Gauge::default(),
             buffer_memory_fallback: Gauge::default(),
             buffer_recovered_batches: Counter::default(),
@@ -241,6 +253,36 @@ impl Telemetry {
             "spans_refused",
             "Spans refused with 503/RESOURCE_EXHAUSTED because the span buffer was full (the sender retries them); requests refused before decoding count in otlp_requests{outcome=\"refused\"} only",
             t.spans_refused.clone(),
+        );
+        registry.register(
+            "otlp_metrics_requests",
+            "OTLP metrics export requests, by transport and outcome",
+            t.otel_metrics_requests.clone(),
+        );
+        registry.register(
+            "otlp_metric_points_received",
+            "OTLP metric data points added to a series",
+            t.otel_points_received.clone(),
+        );
+        registry.register(
+            "otlp_metric_points_rejected",
+            "OTLP metric data points left out as invalid (reported to the sender in partial_success)",
+            t.otel_points_rejected.clone(),
+        );
+        registry.register(
+            "otlp_metric_points_overflow",
+            "OTLP metric data points of series over --otel-max-series-per-service (or of services over the service cap): counted, not kept",
+            t.otel_points_overflow.clone(),
+        );
+        registry.register(
+            "otlp_metric_series",
+            "OTLP metric series held after the last interval",
+            t.otel_series.clone(),
+        );
+        registry.register(
+            "otlp_metric_series_freed",
+            "OTLP metric series freed after not being seen for 5 intervals",
+            t.otel_series_freed.clone(),
         );
         registry.register(
             "buffer_disk_bytes",
@@ -381,6 +423,15 @@ impl Telemetry {
                 reason: reason.to_string(),
             })
             .inc_by(n);
+    }
+
+    pub fn otel_metrics_request(&self, transport: &str, outcome: &str) {
+        self.otel_metrics_requests
+            .get_or_create(&OtlpLabel {
+                transport: transport.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn otlp_request(&self, transport: &str, outcome: &str) {

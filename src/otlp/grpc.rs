@@ -366,7 +366,7 @@ where
 /// gRPC's convention and the OTLP spec want `RESOURCE_EXHAUSTED` (8). Its
 /// protobuf decode error is `INTERNAL` (13): the request was malformed, so
 /// `INVALID_ARGUMENT` (3).
-fn remap_decode_errors(h: &mut http::HeaderMap) {
+pub(super) fn remap_decode_errors(h: &mut http::HeaderMap) {
     let status = h.get("grpc-status").and_then(|v| v.to_str().ok());
     let message = h
         .get("grpc-message")
@@ -421,6 +421,8 @@ pub async fn serve(
         .initial_stream_window_size(WINDOW)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(super::metrics::grpc::MetricsGrpc::new(ingest.clone()))
+        .add_service(super::metrics::grpc::LogsGrpc)
         .add_service(Guarded { inner: svc, ingest })
         .serve_with_incoming_shutdown(
             capped(listener, MAX_CONNECTIONS),

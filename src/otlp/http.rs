@@ -43,9 +43,9 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// gRPC code numbers used in `google.rpc.Status` bodies.
-const INVALID_ARGUMENT: i32 = 3;
-const RESOURCE_EXHAUSTED: i32 = 8;
-const UNAVAILABLE: i32 = 14;
+pub(super) const INVALID_ARGUMENT: i32 = 3;
+pub(super) const RESOURCE_EXHAUSTED: i32 = 8;
+pub(super) const UNAVAILABLE: i32 = 14;
 
 /// The OTLP/HTTP port's limits: pods on the node hold one or a few
 /// keep-alive connections each.
@@ -58,6 +58,8 @@ pub const LIMITS: crate::server::Limits = crate::server::Limits {
 pub fn router(ingest: Arc<Ingest>) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(super::metrics::http::metrics))
+        .route("/v1/logs", axum::routing::any(super::metrics::http::logs))
         .with_state(ingest)
 }
 
@@ -70,11 +72,11 @@ pub async fn serve(
     crate::server::serve_router(listener, router(ingest), LIMITS, shutdown).await
 }
 
-fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+pub(super) fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn status_reply(status: StatusCode, enc: Encoding, code: i32, msg: &str) -> Response {
+pub(super) fn status_reply(status: StatusCode, enc: Encoding, code: i32, msg: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, enc.content_type())],
@@ -192,7 +194,7 @@ const FIRST_HOLD: usize = 256 << 10;
 /// made at once), its capacity added to `held` as they arrive: `TooLarge` as soon as
 /// it passes the limit, `Busy` when the memory budget is taken (the rest
 /// is then drained, not kept).
-async fn read_body(
+pub(super) async fn read_body(
     mut body: Body,
     ingest: &Ingest,
     held: &mut Held,
@@ -230,7 +232,7 @@ async fn read_body(
 }
 
 /// Read and discard what is left of a body, within bounds.
-async fn drain(mut body: Body) {
+pub(super) async fn drain(mut body: Body) {
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         let mut seen = 0u64;
         while let Some(Ok(frame)) = body.frame().await {

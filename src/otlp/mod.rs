@@ -28,6 +28,7 @@ pub mod grpc;
 pub mod http;
 #[cfg(test)]
 mod meter;
+pub mod metrics;
 pub mod scan;
 
 use std::net::SocketAddr;
@@ -74,6 +75,8 @@ pub struct OtlpConfig {
     pub max_body_bytes: usize,
     /// Distinct services per interval before the overflow bucket.
     pub max_services: usize,
+    /// OTLP metric series held a service (`--otel-max-series-per-service`).
+    pub max_series_per_service: usize,
     /// Requests read and decoded at once, both transports together;
     /// further requests wait.
     pub max_concurrent_requests: usize,
@@ -90,6 +93,7 @@ impl OtlpConfig {
             http_addr: SocketAddr::from(([0, 0, 0, 0], cfg.otel_port)),
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], cfg.otel_grpc_port)),
             cluster_id: cfg.cluster_id.clone(),
+            max_series_per_service: cfg.otel_max_series_per_service,
             ..OtlpConfig::local(0, 0, &cfg.cluster_id)
         }
     }
@@ -102,6 +106,7 @@ impl OtlpConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
             max_body_bytes: decode::DEFAULT_MAX_BODY,
             max_services: aggregate::DEFAULT_MAX_SERVICES,
+            max_series_per_service: metrics::DEFAULT_MAX_SERIES_PER_SERVICE,
             max_concurrent_requests: 4,
             retry_after: Duration::from_secs(1),
             cluster_id: cluster_id.to_string(),
@@ -133,6 +138,8 @@ pub struct OtlpHandles {
     pub grpc_addr: SocketAddr,
     /// The per-interval trace metrics: add it to the cycle's collectors.
     pub metrics: TraceMetrics,
+    /// The per-interval OTLP metrics: add it to the cycle's collectors too.
+    pub otel_metrics: metrics::OtelMetrics,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -236,6 +243,8 @@ pub struct Ingest {
     budget: Arc<Semaphore>,
     pub(crate) max_body_bytes: usize,
     pub(crate) retry_after: Duration,
+    /// OTLP metric series ([`metrics`]).
+    otel: metrics::Shared,
 }
 
 impl Ingest {
@@ -249,7 +258,15 @@ impl Ingest {
             budget: Arc::new(Semaphore::new(MEMORY_BUDGET as usize)),
             max_body_bytes: cfg.max_body_bytes,
             retry_after: cfg.retry_after,
+            otel: Arc::new(Mutex::new(metrics::State::new(
+                cfg.max_series_per_service,
+                cfg.max_services,
+            ))),
         }
+    }
+
+    pub fn otel_metrics(&self) -> metrics::OtelMetrics {
+        metrics::OtelMetrics::new(self.otel.clone(), self.telemetry.clone())
     }
 
     pub fn metrics(&self) -> TraceMetrics {
@@ -469,6 +486,7 @@ pub async fn start(
         })?;
     let ingest = Arc::new(Ingest::new(cfg, sink, telemetry));
     let metrics = ingest.metrics();
+    let otel_metrics = ingest.otel_metrics();
 
     let http_task = {
         let ingest = ingest.clone();
@@ -492,6 +510,7 @@ pub async fn start(
         http_addr,
         grpc_addr,
         metrics,
+        otel_metrics,
         tasks: vec![http_task, grpc_task],
     })
 }

@@ -20,14 +20,14 @@ use rand::{Rng, SeedableRng};
 use crate::cli::{agent, free_port, http_get, unsafe_kill};
 
 /// The bound on peak RSS growth, whatever the body.
-const RSS_BOUND: u64 = 32 << 20;
+pub(crate) const RSS_BOUND: u64 = 32 << 20;
 const PB: &str = "application/x-protobuf";
 
-struct Agent {
-    child: Child,
-    otlp: u16,
-    grpc: u16,
-    health: u16,
+pub(crate) struct Agent {
+    pub(crate) child: Child,
+    pub(crate) otlp: u16,
+    pub(crate) grpc: u16,
+    pub(crate) health: u16,
 }
 
 impl Drop for Agent {
@@ -37,7 +37,7 @@ impl Drop for Agent {
     }
 }
 
-fn start(grace: &str) -> Agent {
+pub(crate) fn start(grace: &str) -> Agent {
     let (otlp, grpc, health) = (free_port(), free_port(), free_port());
     let child = agent()
         .args(["--sink", "stdout", "--cluster-id", "c-hostile"])
@@ -76,12 +76,12 @@ fn status_kb(pid: u32, key: &str) -> u64 {
 }
 
 /// Reset `VmHWM` to the current RSS (Linux ≥ 4.0: write 5 to clear_refs).
-fn reset_peak(pid: u32) -> u64 {
+pub(crate) fn reset_peak(pid: u32) -> u64 {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
     status_kb(pid, "VmRSS:")
 }
 
-fn growth(pid: u32, before: u64) -> u64 {
+pub(crate) fn growth(pid: u32, before: u64) -> u64 {
     status_kb(pid, "VmHWM:").saturating_sub(before)
 }
 

@@ -377,8 +377,8 @@ async fn http_bad_inputs_get_their_status() {
         assert_eq!(resp.status().as_u16(), 405, "{m}");
         assert_eq!(resp.headers()["allow"], "POST", "{m}");
     }
-    // other paths
-    let other = url.replace("/v1/traces", "/v1/metrics");
+    // other paths (`/v1/metrics` is the metrics receiver's: tests/it/hostile_metrics.rs)
+    let other = url.replace("/v1/traces", "/v1/profiles");
     assert_eq!(post(&c, &other, Some(PB), None, pb).await.0, 404);
 
     assert!(r.spans().is_empty(), "nothing bad reached the sink");

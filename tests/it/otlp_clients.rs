@@ -23,14 +23,14 @@ use crate::support::receiver::{Receiver, Reply};
 const KEY: &str = "k-otlp-SECRET";
 const OTLP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp");
 
-struct Clients {
-    python: PathBuf,
-    node: PathBuf,
+pub(crate) struct Clients {
+    pub(crate) python: PathBuf,
+    pub(crate) node: PathBuf,
 }
 
 /// The installed SDK clients, or `None` (skip) when they are missing and
 /// CI is not set.
-fn clients() -> Option<Clients> {
+pub(crate) fn clients() -> Option<Clients> {
     let python = std::env::var_os("CASED_OTLP_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -73,11 +73,11 @@ fn clients() -> Option<Clients> {
 }
 
 /// The agent with the OTLP receiver on free ports; killed on drop.
-struct Agent {
-    child: Child,
-    http: u16,
-    grpc: u16,
-    health: u16,
+pub(crate) struct Agent {
+    pub(crate) child: Child,
+    pub(crate) http: u16,
+    pub(crate) grpc: u16,
+    pub(crate) health: u16,
 }
 
 impl Drop for Agent {
@@ -88,7 +88,7 @@ impl Drop for Agent {
 }
 
 impl Agent {
-    async fn start(api: &str, extra: &[&str]) -> Agent {
+    pub(crate) async fn start(api: &str, extra: &[&str]) -> Agent {
         let (http, grpc, health) = (free_port(), free_port(), free_port());
         let mut c = agent();
         c.args([
@@ -142,7 +142,7 @@ impl Agent {
     }
 
     /// A counter of the agent's `/metrics`.
-    fn counter(&self, name: &str) -> u64 {
+    pub(crate) fn counter(&self, name: &str) -> u64 {
         let (_, text) = http_get(self.health, "/metrics").unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -225,7 +225,7 @@ fn received_spans(rx: &Receiver, max_batch: usize) -> Vec<Value> {
     out
 }
 
-fn wait_until(
+pub(crate) fn wait_until(
     what: &str,
     timeout: Duration,
     mut ok: impl FnMut() -> bool,

@@ -7,7 +7,8 @@
 #   Python SDK  opentelemetry-sdk + exporter-otlp-proto-http/-grpc 1.45.2
 #               into a venv at $CASED_OTLP_VENV (default target/otlp-venv)
 #   JS SDK      @opentelemetry/sdk-trace-base 2.12.1 +
-#               exporter-trace-otlp-http 0.223.1 into tests/otlp/node_modules
+#               exporter-trace-otlp-http 0.223.1, sdk-metrics 2.12.0 +
+#               exporter-metrics-otlp-http 0.223.0 into tests/otlp/node_modules
 #               (run with the machine's node, 18 or newer)
 #
 # The tests find them at those paths, or through:
