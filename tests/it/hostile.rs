@@ -504,19 +504,29 @@ fn stall_big(port: u16, declared: usize, sent: usize) -> TcpStream {
 /// A gRPC `Export` whose message declares `declared` bytes and sends
 /// `sent`, then stalls; resolves to the `grpc-status` it is answered with.
 async fn grpc_stall(port: u16, declared: u32, sent: usize) -> tokio::task::JoinHandle<String> {
+    let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    grpc_stall_at(port, path, declared, sent).await
+}
+
+/// A gRPC message to `path` declaring `declared` bytes of which `sent`
+/// are sent, the stream left open; the task returns its `grpc-status`.
+pub(crate) async fn grpc_stall_at(
+    port: u16,
+    path: &str,
+    declared: u32,
+    sent: usize,
+) -> tokio::task::JoinHandle<String> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
-    let req = tonic::codegen::http::Request::post(format!(
-        "http://127.0.0.1:{port}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(())
-    .unwrap();
+    let req = tonic::codegen::http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
     let (resp, mut stream) = client.send_request(req, false).unwrap();
     let mut msg = vec![0u8];
     msg.extend(declared.to_be_bytes());

@@ -1,7 +1,8 @@
 //! Hostile input on the OTLP metrics path, against the binary: millions of
 //! empty data points and huge packed bucket arrays stay within the RSS
 //! bound (refused before decoding), malformed bodies are 400, invalid
-//! points a partial success, logs a clear 404 / `UNIMPLEMENTED`.
+//! points a partial success, logs a clear 404 / `UNIMPLEMENTED`, and
+//! half-sent gRPC metrics messages held in the shared memory budget.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -20,7 +21,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use crate::hostile::{RSS_BOUND, growth, reset_peak, start};
+use crate::hostile::{RSS_BOUND, growth, grpc_stall_at, reset_peak, start};
 
 const PB: &str = "application/x-protobuf";
 
@@ -187,6 +188,58 @@ async fn empty_data_points_and_huge_buckets_are_bounded() {
     assert!(g <= RSS_BOUND, "JSON: peak RSS grew {} MiB", g >> 20);
     // still serving
     assert_eq!(post(a.otlp, "/v1/metrics", PB, &small).0, 200);
+}
+
+const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// Half-sent gRPC metrics messages hold the one memory budget while they
+/// arrive, as trace messages do: with all of it held, a further metrics
+/// or trace request is refused as overload (retryable) at once, and both
+/// are served again once the stalled messages are cut (10 s timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_metrics_messages_hold_the_budget() {
+    const MIB: usize = 1 << 20;
+    let a = start("2s");
+    let pid = a.child.id();
+    let small = request(vec![gauge("g", vec![point(1.0)])]);
+    grpc(a.grpc).await.export(small.clone()).await.unwrap();
+    let before = reset_peak(pid);
+    // 24 MiB budget: three messages of 8 MiB (9 MiB declared) leave 64 bytes
+    let mut stalled = Vec::new();
+    for sent in [8 * MIB - 5, 8 * MIB - 5, 8 * MIB - 5 - 64] {
+        stalled.push(grpc_stall_at(a.grpc, METRICS_EXPORT, 9 * MIB as u32, sent).await);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let e = grpc(a.grpc).await.export(small.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.metadata().get_bin("google.rpc.retryinfo-bin").is_some(),
+        "not retryable: {e:?}"
+    );
+    let port = a.otlp;
+    let body = small.encode_to_vec();
+    let (status, _) = tokio::task::spawn_blocking(move || post(port, "/v1/traces", PB, &body))
+        .await
+        .unwrap();
+    assert_eq!(status, 429, "a trace request beside a full budget");
+    let g = growth(pid, before);
+    assert!(
+        g <= RSS_BOUND,
+        "stalled messages: peak RSS grew {} MiB",
+        g >> 20
+    );
+    for s in stalled {
+        let status = tokio::time::timeout(Duration::from_secs(15), s)
+            .await
+            .expect("a stalled metrics message is answered")
+            .unwrap();
+        assert_ne!(status, "0", "a stalled message answered OK");
+    }
+    let t = std::time::Instant::now();
+    while let Err(e) = grpc(a.grpc).await.export(small.clone()).await {
+        assert!(t.elapsed() < Duration::from_secs(5), "still refused: {e:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

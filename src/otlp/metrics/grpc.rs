@@ -2,7 +2,9 @@
 //! on the trace receiver's gRPC server (its connection cap, stream limits
 //! and 10 s request timeout), and `LogsService`, answered `UNIMPLEMENTED`.
 //!
-//! As for traces, the message reaches [`Export`] undecoded ([`RawCodec`]):
+//! As for traces, the message reaches [`Export`] undecoded
+//! ([`crate::otlp::grpc::codec::RawCodec`]) and held in the memory budget
+//! as it arrives ([`crate::otlp::grpc::guard`]):
 //! its cost is bounded and held in the memory budget before prost decodes
 //! it. Statuses: `OK` (with `partial_success` for points left out);
 //! `INVALID_ARGUMENT` not protobuf; `RESOURCE_EXHAUSTED` without
@@ -15,68 +17,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
-use prost::Message;
-use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
+use crate::otlp::Ingest;
 use crate::otlp::decode::Encoding;
-use crate::otlp::grpc::{refusal, remap_decode_errors};
-use crate::otlp::{Ingest, Refusal};
+use crate::otlp::grpc::guard::HeldSlot;
+use crate::otlp::grpc::{codec, status_of};
 
 const TRANSPORT: &str = "grpc";
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
-
-/// The message undecoded; the response encoded.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-struct RawDecoder;
-struct ResponseEncoder;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = ExportMetricsServiceResponse;
-    type Decode = bytes::Bytes;
-    type Encoder = ResponseEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> ResponseEncoder {
-        ResponseEncoder
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl tonic::codec::Decoder for RawDecoder {
-    type Item = bytes::Bytes;
-    type Error = Status;
-
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<bytes::Bytes>, Status> {
-        use bytes::Buf;
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
-impl tonic::codec::Encoder for ResponseEncoder {
-    type Item = ExportMetricsServiceResponse;
-    type Error = Status;
-
-    fn encode(
-        &mut self,
-        item: ExportMetricsServiceResponse,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("cannot encode the response: {e}")))
-    }
-}
 
 #[derive(Clone)]
 struct Export {
@@ -90,16 +42,12 @@ impl tonic::server::UnaryService<bytes::Bytes> for Export {
     fn call(&mut self, request: Request<bytes::Bytes>) -> Self::Future {
         let ingest = self.ingest.clone();
         Box::pin(async move {
+            // the message's bytes were held as they arrived (guard)
+            let held = HeldSlot::take_from(&request, &ingest);
             let body = request.into_inner();
-            let mut held = ingest.hold_nothing();
-            let taken = match ingest.hold_more(&mut held, body.len()) {
-                Ok(()) => {
-                    ingest
-                        .take_metrics(body, None, Encoding::Protobuf, held)
-                        .await
-                }
-                Err(r) => Err(r),
-            };
+            let taken = ingest
+                .take_metrics(body, None, Encoding::Protobuf, held)
+                .await;
             match taken {
                 Ok(t) => {
                     ingest.count_metrics(TRANSPORT, "accepted");
@@ -107,15 +55,7 @@ impl tonic::server::UnaryService<bytes::Bytes> for Export {
                 }
                 Err(r) => {
                     ingest.count_metrics(TRANSPORT, r.outcome());
-                    let msg = r.to_string();
-                    Err(match r {
-                        Refusal::Malformed(_) | Refusal::Unsupported(_) => {
-                            Status::invalid_argument(msg)
-                        }
-                        Refusal::TooLarge(_) => Status::resource_exhausted(msg),
-                        Refusal::Busy | Refusal::Full => refusal(&msg, ingest.retry_after),
-                        Refusal::ShuttingDown => Status::unavailable(msg),
-                    })
+                    Err(status_of(&r, ingest.retry_after))
                 }
             }
         })
@@ -159,26 +99,8 @@ where
             return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
         Box::pin(async move {
-            let mut gzip = EnabledCompressionEncodings::default();
-            gzip.enable(CompressionEncoding::Gzip);
-            let limit = ingest.max_body_bytes;
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .apply_compression_config(gzip, gzip)
-                .apply_max_message_size_config(Some(limit), None);
-            let resp = grpc.unary(Export { ingest }, req).await;
-            // tonic's own over-limit and decode statuses, as for traces
-            let (mut parts, body) = resp.into_parts();
-            remap_decode_errors(&mut parts.headers);
-            let body = body.map_frame(|mut f| {
-                if let Some(t) = f.trailers_mut() {
-                    remap_decode_errors(t);
-                }
-                f
-            });
-            Ok(http::Response::from_parts(
-                parts,
-                tonic::body::Body::new(body),
-            ))
+            let mut grpc = codec::server::<ExportMetricsServiceResponse>(ingest.max_body_bytes);
+            Ok(grpc.unary(Export { ingest }, req).await)
         })
     }
 }
