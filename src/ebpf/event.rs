@@ -6,7 +6,39 @@
 pub const MAX_BUF: usize = 256;
 /// Size of one record.
 pub const EVENT_LEN: usize = HEADER + MAX_BUF;
-const HEADER: usize = 56;
+const HEADER: usize = at::BUF;
+
+/// Byte offsets of `struct http_event`'s fields: the one definition on
+/// this side; the C side asserts the same (`_Static_assert`), and a test
+/// reads them back from the object's BTF.
+mod at {
+    pub const TS: usize = 0;
+    pub const TGID: usize = 8;
+    pub const FD: usize = 12;
+    pub const BYTES: usize = 16;
+    pub const LEN: usize = 20;
+    pub const KIND: usize = 22;
+    pub const CGROUP_V2: usize = 24;
+    pub const CGROUP_CPU: usize = 32;
+    pub const SOCK: usize = 40;
+    pub const START: usize = 48;
+    pub const BUF: usize = 56;
+}
+
+/// (C field name, byte offset) of every field, in order.
+pub const LAYOUT: [(&str, usize); 11] = [
+    ("ts", at::TS),
+    ("tgid", at::TGID),
+    ("fd", at::FD),
+    ("bytes", at::BYTES),
+    ("len", at::LEN),
+    ("kind", at::KIND),
+    ("cgroup_v2", at::CGROUP_V2),
+    ("cgroup_cpu", at::CGROUP_CPU),
+    ("sock", at::SOCK),
+    ("start", at::START),
+    ("buf", at::BUF),
+];
 
 /// What the syscall did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +108,8 @@ pub fn decode(b: &[u8]) -> Option<Event<'_>> {
     if b.len() < HEADER {
         return None;
     }
-    let len = usize::from(u16::from_le_bytes([b[20], b[21]]));
-    let kind = match b[22] {
+    let len = usize::from(u16::from_le_bytes([b[at::LEN], b[at::LEN + 1]]));
+    let kind = match b[at::KIND] {
         1 => Kind::Read,
         2 => Kind::Write,
         3 => Kind::Close,
@@ -85,15 +117,15 @@ pub fn decode(b: &[u8]) -> Option<Event<'_>> {
     };
     let data = b.get(HEADER..HEADER + len.min(MAX_BUF))?;
     Some(Event {
-        ts_ns: u64_at(b, 0),
-        tgid: u32_at(b, 8),
-        fd: u32_at(b, 12),
+        ts_ns: u64_at(b, at::TS),
+        tgid: u32_at(b, at::TGID),
+        fd: u32_at(b, at::FD),
         kind,
-        bytes: u32_at(b, 16),
-        cgroup_v2: u64_at(b, 24),
-        cgroup_cpu: u64_at(b, 32),
-        sock: u64_at(b, 40),
-        start_ns: u64_at(b, 48),
+        bytes: u32_at(b, at::BYTES),
+        cgroup_v2: u64_at(b, at::CGROUP_V2),
+        cgroup_cpu: u64_at(b, at::CGROUP_CPU),
+        sock: u64_at(b, at::SOCK),
+        start_ns: u64_at(b, at::START),
         data,
     })
 }
@@ -102,16 +134,17 @@ pub fn decode(b: &[u8]) -> Option<Event<'_>> {
 pub fn encode_event(e: &Event<'_>) -> Vec<u8> {
     let mut b = vec![0u8; EVENT_LEN];
     let n = e.data.len().min(MAX_BUF);
-    b[..8].copy_from_slice(&e.ts_ns.to_le_bytes());
-    b[8..12].copy_from_slice(&e.tgid.to_le_bytes());
-    b[12..16].copy_from_slice(&e.fd.to_le_bytes());
-    b[16..20].copy_from_slice(&e.bytes.to_le_bytes());
-    b[20..22].copy_from_slice(&(n as u16).to_le_bytes());
-    b[22] = kind_byte(e.kind);
-    b[24..32].copy_from_slice(&e.cgroup_v2.to_le_bytes());
-    b[32..40].copy_from_slice(&e.cgroup_cpu.to_le_bytes());
-    b[40..48].copy_from_slice(&e.sock.to_le_bytes());
-    b[48..56].copy_from_slice(&e.start_ns.to_le_bytes());
+    let mut put = |at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+    put(at::TS, &e.ts_ns.to_le_bytes());
+    put(at::TGID, &e.tgid.to_le_bytes());
+    put(at::FD, &e.fd.to_le_bytes());
+    put(at::BYTES, &e.bytes.to_le_bytes());
+    put(at::LEN, &(n as u16).to_le_bytes());
+    put(at::KIND, &[kind_byte(e.kind)]);
+    put(at::CGROUP_V2, &e.cgroup_v2.to_le_bytes());
+    put(at::CGROUP_CPU, &e.cgroup_cpu.to_le_bytes());
+    put(at::SOCK, &e.sock.to_le_bytes());
+    put(at::START, &e.start_ns.to_le_bytes());
     b[HEADER..HEADER + n].copy_from_slice(&e.data[..n]);
     b
 }

@@ -33,7 +33,7 @@ use crate::model::Sample;
 use crate::telemetry::Telemetry;
 
 /// The compiled program (built by `bpf/build.sh` from `bpf/http.bpf.c`).
-static OBJECT: &[u8] = aya::include_bytes_aligned!("bpf/http.bpf.o");
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!("bpf/http.bpf.o");
 
 /// How often the reader thread drains the ring when nothing wakes it.
 const POLL: Duration = Duration::from_millis(100);

@@ -13,6 +13,8 @@
 //! - [`pipeline`] chains those for each record; [`HttpCollector`] drains it all once per cycle into samples.
 
 pub mod aggregate;
+#[cfg(test)]
+mod btf_layout;
 pub mod event;
 pub mod http;
 pub mod loader;

@@ -92,13 +92,26 @@ struct http_event {
 	__u8 buf[HTTP_MAX_BUF];
 };
 
-// userspace decodes these offsets (src/ebpf/event.rs)
-_Static_assert(__builtin_offsetof(struct http_event, len) == 20, "layout");
-_Static_assert(__builtin_offsetof(struct http_event, cgroup_v2) == 24, "layout");
-_Static_assert(__builtin_offsetof(struct http_event, sock) == 40, "layout");
-_Static_assert(__builtin_offsetof(struct http_event, start) == 48, "layout");
-_Static_assert(__builtin_offsetof(struct http_event, buf) == 56, "layout");
+// userspace decodes these offsets (src/ebpf/event.rs `LAYOUT`; a test
+// there reads them back from this object's BTF)
+#define AT(field, off) \
+	_Static_assert(__builtin_offsetof(struct http_event, field) == off, #field)
+AT(ts, 0);
+AT(tgid, 8);
+AT(fd, 12);
+AT(bytes, 16);
+AT(len, 20);
+AT(kind, 22);
+AT(cgroup_v2, 24);
+AT(cgroup_cpu, 32);
+AT(sock, 40);
+AT(start, 48);
+AT(buf, 56);
+#undef AT
 _Static_assert(sizeof(struct http_event) == 56 + HTTP_MAX_BUF, "layout");
+// a typed global so the object's BTF describes the record (locals are not
+// in BTF): the layout test reads it there; 8 bytes of .rodata, never read
+const struct http_event *const http_event_layout __attribute__((unused)) = 0;
 
 // the syscall in flight on a thread: entered reads (and writes that look
 // like HTTP), completed at exit. Task storage: a pointer off the task, no
