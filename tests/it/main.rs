@@ -14,6 +14,7 @@ mod faults;
 mod hostile;
 mod hostile_metrics;
 mod k8s;
+mod lease_clock;
 mod netns;
 mod node;
 mod otlp;

@@ -220,6 +220,16 @@ impl FakeApi {
         api
     }
 
+    /// A client of this API in the test's own process, without a socket:
+    /// requests go straight to the handler, so a test on a paused tokio
+    /// clock controls every timer on both sides.
+    pub fn in_process_client(&self) -> kube::Client {
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(self.shared.clone());
+        kube::Client::new(app, "default")
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
