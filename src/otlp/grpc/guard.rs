@@ -20,28 +20,28 @@ use crate::otlp::{Held, Ingest, Refusal};
 
 /// Which export a request is, by its path: where its refusals are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Signal {
+enum CountAs {
     Traces,
     Metrics,
     Other,
 }
 
-impl Signal {
-    fn of(path: &str) -> Signal {
+impl CountAs {
+    fn of(path: &str) -> CountAs {
         if path.starts_with("/opentelemetry.proto.collector.trace.") {
-            Signal::Traces
+            CountAs::Traces
         } else if path.starts_with("/opentelemetry.proto.collector.metrics.") {
-            Signal::Metrics
+            CountAs::Metrics
         } else {
-            Signal::Other
+            CountAs::Other
         }
     }
 
     fn count(self, ingest: &Ingest, r: &Refusal) {
         match self {
-            Signal::Traces => ingest.count_refusal(TRANSPORT, r),
-            Signal::Metrics => ingest.count_metrics(TRANSPORT, r.outcome()),
-            Signal::Other => {}
+            CountAs::Traces => ingest.count_refusal(TRANSPORT, r),
+            CountAs::Metrics => ingest.count_metrics(TRANSPORT, r.outcome()),
+            CountAs::Other => {}
         }
     }
 }
@@ -99,7 +99,7 @@ where
         // keep the service polled ready for this call, leave its clone
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let signal = Signal::of(req.uri().path());
+        let count_as = CountAs::of(req.uri().path());
         let slot = HeldSlot::new(self.ingest.hold_nothing());
         let ingest = self.ingest.clone();
         let mut req = req.map(|b| {
@@ -107,7 +107,7 @@ where
                 inner: b,
                 ingest,
                 slot: slot.clone(),
-                signal,
+                count_as,
             })
         });
         req.extensions_mut().insert(slot);
@@ -154,7 +154,7 @@ struct Metered {
     inner: Body,
     ingest: Arc<Ingest>,
     slot: HeldSlot,
-    signal: Signal,
+    count_as: CountAs,
 }
 
 impl http_body::Body for Metered {
@@ -172,7 +172,7 @@ impl http_body::Body for Metered {
         };
         let len = frame.data_ref().map_or(0, |d| d.remaining());
         if let Err(r) = self.slot.charge(&self.ingest, len) {
-            self.signal.count(&self.ingest, &r);
+            self.count_as.count(&self.ingest, &r);
             let st = status_of(&r, self.ingest.retry_after);
             return Poll::Ready(Some(Err(Box::new(st))));
         }
@@ -252,20 +252,20 @@ mod tests {
         let cases = [
             (
                 "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                Signal::Traces,
+                CountAs::Traces,
             ),
             (
                 "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-                Signal::Metrics,
+                CountAs::Metrics,
             ),
             (
                 "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-                Signal::Other,
+                CountAs::Other,
             ),
-            ("/", Signal::Other),
+            ("/", CountAs::Other),
         ];
         for (path, want) in cases {
-            assert_eq!(Signal::of(path), want, "{path}");
+            assert_eq!(CountAs::of(path), want, "{path}");
         }
     }
 

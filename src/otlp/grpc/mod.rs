@@ -19,7 +19,7 @@
 //! every service. [`Guarded`] refuses a trace request before decoding it
 //! when the span buffer has no room.
 //!
-//! The message reaches [`Export`] undecoded ([`codec::RawCodec`]): its cost is
+//! The message reaches [`Traces`] undecoded ([`codec::RawCodec`], [`export`]): its cost is
 //! bounded and held in the memory budget before prost decodes it, and the
 //! shared request permits are taken only then, once it was read. Limits:
 //! [`MAX_CONNECTIONS`], 16 streams and 4 requests in flight a connection,
@@ -27,6 +27,7 @@
 
 pub mod codec;
 mod conn;
+pub mod export;
 pub mod guard;
 
 use std::convert::Infallible;
@@ -41,12 +42,11 @@ use prost::Message;
 use tonic::codegen::{Service, http};
 use tonic::metadata::MetadataValue;
 use tonic::server::NamedService;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Status};
 
 use super::decode::Encoding;
 use super::decode::{ProtoAny, ProtoDuration, RetryInfo, RpcStatus};
 use super::{Ingest, Refusal};
-use guard::HeldSlot;
 
 const TRANSPORT: &str = "grpc";
 
@@ -70,34 +70,30 @@ pub const DRAIN: Duration = Duration::from_secs(1);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
 
-/// `TraceService/Export` over [`codec::RawCodec`].
-#[derive(Clone)]
-struct Export {
-    ingest: Arc<Ingest>,
-}
+/// Traces: `TraceService/Export`.
+pub struct Traces;
 
-impl tonic::server::UnaryService<bytes::Bytes> for Export {
+impl export::Signal for Traces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = EXPORT_PATH;
     type Response = ExportTraceServiceResponse;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Self::Response>, Status>> + Send>>;
 
-    fn call(&mut self, request: Request<bytes::Bytes>) -> Self::Future {
-        let ingest = self.ingest.clone();
-        Box::pin(async move {
-            // the message's bytes were held as they arrived (guard)
-            let held = HeldSlot::take_from(&request, &ingest);
-            let body = request.into_inner();
-            let taken = ingest.take(body, None, Encoding::Protobuf, held).await;
-            match taken {
-                Ok(a) => {
-                    ingest.telemetry().otlp_request(TRANSPORT, "accepted");
-                    Ok(Response::new(super::http::response(&a)))
-                }
-                Err(r) => {
-                    ingest.count_refusal(TRANSPORT, &r);
-                    Err(status_of(&r, ingest.retry_after))
-                }
+    async fn take(
+        ingest: Arc<Ingest>,
+        body: bytes::Bytes,
+        held: super::Held,
+        _peer: Option<std::net::IpAddr>,
+    ) -> Result<ExportTraceServiceResponse, Status> {
+        match ingest.take(body, None, Encoding::Protobuf, held).await {
+            Ok(a) => {
+                ingest.telemetry().otlp_request(TRANSPORT, "accepted");
+                Ok(super::http::response(&a))
             }
-        })
+            Err(r) => {
+                ingest.count_refusal(TRANSPORT, &r);
+                Err(status_of(&r, ingest.retry_after))
+            }
+        }
     }
 }
 
@@ -110,41 +106,6 @@ pub(crate) fn status_of(r: &Refusal, retry_after: Duration) -> Status {
         Refusal::TooLarge(_) => Status::resource_exhausted(msg),
         Refusal::Busy | Refusal::Full => refusal(&msg, retry_after),
         Refusal::ShuttingDown => Status::unavailable(msg),
-    }
-}
-
-/// The trace service: routes `Export`, answers `UNIMPLEMENTED` otherwise.
-#[derive(Clone)]
-pub struct TraceGrpc {
-    ingest: Arc<Ingest>,
-}
-
-impl NamedService for TraceGrpc {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-}
-
-impl<B> Service<http::Request<B>> for TraceGrpc
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let ingest = self.ingest.clone();
-        if req.uri().path() != EXPORT_PATH {
-            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
-        }
-        Box::pin(async move {
-            let mut grpc = codec::server::<ExportTraceServiceResponse>(ingest.max_body_bytes);
-            Ok(grpc.unary(Export { ingest }, req).await)
-        })
     }
 }
 
@@ -224,9 +185,8 @@ pub async fn serve(
     ingest: Arc<Ingest>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = TraceGrpc {
-        ingest: ingest.clone(),
-    };
+    let traces = export::ExportService::<Traces>::new(ingest.clone());
+    let metrics = export::ExportService::<super::metrics::grpc::Metrics>::new(ingest.clone());
     tonic::transport::Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_STREAMS)
@@ -237,9 +197,12 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(guard::GuardLayer::new(ingest.clone()))
-        .add_service(super::metrics::grpc::MetricsGrpc::new(ingest.clone()))
+        .add_service(metrics)
         .add_service(super::metrics::grpc::LogsGrpc)
-        .add_service(Guarded { inner: svc, ingest })
+        .add_service(Guarded {
+            inner: traces,
+            ingest,
+        })
         .serve_with_incoming_shutdown(
             conn::capped(listener, MAX_CONNECTIONS),
             shutdown.cancelled_owned(),

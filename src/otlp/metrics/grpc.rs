@@ -18,92 +18,49 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use tonic::Status;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
-use tonic::{Request, Response, Status};
 
-use crate::otlp::Ingest;
 use crate::otlp::decode::Encoding;
-use crate::otlp::grpc::guard::HeldSlot;
-use crate::otlp::grpc::{codec, status_of};
+use crate::otlp::grpc::export::Signal;
+use crate::otlp::grpc::status_of;
+use crate::otlp::{Held, Ingest};
 
 const TRANSPORT: &str = "grpc";
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
-#[derive(Clone)]
-struct Export {
-    ingest: Arc<Ingest>,
-}
+/// Metrics: `MetricsService/Export`.
+pub struct Metrics;
 
-impl tonic::server::UnaryService<bytes::Bytes> for Export {
-    type Response = ExportMetricsServiceResponse;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Self::Response>, Status>> + Send>>;
-
-    fn call(&mut self, request: Request<bytes::Bytes>) -> Self::Future {
-        let ingest = self.ingest.clone();
-        Box::pin(async move {
-            // the message's bytes were held as they arrived (guard)
-            let held = HeldSlot::take_from(&request, &ingest);
-            let body = request.into_inner();
-            let taken = ingest
-                .take_metrics(body, None, Encoding::Protobuf, held)
-                .await;
-            match taken {
-                Ok(t) => {
-                    ingest.count_metrics(TRANSPORT, "accepted");
-                    Ok(Response::new(t.response()))
-                }
-                Err(r) => {
-                    ingest.count_metrics(TRANSPORT, r.outcome());
-                    Err(status_of(&r, ingest.retry_after))
-                }
-            }
-        })
-    }
-}
-
-/// The metrics service: routes `Export`, answers `UNIMPLEMENTED` otherwise.
-#[derive(Clone)]
-pub struct MetricsGrpc {
-    ingest: Arc<Ingest>,
-}
-
-impl MetricsGrpc {
-    pub fn new(ingest: Arc<Ingest>) -> Self {
-        MetricsGrpc { ingest }
-    }
-}
-
-impl NamedService for MetricsGrpc {
+impl Signal for Metrics {
     const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const PATH: &'static str = EXPORT_PATH;
+    type Response = ExportMetricsServiceResponse;
+
+    async fn take(
+        ingest: Arc<Ingest>,
+        body: bytes::Bytes,
+        held: Held,
+        _peer: Option<std::net::IpAddr>,
+    ) -> Result<ExportMetricsServiceResponse, Status> {
+        match ingest
+            .take_metrics(body, None, Encoding::Protobuf, held)
+            .await
+        {
+            Ok(t) => {
+                ingest.count_metrics(TRANSPORT, "accepted");
+                Ok(t.response())
+            }
+            Err(r) => {
+                ingest.count_metrics(TRANSPORT, r.outcome());
+                Err(status_of(&r, ingest.retry_after))
+            }
+        }
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
-
-impl<B> Service<http::Request<B>> for MetricsGrpc
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let ingest = self.ingest.clone();
-        if req.uri().path() != EXPORT_PATH {
-            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
-        }
-        Box::pin(async move {
-            let mut grpc = codec::server::<ExportMetricsServiceResponse>(ingest.max_body_bytes);
-            Ok(grpc.unary(Export { ingest }, req).await)
-        })
-    }
-}
 
 /// `LogsService`: every call is `UNIMPLEMENTED` with [`super::LOGS_ANSWER`].
 #[derive(Clone, Copy)]
