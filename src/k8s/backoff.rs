@@ -1,12 +1,13 @@
 //! The one reconnect policy of the Kubernetes watches (pods, events, the
 //! Lease): 250 ms doubling to 15 s, with up to 25% jitter so a fleet of
-//! agents does not reconnect in step, back to the start after any success.
-//! kube-runtime's watchers take it as a [`Backoff`]; the events watcher
-//! calls [`WatchBackoff::wait`].
+//! agents does not reconnect in step, back to the start after the server
+//! sent something. kube-runtime's watchers go through [`backed_off`]; the
+//! events watcher calls [`WatchBackoff::wait`].
 
 use std::time::Duration;
 
-use kube::runtime::utils::Backoff;
+use futures::{Stream, StreamExt};
+use kube::runtime::watcher::{self, Event};
 
 #[derive(Debug, Clone)]
 pub struct WatchBackoff {
@@ -44,10 +45,40 @@ impl Iterator for WatchBackoff {
     }
 }
 
-impl Backoff for WatchBackoff {
-    fn reset(&mut self) {
+impl WatchBackoff {
+    /// Back to the first delay (the server answered).
+    pub fn reset(&mut self) {
         self.next = Self::MIN;
     }
+}
+
+/// A kube-runtime watcher stream that waits the next delay after each
+/// error before it asks again, and starts over only on what the server
+/// sent. Not kube's `StreamBackoff`: that resets on every `Ok` item, and
+/// the watcher yields `Ok(Event::Init)` before every list attempt, so
+/// against an API server failing every list its backoff never grew past
+/// the first 250 ms (four lists a second from every node, forever).
+pub fn backed_off<K, S>(stream: S) -> impl Stream<Item = S::Item> + Send
+where
+    K: Send,
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+{
+    let start = (Box::pin(stream), WatchBackoff::new(), None::<Duration>);
+    futures::stream::unfold(start, |(mut stream, mut backoff, wait)| async move {
+        if let Some(d) = wait {
+            tokio::time::sleep(d).await;
+        }
+        let item = stream.next().await?;
+        let wait = match &item {
+            Err(_) => backoff.next(),
+            Ok(Event::Init) => None,
+            Ok(_) => {
+                backoff.reset();
+                None
+            }
+        };
+        Some((item, (stream, backoff, wait)))
+    })
 }
 
 #[cfg(test)]

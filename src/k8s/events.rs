@@ -34,8 +34,6 @@ use kube::api::{ListParams, VersionMatch, WatchEvent, WatchParams};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
-use kube::runtime::utils::Backoff;
-
 use super::backoff::WatchBackoff;
 use crate::telemetry::Telemetry;
 

@@ -32,7 +32,6 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -307,8 +306,7 @@ impl Elector {
     /// (or is gone, or free), at most `first` when nothing was observed.
     async fn follow(&mut self, first: Duration) {
         let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.cfg.name));
-        let stream =
-            watcher::watcher(self.api.clone(), cfg).backoff(super::backoff::WatchBackoff::new());
+        let stream = super::backoff::backed_off(watcher::watcher(self.api.clone(), cfg));
         let mut stream = pin!(stream);
         let mut deadline = tokio::time::Instant::now() + first;
         let mut seen_in_list = false;

@@ -24,7 +24,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 
-use super::backoff::WatchBackoff;
+use super::backoff::backed_off;
 use super::events::{Tally, TallyKey};
 use super::owners::{Owners, Workload, controller_of};
 use crate::enrich::{Metadata, PodMeta};
@@ -239,8 +239,7 @@ impl Task {
     async fn run(mut self, client: Client) {
         let (store, writer) = reflector::store::<Pod>();
         let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
-        let stream = watcher::watcher(Api::<Pod>::all(client), cfg)
-            .backoff(WatchBackoff::new())
+        let stream = backed_off(watcher::watcher(Api::<Pod>::all(client), cfg))
             .modify(slim)
             .reflect(writer);
         let mut stream = pin!(stream);

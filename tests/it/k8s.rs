@@ -19,7 +19,7 @@ use crate::cli::{agent, free_port, http_get};
 use crate::fakeapi::FakeApi;
 
 /// The node of the kubelet fixture's pods.
-const NODE: &str = "ci-pierremargueritte";
+pub(crate) const NODE: &str = "ci-pierremargueritte";
 
 fn fixture_pods() -> Vec<Value> {
     let p = concat!(
@@ -80,11 +80,11 @@ fn owner_object(kind: &str, name: &str, parent: (&str, &str)) -> Value {
 
 const WEB_UID: &str = "5a1c3c5e-0b7e-4c4b-9a53-2f6f3c1d7e01";
 const BACKUP_UID: &str = "6b2d4d6f-1c8f-4d5c-8b64-3a7a4d2e8f02";
-const DB_UID: &str = "7c3e5e70-2d90-4e6d-9c75-4b8b5e3f9003";
+pub(crate) const DB_UID: &str = "7c3e5e70-2d90-4e6d-9c75-4b8b5e3f9003";
 
 /// The fixture's 5 kubelet pods (docker://), plus containerd and CRI-O
 /// pods in the other QoS classes, plus one pod of another node.
-fn load_cluster(api: &FakeApi) {
+pub(crate) fn load_cluster(api: &FakeApi) {
     for p in fixture_pods() {
         api.put("pods", p);
     }

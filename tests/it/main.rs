@@ -14,7 +14,7 @@ mod faults;
 mod hostile;
 mod hostile_metrics;
 mod k8s;
-mod lease_clock;
+mod k8s_clock;
 mod netns;
 mod node;
 mod otlp;

@@ -55,6 +55,8 @@ struct Store {
     /// The last past state a list was read at (the pages of one list read
     /// the same state: replayed once, not once per page).
     snapshot: Option<(&'static str, u64, Snapshot)>,
+    /// Every request answered 503 (counted) while set ([`FakeApi::fail`]).
+    failing: bool,
 }
 
 struct Shared {
@@ -218,6 +220,11 @@ impl FakeApi {
         });
         api.start_again();
         api
+    }
+
+    /// Answer every request 503 (still counted) while `on`.
+    pub fn fail(&self, on: bool) {
+        self.shared.store.lock().unwrap().failing = on;
     }
 
     /// A client of this API in the test's own process, without a socket:
@@ -424,7 +431,13 @@ async fn handle(
         (&Method::PUT, Some(_), _) => "update",
         _ => return status(405, "MethodNotAllowed", "method not allowed"),
     };
-    shared.store.lock().unwrap().count(format!("{verb} {coll}"));
+    {
+        let mut store = shared.store.lock().unwrap();
+        store.count(format!("{verb} {coll}"));
+        if store.failing {
+            return status(503, "ServiceUnavailable", "the server is failing (test)");
+        }
+    }
     match verb {
         "watch" => watch_response(shared, coll, ns, &q),
         "list" => list(&shared, coll, ns, &q),

@@ -1,12 +1,14 @@
-//! The events leader election on a clock the test controls (tokio's,
-//! paused): two electors against the fake API server in this process (no
-//! socket, so no timer runs on a clock the test does not control). The
-//! takeover after a crash and the handover on release are measured in
-//! virtual time, exactly, however loaded the machine is.
+//! The Kubernetes side on a clock the test controls (tokio's, paused),
+//! against the fake API server in this process (no socket, so no timer runs
+//! on a clock the test does not control): the events leader election's
+//! takeover after a crash and handover on release, and the pod watch's
+//! backoff while the API server fails. Measured in virtual time, exactly,
+//! however loaded the machine is.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use cased_agent::enrich::Metadata;
 use cased_agent::k8s::events::{EventCounts, Leadership};
 use cased_agent::k8s::leader::{self, LeaseConfig, LeaseRelease};
 use cased_agent::telemetry::Telemetry;
@@ -14,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::fakeapi::FakeApi;
+use crate::k8s::{DB_UID, NODE, load_cluster};
 
 const DURATION: Duration = Duration::from_secs(15);
 
@@ -101,4 +104,41 @@ async fn a_released_lease_is_taken_over_at_once() {
         waited <= Duration::from_millis(100),
         "handover took {waited:?}"
     );
+}
+
+/// While the API server answers 503, the pod watch retries on the one
+/// backoff (250 ms doubling to 15 s, jittered down by at most 25 %), not
+/// in a loop; the cache keeps what it had, and the first retry after the
+/// server is back relists it.
+#[tokio::test(start_paused = true)]
+async fn the_pod_watch_backs_off_while_the_api_server_fails() {
+    let api = FakeApi::start();
+    load_cluster(&api);
+    let tel = Arc::new(Telemetry::new());
+    let k = cased_agent::k8s::start(api.in_process_client(), NODE, "cased-system", false, tel);
+    while !k.meta.is_ready() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pods = k.meta.len();
+    api.fail(true);
+    api.expire_watches();
+    let lists = api.requests("list pods");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let retries = api.requests("list pods") - lists;
+    // delays 0.25, 0.5, 1, 2, 4, 8, 15, 15, ... s (each × 0.75..1): 9 to 11
+    // attempts fit in 60 s
+    eprintln!("{retries} lists in 60 s of failure");
+    assert!((9..=11).contains(&retries), "{retries} lists in 60 s");
+    assert_eq!(k.meta.len(), pods, "the cache keeps what it had");
+    api.delete("pods", "shop", "db-0");
+    api.fail(false);
+    let t = Instant::now();
+    while k.meta.pod(DB_UID).is_some() {
+        assert!(
+            t.elapsed() <= Duration::from_secs(15),
+            "not relisted in 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(k.meta.len(), pods - 1);
 }
