@@ -491,3 +491,6 @@ impl Telemetry {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod golden;
