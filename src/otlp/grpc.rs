@@ -44,8 +44,9 @@ use tonic::{Code, Request, Response, Status};
 use super::decode::Encoding;
 use super::decode::{ProtoAny, ProtoDuration, RetryInfo, RpcStatus};
 use super::{Ingest, Refusal};
+use crate::telemetry::{Outcome, Transport};
 
-const TRANSPORT: &str = "grpc";
+const TRANSPORT: Transport = Transport::Grpc;
 
 /// The gRPC path of `TraceService/Export`.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -138,7 +139,10 @@ impl tonic::server::UnaryService<bytes::Bytes> for Export {
             let taken = ingest.take(body, None, Encoding::Protobuf, held).await;
             match taken {
                 Ok(a) => {
-                    ingest.telemetry().otlp_request(TRANSPORT, "accepted");
+                    ingest
+                        .telemetry()
+                        .otlp
+                        .request(TRANSPORT, Outcome::Accepted);
                     Ok(Response::new(super::http::response(&a)))
                 }
                 Err(r) => {

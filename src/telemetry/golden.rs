@@ -62,24 +62,28 @@ fn exposition_matches_golden() {
     }
 }
 
-const KINDS: [&str; 2] = ["metrics", "spans"];
+use super::delivery::Undelivered;
+use super::ebpf::HttpDrop;
+use super::k8s::Step;
+
+const KINDS: [Kind; 2] = [Kind::Metrics, Kind::Spans];
+const ERR: &str = "injected";
 
 /// Every family, each label value its call sites use; values differ so a
 /// sample that moves to another family or label shows.
 fn drive(t: &Telemetry) {
-    drive_cycle(t);
-    drive_delivery(t);
-    drive_otlp(t);
-    drive_buffer(t);
-    drive_k8s(t);
-    drive_ebpf(t);
+    drive_cycle(&t.cycle);
+    drive_delivery(&t.delivery);
+    drive_otlp(&t.otlp);
+    drive_buffer(&t.buffer);
+    drive_k8s(&t.k8s);
+    drive_ebpf(&t.ebpf);
 }
 
-fn drive_cycle(t: &Telemetry) {
-    t.cycles.inc_by(3);
-    t.cycle_duration_seconds.set(0.25);
-    t.last_cycle_timestamp_seconds.set(1_700_000_000.5);
-    t.metrics_produced.inc_by(120);
+fn drive_cycle(t: &CycleTelemetry) {
+    t.completed(40, 0.25, 1_700_000_000.5);
+    t.completed(40, 0.25, 1_700_000_000.5);
+    t.completed(40, 0.25, 1_700_000_000.5);
     let collectors = [
         "node",
         "cgroup",
@@ -90,29 +94,33 @@ fn drive_cycle(t: &Telemetry) {
     ];
     for (i, c) in collectors.into_iter().enumerate() {
         for _ in 0..=i {
-            t.collector_error(c);
+            t.collector_failed(c, &ERR);
         }
     }
-    t.container_errors.inc_by(2);
+    t.container_failed(&"c", &ERR);
+    t.container_failed(&"c", &ERR);
     t.containers.set(17);
 }
 
-fn drive_delivery(t: &Telemetry) {
+fn drive_delivery(t: &DeliveryTelemetry) {
     for (i, k) in (1..).zip(KINDS) {
-        let l = KindLabel {
-            kind: k.to_string(),
-        };
-        t.batches_sent.get_or_create(&l).inc_by(10 * i);
-        t.items_sent.get_or_create(&l).inc_by(1000 * i);
-        t.batches_retried.get_or_create(&l).inc_by(20 * i);
-        for (j, reason) in (1..).zip(["permanent", "queue_full", "shutdown"]) {
-            t.drop_items(k, reason, i * j, 100 * i * j + 1);
+        for _ in 0..10 * i {
+            t.sent(k, 100);
         }
+        for _ in 0..20 * i {
+            t.retrying(k, "cased", std::time::Duration::ZERO, 1, &ERR);
+        }
+        t.refused(k, "cased", 100 * i + 1, &ERR);
+        for _ in 1..i {
+            t.encode_failed(k, 0, &ERR);
+        }
+        t.evicted(k, 2 * i, 200 * i + 1, 1 << 20);
+        t.dropped(k, Undelivered::Shutdown, 3 * i, 300 * i + 1);
     }
     for (i, k) in (1..).zip(KINDS) {
-        t.drop_items(k, "corrupt", 4 * i, 400 * i + 1);
+        t.dropped(k, Undelivered::Corrupt, 4 * i, 400 * i + 1);
     }
-    t.drop_items("metrics", "non_finite", 0, 9);
+    t.non_finite(9);
     t.queue_bytes.set(4096);
     t.queue_batches.set(3);
     t.queue_capacity_bytes.set(1 << 20);
@@ -120,83 +128,100 @@ fn drive_delivery(t: &Telemetry) {
 
 /// Outcomes by transport, as the receivers count them (gRPC has no
 /// `timeout`: tonic's own limits answer those).
-const HTTP_OUTCOMES: [&str; 6] = [
-    "accepted",
-    "unsupported",
-    "timeout",
-    "malformed",
-    "too_large",
-    "refused",
+const HTTP_OUTCOMES: [Outcome; 6] = [
+    Outcome::Accepted,
+    Outcome::Unsupported,
+    Outcome::Timeout,
+    Outcome::Malformed,
+    Outcome::TooLarge,
+    Outcome::Refused,
 ];
-const GRPC_OUTCOMES: [&str; 5] = [
-    "accepted",
-    "malformed",
-    "unsupported",
-    "too_large",
-    "refused",
+const GRPC_OUTCOMES: [Outcome; 5] = [
+    Outcome::Accepted,
+    Outcome::Malformed,
+    Outcome::Unsupported,
+    Outcome::TooLarge,
+    Outcome::Refused,
 ];
 
-fn drive_otlp(t: &Telemetry) {
+fn drive_otlp(t: &OtlpTelemetry) {
     for (i, o) in (1..).zip(HTTP_OUTCOMES) {
         for _ in 0..i {
-            t.otlp_request("http", o);
-            t.otel_metrics_request("http", o);
+            t.request(Transport::Http, o);
+            t.metrics_request(Transport::Http, o);
         }
     }
-    t.otel_metrics_request("http", "logs_not_accepted");
+    t.metrics_request(Transport::Http, Outcome::LogsNotAccepted);
     for (i, o) in (1..).zip(GRPC_OUTCOMES) {
-        for _ in 0..(10 + i) {
-            t.otlp_request("grpc", o);
-            t.otel_metrics_request("grpc", o);
+        for n in 0..(10 + i) {
+            if o == Outcome::Refused && n == 0 {
+                t.span_buffer_full(Transport::Grpc);
+            } else {
+                t.request(Transport::Grpc, o);
+            }
+            t.metrics_request(Transport::Grpc, o);
         }
     }
     t.spans_received.inc_by(40);
     t.spans_refused.inc_by(4);
-    t.otel_points_received.inc_by(30);
-    t.otel_points_rejected.inc_by(2);
-    t.otel_points_overflow.inc_by(3);
-    t.otel_series.set(11);
-    t.otel_series_freed.inc_by(1);
+    t.points(30, 3, 2);
+    t.series_after_interval(11, 1);
 }
 
-fn drive_buffer(t: &Telemetry) {
-    t.buffer_disk_bytes.set(2048);
-    t.buffer_fallback(true);
-    t.buffer_recovered_batches.inc_by(4);
-    t.buffer_corrupt_records.inc_by(1);
-    t.buffer_corrupt_bytes.inc_by(77);
-    let ops = ["open", "write", "sync", "read", "cursor", "delete"];
-    for (i, op) in ops.into_iter().enumerate() {
-        for _ in 0..=i {
-            t.buffer_error(op);
-        }
+fn drive_buffer(t: &BufferTelemetry) {
+    let p = std::path::Path::new("/b");
+    t.disk_bytes.set(2048);
+    t.recovered(4);
+    t.corrupt_region(p, 0, 77);
+    let io = || std::io::Error::other(ERR);
+    t.open_failed(p, &ERR);
+    for _ in 0..2 {
+        t.write_failed(p, &io(), 1);
     }
-}
-
-fn drive_k8s(t: &Telemetry) {
-    t.k8s_watch_error("pods");
-    t.k8s_watch_error("pods");
+    t.fallback_left();
     for _ in 0..3 {
-        t.k8s_watch_error("events");
+        t.sync_failed(p, &ERR);
     }
-    t.k8s_watch_state("pods", true);
-    t.k8s_relist("pods");
-    t.k8s_relist("events");
-    t.k8s_relist("events");
-    t.k8s_pods_cached.set(9);
-    t.k8s_owner_lookups.inc_by(4);
-    t.k8s_leader.set(1);
-    t.k8s_leader_transitions.inc_by(1);
-    t.k8s_events_seen.inc_by(12);
+    t.segment_open_failed(p, &ERR);
+    for _ in 0..3 {
+        t.record_read_failed(p, &ERR);
+    }
+    for _ in 0..5 {
+        t.cursor_failed(p, &ERR);
+    }
+    for _ in 0..6 {
+        t.delete_failed(p, &ERR);
+    }
 }
 
-fn drive_ebpf(t: &Telemetry) {
-    t.ebpf_up.set(1);
-    t.ebpf_events.inc_by(1000);
-    t.ebpf_events_lost.inc_by(5);
-    t.ebpf_connections.set(6);
+fn drive_k8s(t: &K8sTelemetry) {
+    t.pod_watch_failed(&ERR);
+    t.pod_watch_failed(&ERR);
+    t.event_watch_failed(Step::List, &ERR);
+    t.event_watch_failed(Step::Watch, &ERR);
+    t.event_watch_failed(Step::Watch, &ERR);
+    t.watch_state(Watch::Pods, true);
+    t.relisted(Watch::Pods);
+    t.relisted(Watch::Events);
+    t.relisted(Watch::Events);
+    t.pods_cached.set(9);
+    t.owner_lookups.inc_by(4);
+    t.leading(true);
+    t.events_seen.inc_by(12);
+}
+
+fn drive_ebpf(t: &EbpfTelemetry) {
+    t.up.set(1);
+    t.events.inc_by(1000);
+    t.events_lost(5);
+    t.connections.set(6);
     t.http_requests.inc_by(300);
-    let reasons = ["unanswered", "unmatched", "pending_limit", "conn_limit"];
+    let reasons = [
+        HttpDrop::Unanswered,
+        HttpDrop::Unmatched,
+        HttpDrop::PendingLimit,
+        HttpDrop::ConnLimit,
+    ];
     for (i, r) in (1..).zip(reasons) {
         t.http_dropped(r, i);
     }

@@ -26,8 +26,9 @@ use tonic::{Request, Response, Status};
 use crate::otlp::decode::Encoding;
 use crate::otlp::grpc::{refusal, remap_decode_errors};
 use crate::otlp::{Ingest, Refusal};
+use crate::telemetry::{Outcome, Transport};
 
-const TRANSPORT: &str = "grpc";
+const TRANSPORT: Transport = Transport::Grpc;
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 /// The message undecoded; the response encoded.
@@ -102,7 +103,7 @@ impl tonic::server::UnaryService<bytes::Bytes> for Export {
             };
             match taken {
                 Ok(t) => {
-                    ingest.count_metrics(TRANSPORT, "accepted");
+                    ingest.count_metrics(TRANSPORT, Outcome::Accepted);
                     Ok(Response::new(t.response()))
                 }
                 Err(r) => {
