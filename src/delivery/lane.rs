@@ -18,7 +18,7 @@ use super::backoff::Backoff;
 use super::queue::{BatchQueue, QueuedBatch};
 use super::{Phase, Shared};
 use crate::sink::{EncodedBatch, PayloadKind, SendError};
-use crate::telemetry::{Kind, Telemetry, Undelivered};
+use crate::telemetry::{Kind, Telemetry};
 
 /// Backoff waits while shutting down are cut to this.
 pub(super) const DRAIN_MAX_WAIT: Duration = Duration::from_secs(1);
@@ -315,22 +315,10 @@ impl Sender {
             );
         }
         if !left.is_empty() {
-            let mut items = 0;
-            for b in &left {
-                t.delivery.dropped(
-                    b.batch.kind.label(),
-                    Undelivered::Shutdown,
-                    1,
-                    b.batch.items,
-                );
-                items += b.batch.items;
-            }
-            tracing::warn!(
-                kind = self.kind.as_str(),
-                batches = left.len(),
-                items,
-                "shutdown grace period over: undelivered batches dropped"
-            );
+            // a lane's queue holds only its kind
+            let items = left.iter().map(|b| b.batch.items).sum();
+            t.delivery
+                .grace_over(self.kind.label(), left.len() as u64, items);
         }
         st.tally.left_at_stop += left.len() as u64;
         st.stopped = true;

@@ -178,6 +178,18 @@ impl DeliveryTelemetry {
         );
     }
 
+    /// The shutdown grace period ended with these still queued, and no
+    /// disk to keep them on. (Once per lane: not rate-limited.)
+    pub fn grace_over(&self, kind: Kind, batches: u64, items: u64) {
+        self.dropped(kind, Undelivered::Shutdown, batches, items);
+        tracing::warn!(
+            kind = kind.as_str(),
+            batches,
+            items,
+            "shutdown grace period over: undelivered batches dropped"
+        );
+    }
+
     /// A chunk that could not be encoded, dropped.
     pub fn encode_failed(&self, kind: Kind, items: u64, error: &dyn Display) {
         self.dropped(kind, Undelivered::Permanent, 1, items);

@@ -115,7 +115,7 @@ fn drive_delivery(t: &DeliveryTelemetry) {
             t.encode_failed(k, 0, &ERR);
         }
         t.evicted(k, 2 * i, 200 * i + 1, 1 << 20);
-        t.dropped(k, Undelivered::Shutdown, 3 * i, 300 * i + 1);
+        t.grace_over(k, 3 * i, 300 * i + 1);
     }
     for (i, k) in (1..).zip(KINDS) {
         t.dropped(k, Undelivered::Corrupt, 4 * i, 400 * i + 1);
