@@ -226,3 +226,22 @@ fn drive_ebpf(t: &EbpfTelemetry) {
         t.http_dropped(r, i);
     }
 }
+
+/// Every family registered is in the golden file (so `drive` gave it a
+/// sample: an empty family is not encoded at all). Counts the
+/// `r.register(` calls of the subsystem files (each names its registry `r`).
+#[test]
+fn golden_has_every_registered_family() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/telemetry");
+    let mut registered = 0;
+    for e in std::fs::read_dir(dir).expect("src/telemetry") {
+        let path = e.expect("entry").path();
+        if path.file_name().is_some_and(|n| n != "golden.rs") {
+            let src = std::fs::read_to_string(&path).expect("source");
+            registered += src.matches("r.register(").count();
+        }
+    }
+    let golden = std::fs::read_to_string(GOLDEN).expect("read the golden file");
+    let families = golden.lines().filter(|l| l.starts_with("# TYPE ")).count();
+    assert_eq!(families, registered);
+}
