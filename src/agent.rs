@@ -22,7 +22,6 @@ use crate::model::Sample;
 use crate::server::{self, Health};
 use crate::sink::wire::Metric;
 use crate::telemetry::Telemetry;
-use crate::warn_limited;
 
 /// How long `--once` waits between the priming sample and the real one.
 const PRIME_GAP: Duration = Duration::from_secs(1);
@@ -95,13 +94,7 @@ impl Cycle {
                 }
             };
             if let Some(err) = failure {
-                self.telemetry.collector_error(c.name());
-                warn_limited!(
-                    format!("collector:{}", c.name()),
-                    collector = c.name(),
-                    error = %err,
-                    "collector failed this cycle"
-                );
+                self.telemetry.cycle.collector_failed(c.name(), &err);
             }
         }
         let ctx = CycleContext {
@@ -133,14 +126,11 @@ impl Cycle {
         if samples.capacity() <= 4 * emitted.max(1024) {
             self.samples = samples;
         }
-        self.telemetry.cycles.inc();
-        self.telemetry.metrics_produced.inc_by(emitted as u64);
-        self.telemetry
-            .cycle_duration_seconds
-            .set(started.elapsed().as_secs_f64());
-        self.telemetry
-            .last_cycle_timestamp_seconds
-            .set(unix_ms() as f64 / 1000.0);
+        self.telemetry.cycle.completed(
+            emitted as u64,
+            started.elapsed().as_secs_f64(),
+            unix_ms() as f64 / 1000.0,
+        );
         emitted
     }
 }
@@ -383,7 +373,7 @@ async fn run_once(
     let report = delivery
         .shutdown(cfg.shutdown_grace.max(cfg.request_timeout))
         .await;
-    let dropped = telemetry.undelivered_batches();
+    let dropped = telemetry.delivery.undelivered_batches();
     if dropped == 0 && report.dropped_batches == 0 && report.pending_batches == 0 {
         tracing::info!(metrics = n, "delivered");
         ExitCode::SUCCESS

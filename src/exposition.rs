@@ -289,7 +289,7 @@ agent_odd 1
     #[test]
     fn real_registry_converts() {
         let t = crate::telemetry::Telemetry::new();
-        t.cycles.inc();
+        t.cycle.cycles.inc();
         let om = t.encode();
         assert!(om.ends_with("# EOF\n"));
         let text = to_prometheus_text(&om);

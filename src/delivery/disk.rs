@@ -75,7 +75,7 @@ pub use self::record::{
 use self::record::{PAYLOAD_PREFIX, encode_cursor};
 use super::queue::{BatchQueue, MemoryQueue, QueuedBatch};
 use crate::sink::EncodedBatch;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, Undelivered};
 
 /// After a write failure, how long before the disk is tried again (and only
 /// once the memory fallback is empty).
@@ -319,12 +319,11 @@ impl DiskQueue {
             };
             self.recovery.over_cap_batches += 1;
             self.telemetry
-                .drop_items(e.kind.as_str(), "queue_full", 1, e.items);
+                .delivery
+                .dropped(e.kind.label(), Undelivered::QueueFull, 1, e.items);
         }
         if self.recovery.batches > 0 {
-            self.telemetry
-                .buffer_recovered_batches
-                .inc_by(self.recovery.batches);
+            self.telemetry.buffer.recovered(self.recovery.batches);
         }
         self.advance_cursor();
         Ok(())
@@ -376,9 +375,12 @@ impl DiskQueue {
         while let Some(e) = self.index.pop_front() {
             match self.read(&e) {
                 Some(batch) => put(QueuedBatch { seq: e.seq, batch }),
-                None => self
-                    .telemetry
-                    .drop_items(e.kind.as_str(), "corrupt", 1, e.items),
+                None => self.telemetry.delivery.dropped(
+                    e.kind.label(),
+                    Undelivered::Corrupt,
+                    1,
+                    e.items,
+                ),
             }
         }
         self.update_gauge();
@@ -394,15 +396,7 @@ impl DiskQueue {
     fn note_corrupt(&mut self, path: &Path, offset: u64, len: u64) {
         self.recovery.corrupt_regions += 1;
         self.recovery.corrupt_bytes += len;
-        self.telemetry.buffer_corrupt_records.inc();
-        self.telemetry.buffer_corrupt_bytes.inc_by(len);
-        crate::warn_limited!(
-            "buffer.corrupt",
-            path = %path.display(),
-            offset,
-            bytes = len,
-            "disk buffer: skipped a torn or corrupt region"
-        );
+        self.telemetry.buffer.corrupt_region(path, offset, len);
     }
 
     fn open_writer(&mut self) -> Result<(), BufferError> {
@@ -461,8 +455,7 @@ impl DiskQueue {
             Ok(()) => self.cursor = c,
             Err(e) => {
                 // the old cursor stays: a restart re-sends some batches
-                self.telemetry.buffer_error("cursor");
-                crate::warn_limited!("buffer.cursor", error = %e, dir = %self.dir.display(), "disk buffer: cannot save the cursor");
+                self.telemetry.buffer.cursor_failed(&self.dir, &e);
             }
         }
         while let Some(&id) = self.segments.front() {
@@ -477,8 +470,7 @@ impl DiskQueue {
             if let Err(e) = fs::remove_file(&path)
                 && e.kind() != io::ErrorKind::NotFound
             {
-                self.telemetry.buffer_error("delete");
-                crate::warn_limited!("buffer.delete", error = %e, path = %path.display(), "disk buffer: cannot delete a delivered segment");
+                self.telemetry.buffer.delete_failed(&path, &e);
             }
         }
     }
@@ -486,7 +478,8 @@ impl DiskQueue {
     fn update_gauge(&mut self) {
         let now = self.disk_bytes().min(i64::MAX as u64) as i64;
         self.telemetry
-            .buffer_disk_bytes
+            .buffer
+            .disk_bytes
             .inc_by(now - self.shown_disk_bytes);
         self.shown_disk_bytes = now;
     }
@@ -505,8 +498,7 @@ impl DiskQueue {
             match File::open(&path) {
                 Ok(f) => self.reader = Some((e.seg, f)),
                 Err(err) => {
-                    self.telemetry.buffer_error("read");
-                    crate::warn_limited!("buffer.read", error = %err, path = %path.display(), "disk buffer: cannot open a segment");
+                    self.telemetry.buffer.segment_open_failed(&path, &err);
                     self.note_corrupt(&path, e.off, e.rec_len);
                     return None;
                 }
@@ -515,8 +507,7 @@ impl DiskQueue {
         let (_, f) = self.reader.as_ref()?;
         let mut buf = vec![0u8; e.rec_len as usize];
         if let Err(err) = f.read_exact_at(&mut buf, e.off) {
-            self.telemetry.buffer_error("read");
-            crate::warn_limited!("buffer.read", error = %err, path = %path.display(), "disk buffer: cannot read a record");
+            self.telemetry.buffer.record_read_failed(&path, &err);
             self.note_corrupt(&path, e.off, e.rec_len);
             return None;
         }
@@ -573,18 +564,11 @@ impl DiskQueue {
         }
     }
 
-    fn enter_fallback(&mut self, op: &'static str, e: &io::Error) {
-        self.telemetry.buffer_error(op);
-        self.telemetry.buffer_fallback(true);
+    fn enter_fallback(&mut self, e: &io::Error) {
+        self.telemetry
+            .buffer
+            .write_failed(&self.dir, e, self.mem_cap);
         self.fallback_since = Some(Instant::now());
-        let full = e.raw_os_error() == Some(28); // ENOSPC
-        tracing::error!(
-            dir = %self.dir.display(),
-            error = %e,
-            disk_full = full,
-            memory_bound_bytes = self.mem_cap,
-            "disk buffer write failed: queueing in memory only until the disk works again"
-        );
     }
 
     /// Back to disk once the memory fallback has drained and a while passed.
@@ -593,7 +577,7 @@ impl DiskQueue {
             return;
         }
         self.fallback_since = None;
-        self.telemetry.buffer_fallback(false);
+        self.telemetry.buffer.fallback_left();
         tracing::info!(dir = %self.dir.display(), "disk buffer: trying the disk again");
     }
 }
@@ -644,7 +628,7 @@ impl BatchQueue for DiskQueue {
                 self.index.push_back(e);
             }
             Err(e) => {
-                self.enter_fallback("write", &e);
+                self.enter_fallback(&e);
                 evicted.extend(self.mem.push_back(b));
             }
         }
@@ -662,8 +646,12 @@ impl BatchQueue for DiskQueue {
                 }
                 None => {
                     // unreadable: skipped and counted (note_corrupt)
-                    self.telemetry
-                        .drop_items(e.kind.as_str(), "corrupt", 1, e.items);
+                    self.telemetry.delivery.dropped(
+                        e.kind.label(),
+                        Undelivered::Corrupt,
+                        1,
+                        e.items,
+                    );
                     self.advance_cursor();
                 }
             }
@@ -759,8 +747,7 @@ impl BatchQueue for DiskQueue {
         if let Err(e) = w.file.sync_data() {
             // the data may not survive a power loss: the next write tells
             // whether the disk still works
-            self.telemetry.buffer_error("sync");
-            crate::warn_limited!("buffer.sync", error = %e, dir = %self.dir.display(), "disk buffer: fdatasync failed");
+            self.telemetry.buffer.sync_failed(&self.dir, &e);
         }
         self.dirty = false;
     }
@@ -771,10 +758,11 @@ impl Drop for DiskQueue {
         self.sync();
         // the shared gauges lose this queue's share
         self.telemetry
-            .buffer_disk_bytes
+            .buffer
+            .disk_bytes
             .dec_by(self.shown_disk_bytes);
         if self.fallback_since.is_some() {
-            self.telemetry.buffer_fallback(false);
+            self.telemetry.buffer.fallback_left();
         }
     }
 }

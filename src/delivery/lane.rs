@@ -18,8 +18,7 @@ use super::backoff::Backoff;
 use super::queue::{BatchQueue, QueuedBatch};
 use super::{Phase, Shared};
 use crate::sink::{EncodedBatch, PayloadKind, SendError};
-use crate::telemetry::{KindLabel, Telemetry};
-use crate::warn_limited;
+use crate::telemetry::{Kind, Telemetry};
 
 /// Backoff waits while shutting down are cut to this.
 pub(super) const DRAIN_MAX_WAIT: Duration = Duration::from_secs(1);
@@ -85,8 +84,7 @@ pub(super) struct Lane {
     /// Wakes the sender when a batch is queued or the phase changes.
     pub wake: Notify,
     backoff: Backoff,
-    /// The `kind` label, built once.
-    label: KindLabel,
+    kind: Kind,
 }
 
 impl Lane {
@@ -102,9 +100,7 @@ impl Lane {
             }),
             wake: Notify::new(),
             backoff,
-            label: KindLabel {
-                kind: kind.as_str().to_string(),
-            },
+            kind: kind.label(),
         }
     }
 
@@ -118,36 +114,29 @@ impl Lane {
         let seq = st.next_seq;
         st.next_seq += 1;
         let ev = st.queue.push_back(QueuedBatch { seq, batch });
-        evicted(st, ev, t);
+        evicted(self.kind, st, ev, t);
     }
 
     /// Bring the shared gauges up to date with this lane's queue.
     pub fn show(&self, st: &mut LaneState, t: &Telemetry) {
         let now = (st.queue.bytes() as i64, st.queue.batches() as i64);
-        t.queue_bytes.inc_by(now.0 - st.shown.0);
-        t.queue_batches.inc_by(now.1 - st.shown.1);
+        t.delivery.queue_bytes.inc_by(now.0 - st.shown.0);
+        t.delivery.queue_batches.inc_by(now.1 - st.shown.1);
         st.shown = now;
     }
 }
 
 /// Count batches the queue evicted to make room.
-fn evicted(st: &mut LaneState, evicted: Vec<QueuedBatch>, t: &Telemetry) {
+fn evicted(kind: Kind, st: &mut LaneState, evicted: Vec<QueuedBatch>, t: &Telemetry) {
     if evicted.is_empty() {
         return;
     }
-    let mut items = 0;
-    for b in &evicted {
-        t.drop_items(b.batch.kind.as_str(), "queue_full", 1, b.batch.items);
-        items += b.batch.items;
-    }
-    st.tally.dropped += evicted.len() as u64;
-    warn_limited!(
-        "delivery.queue_full",
-        batches = evicted.len(),
-        items,
-        bound_bytes = st.queue.capacity_bytes(),
-        "delivery queue full: dropped the oldest batches"
-    );
+    // a lane's queue holds only its kind
+    let items = evicted.iter().map(|b| b.batch.items).sum();
+    let batches = evicted.len() as u64;
+    st.tally.dropped += batches;
+    t.delivery
+        .evicted(kind, batches, items, st.queue.capacity_bytes());
 }
 
 /// How long to wait after a transient failure: the server's `Retry-After`
@@ -248,7 +237,7 @@ impl Sender {
     pub fn settle(&mut self, qb: QueuedBatch, result: Result<(), SendError>) -> Option<Duration> {
         let sh = self.sh.clone();
         let (t, lane) = (&sh.telemetry, sh.lane(self.kind));
-        let kind = self.kind.as_str();
+        let kind = self.kind.label();
         let mut st = lane.lock();
         st.in_flight = None;
         let wait = match result {
@@ -256,31 +245,21 @@ impl Sender {
                 self.failures = 0;
                 st.queue.complete(&qb);
                 st.tally.delivered += 1;
-                t.batches_sent.get_or_create(&lane.label).inc();
-                t.items_sent
-                    .get_or_create(&lane.label)
-                    .inc_by(qb.batch.items);
+                t.delivery.sent(kind, qb.batch.items);
                 None
             }
             Err(SendError::Permanent { reason, .. }) => {
                 self.failures = 0;
                 st.queue.complete(&qb);
                 st.tally.dropped += 1;
-                t.drop_items(kind, "permanent", 1, qb.batch.items);
-                warn_limited!(
-                    "delivery.permanent",
-                    sink = sh.sink.name(),
-                    kind,
-                    items = qb.batch.items,
-                    "batch refused, dropped (not retried): {reason}"
-                );
+                t.delivery
+                    .refused(kind, sh.sink.name(), qb.batch.items, &reason);
                 None
             }
             Err(SendError::Transient {
                 reason,
                 retry_after,
             }) => {
-                t.batches_retried.get_or_create(&lane.label).inc();
                 let draining = *self.phase.borrow() != Phase::Running;
                 let delay = retry_wait(
                     &lane.backoff,
@@ -290,18 +269,12 @@ impl Sender {
                     &mut self.rng,
                 );
                 self.failures = self.failures.saturating_add(1);
-                warn_limited!(
-                    format!("delivery.transient.{kind}"),
-                    sink = sh.sink.name(),
-                    kind,
-                    retry_in_ms = delay.as_millis() as u64,
-                    consecutive_failures = self.failures,
-                    "batch not delivered, will retry: {reason}"
-                );
+                t.delivery
+                    .retrying(kind, sh.sink.name(), delay, self.failures, &reason);
                 // while it waits it is queued like any other: when metrics
                 // overflow it is the first to go (spans never overflow)
                 let ev = st.queue.requeue_front(qb);
-                evicted(&mut st, ev, t);
+                evicted(kind, &mut st, ev, t);
                 Some(delay)
             }
         };
@@ -342,17 +315,10 @@ impl Sender {
             );
         }
         if !left.is_empty() {
-            let mut items = 0;
-            for b in &left {
-                t.drop_items(b.batch.kind.as_str(), "shutdown", 1, b.batch.items);
-                items += b.batch.items;
-            }
-            tracing::warn!(
-                kind = self.kind.as_str(),
-                batches = left.len(),
-                items,
-                "shutdown grace period over: undelivered batches dropped"
-            );
+            // a lane's queue holds only its kind
+            let items = left.iter().map(|b| b.batch.items).sum();
+            t.delivery
+                .grace_over(self.kind.label(), left.len() as u64, items);
         }
         st.tally.left_at_stop += left.len() as u64;
         st.stopped = true;
@@ -436,15 +402,13 @@ mod tests {
 
     fn counter(
         f: &prometheus_client::metrics::family::Family<
-            KindLabel,
+            crate::telemetry::KindLabel,
             prometheus_client::metrics::counter::Counter,
         >,
         k: PayloadKind,
     ) -> u64 {
-        f.get_or_create(&KindLabel {
-            kind: k.as_str().to_string(),
-        })
-        .get()
+        f.get_or_create(&crate::telemetry::KindLabel { kind: k.label() })
+            .get()
     }
 
     /// Spans refused for ever (transient) while metrics work: every cycle's
@@ -466,20 +430,20 @@ mod tests {
             // sent in the second it was submitted in
             assert_eq!((*at - t0).as_secs(), i as u64, "cycle {i}");
         }
-        assert_eq!(counter(&t.batches_sent, M), 20);
-        assert_eq!(counter(&t.batches_retried, M), 0);
+        assert_eq!(counter(&t.delivery.batches_sent, M), 20);
+        assert_eq!(counter(&t.delivery.batches_retried, M), 0);
         // the span lane retried its oldest batch, with growing waits
         let s = sink.attempts_of(S);
         assert!(s.len() >= 4, "{}", s.len());
-        assert_eq!(counter(&t.batches_retried, S), s.len() as u64);
-        assert_eq!(counter(&t.batches_sent, S), 0);
+        assert_eq!(counter(&t.delivery.batches_retried, S), s.len() as u64);
+        assert_eq!(counter(&t.delivery.batches_sent, S), 0);
         let b = Backoff::default();
         for (n, w) in s.windows(2).enumerate() {
             assert!(w[1] - w[0] <= b.ceiling(n as u32), "wait {n}");
         }
         // the 3 span batches all still queued (the failed one waits at
         // the front); no metrics left
-        assert_eq!(t.queue_batches.get(), 3);
+        assert_eq!(t.delivery.queue_batches.get(), 3);
         assert_eq!(
             d.flush(Duration::from_millis(10)).await,
             FlushReport {
@@ -518,10 +482,10 @@ mod tests {
         assert!(Instant::now() - s0 < Duration::from_secs(4));
         assert!(Instant::now() - t0 < Duration::from_secs(26));
         let l = crate::telemetry::DropLabel {
-            kind: "metrics".into(),
-            reason: "shutdown".into(),
+            kind: crate::telemetry::Kind::Metrics,
+            reason: crate::telemetry::DropReason::Shutdown,
         };
-        assert_eq!(t.batches_dropped.get_or_create(&l).get(), 1);
+        assert_eq!(t.delivery.batches_dropped.get_or_create(&l).get(), 1);
     }
 
     /// The span room is the lane's bound when nothing is queued, counts the
@@ -546,9 +510,9 @@ mod tests {
         let room = d.span_room();
         assert!(room < one);
         // all or nothing: refused whole, nothing queued
-        let before = t.queue_batches.get();
+        let before = t.delivery.queue_batches.get();
         assert!(d.try_submit_spans(spans(10)).is_err());
-        assert_eq!(t.queue_batches.get(), before);
+        assert_eq!(t.delivery.queue_batches.get(), before);
         assert_eq!(d.span_room(), room);
         // metrics never take span room, nor the reverse
         d.submit_metrics(metrics(100));
@@ -576,8 +540,8 @@ mod tests {
                 pending_batches: 0,
             }
         );
-        assert_eq!(counter(&t.batches_sent, S), 1);
-        assert_eq!(counter(&t.items_sent, S), 10);
+        assert_eq!(counter(&t.delivery.batches_sent, S), 1);
+        assert_eq!(counter(&t.delivery.items_sent, S), 10);
         assert_eq!(sink.attempts_of(S).len(), 2);
         assert_eq!(d.span_room(), 1 << 19);
     }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use super::disk::{DiskOptions, DiskQueue};
 use super::queue::{BatchQueue, MemoryQueue, QueuedBatch};
 use crate::sink::PayloadKind;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, Undelivered};
 
 /// One queue per kind.
 pub struct Lanes {
@@ -75,13 +75,7 @@ impl Lanes {
         let (mem_m, mem_s) = split(cfg.queue_max_bytes, cfg.spans);
         if let Err(e) = fs::create_dir_all(dir) {
             // one error for the whole buffer
-            telemetry.buffer_error("open");
-            telemetry.buffer_fallback(true);
-            tracing::error!(
-                dir = %dir.display(),
-                error = %e,
-                "disk buffer unusable (--buffer-path): queueing in memory only, nothing survives a restart"
-            );
+            telemetry.buffer.open_failed(dir, &e);
             return Lanes::memory(cfg.queue_max_bytes, cfg.spans);
         }
         let (disk_m, disk_s) = split(*disk_max, cfg.spans);
@@ -141,12 +135,7 @@ fn open_lane(
             Box::new(q)
         }
         Err(e) => {
-            telemetry.buffer_error("open");
-            telemetry.buffer_fallback(true);
-            tracing::error!(
-                error = %e,
-                "disk buffer unusable (--buffer-path): queueing in memory only, nothing survives a restart"
-            );
+            telemetry.buffer.open_failed(&path, &e);
             Box::new(MemoryQueue::new(opts.memory_fallback_bytes))
         }
     }
@@ -193,7 +182,9 @@ fn migrate_single_queue(dir: &Path, lanes: &mut Lanes, telemetry: &Arc<Telemetry
         next[i] += 1;
         moved[i] += 1;
         for e in lanes.of(kind).push_back(b) {
-            telemetry.drop_items(kind.as_str(), "queue_full", 1, e.batch.items);
+            telemetry
+                .delivery
+                .dropped(kind.label(), Undelivered::QueueFull, 1, e.batch.items);
         }
     });
     lanes.metrics.sync();

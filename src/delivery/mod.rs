@@ -203,6 +203,7 @@ impl Delivery {
     ) -> (Delivery, tokio::task::JoinHandle<()>) {
         let cap = lanes.capacity_bytes();
         telemetry
+            .delivery
             .queue_capacity_bytes
             .set(cap.min(i64::MAX as u64) as i64);
         let shared = Arc::new(Shared {
@@ -241,25 +242,15 @@ impl Delivery {
         metrics.retain(|m| m.value.is_finite());
         let non_finite = (before - metrics.len()) as u64;
         if non_finite > 0 {
-            sh.telemetry
-                .drop_items("metrics", "non_finite", 0, non_finite);
-            warn_limited!(
-                "delivery.non_finite",
-                metrics = non_finite,
-                "dropped metrics whose value is NaN or infinite"
-            );
+            sh.telemetry.delivery.non_finite(non_finite);
         }
         let encode = |s: &AnySink, c: &[wire::Metric], z| s.encode_metrics(c, z);
         if let Err(Refused::ShuttingDown { batches }) =
             self.enqueue(PayloadKind::Metrics, &metrics, encode)
         {
             sh.telemetry
-                .drop_items("metrics", "shutdown", batches, metrics.len() as u64);
-            warn_limited!(
-                "delivery.after_shutdown",
-                metrics = metrics.len(),
-                "delivery is shutting down: dropped metrics submitted after it began"
-            );
+                .delivery
+                .after_shutdown(batches, metrics.len() as u64);
         }
         // the spans received since the last cycle become durable with it
         sh.lane(PayloadKind::Spans).lock().queue.sync();
@@ -305,8 +296,7 @@ impl Delivery {
                 }
                 Err(e) => {
                     let n = chunk.len() as u64;
-                    sh.telemetry.drop_items(kind.as_str(), "permanent", 1, n);
-                    warn_limited!("delivery.encode", error = %e, "cannot encode a batch: dropped");
+                    sh.telemetry.delivery.encode_failed(kind.label(), n, &e);
                 }
             }
         }

@@ -31,6 +31,7 @@ use crate::collect::cgroup::mountinfo::read_layout;
 use crate::collect::{CollectError, Collector};
 use crate::model::Sample;
 use crate::telemetry::Telemetry;
+use crate::telemetry::ebpf::HttpDrop;
 
 /// The compiled program (built by `bpf/build.sh` from `bpf/http.bpf.c`).
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!("bpf/http.bpf.o");
@@ -273,7 +274,7 @@ impl HttpCollector {
                 .spawn(move || reader(&inner, ring_fd, &stop))
                 .map_err(EbpfError::Thread)?;
         }
-        telemetry.ebpf_up.set(1);
+        telemetry.ebpf.up.set(1);
         tracing::info!(
             programs,
             took_ms = started.elapsed().as_millis() as u64,
@@ -379,33 +380,34 @@ impl Collector for HttpCollector {
         for s in &summaries {
             s.samples(out);
         }
-        let t = &self.telemetry;
+        let t = &self.telemetry.ebpf;
         let s = &mut self.seen;
-        t.ebpf_events.inc_by(events.saturating_sub(s.events));
-        t.ebpf_events_lost.inc_by(lost.saturating_sub(s.lost));
+        t.events.inc_by(events.saturating_sub(s.events));
+        t.events_lost(lost.saturating_sub(s.lost));
         t.http_requests.inc_by(requests.saturating_sub(s.requests));
         for (reason, now, before) in [
-            ("unanswered", dropped.unanswered, s.dropped.unanswered),
-            ("unmatched", dropped.unmatched, s.dropped.unmatched),
             (
-                "pending_limit",
+                HttpDrop::Unanswered,
+                dropped.unanswered,
+                s.dropped.unanswered,
+            ),
+            (HttpDrop::Unmatched, dropped.unmatched, s.dropped.unmatched),
+            (
+                HttpDrop::PendingLimit,
                 dropped.pending_limit,
                 s.dropped.pending_limit,
             ),
-            ("conn_limit", dropped.conn_limit, s.dropped.conn_limit),
+            (
+                HttpDrop::ConnLimit,
+                dropped.conn_limit,
+                s.dropped.conn_limit,
+            ),
         ] {
             if now > before {
                 t.http_dropped(reason, now - before);
             }
         }
-        t.ebpf_connections.set(conns as i64);
-        if lost > s.lost {
-            crate::warn_limited!(
-                "ebpf_lost",
-                lost = lost - s.lost,
-                "eBPF ring buffer full: HTTP events lost (counted in cased_agent_ebpf_events_lost_total)"
-            );
-        }
+        t.connections.set(conns as i64);
         *s = Seen {
             events,
             lost,

@@ -35,7 +35,8 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::backoff::WatchBackoff;
-use crate::telemetry::Telemetry;
+use crate::telemetry::k8s::Step;
+use crate::telemetry::{Telemetry, Watch};
 
 mod tally;
 
@@ -220,11 +221,7 @@ pub async fn run(
                         }
                     }
                 }
-                telemetry
-                    .k8s_watch_up
-                    .remove(&crate::telemetry::WatchLabel {
-                        watch: "events".to_string(),
-                    });
+                telemetry.k8s.watch_stopped(Watch::Events);
             }
         }
     }
@@ -241,15 +238,14 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
-        self.telemetry.k8s_watch_error("events");
-        crate::warn_limited!(format!("k8s:events:{what}"), error = %e, "event {what} failed; retrying");
+    fn failed(&self, step: Step, e: &dyn std::fmt::Display) {
+        self.telemetry.k8s.event_watch_failed(step, e);
     }
 
     /// The mirror as of the checkpoint (or now, without one); returns the
     /// resourceVersion to watch from.
     async fn baseline(&mut self, checkpoint: Option<&str>) -> Result<String, kube::Error> {
-        self.telemetry.k8s_relist("events");
+        self.telemetry.k8s.relisted(Watch::Events);
         if let Some(cp) = checkpoint {
             match baseline_list(&self.api, Some(cp), &mut self.mirror).await {
                 Ok(rv) => {
@@ -277,7 +273,7 @@ impl Watcher {
     /// After `410 Gone`: a fresh list, counted against the mirror page by
     /// page.
     async fn relist(&mut self) -> Result<String, kube::Error> {
-        self.telemetry.k8s_relist("events");
+        self.telemetry.k8s.relisted(Watch::Events);
         let mut pages = Pages::new(None);
         let mut pass = Relist::default();
         let mut adds = Tally::new();
@@ -292,14 +288,14 @@ impl Watcher {
         pass.finish(&mut self.mirror);
         // the list is one point in time: its counts go in at once, so a
         // checkpoint never falls between them
-        self.telemetry.k8s_events_seen.inc_by(adds.values().sum());
+        self.telemetry.k8s.events_seen.inc_by(adds.values().sum());
         self.counts.record(self.term, &pages.rv, adds);
         Ok(pages.rv)
     }
 
     async fn count(&mut self, ev: &Event, n: u64, rv: &str) {
         let node = self.nodes.node_of(&self.client, ev).await;
-        self.telemetry.k8s_events_seen.inc_by(n);
+        self.telemetry.k8s.events_seen.inc_by(n);
         self.counts
             .record(self.term, rv, [(tally_key(ev, node), n)]);
     }
@@ -318,7 +314,7 @@ impl Watcher {
                         Follow::Watch(rv)
                     }
                     Err(e) => {
-                        self.failed("list", &e);
+                        self.failed(Step::List, &e);
                         backoff.wait().await;
                         Follow::Baseline(cp)
                     }
@@ -327,7 +323,7 @@ impl Watcher {
                 Follow::Relist => match self.relist().await {
                     Ok(rv) => Follow::Watch(rv),
                     Err(e) => {
-                        self.failed("list", &e);
+                        self.failed(Step::List, &e);
                         backoff.wait().await;
                         Follow::Relist
                     }
@@ -343,7 +339,7 @@ impl Watcher {
         let stream = match self.api.watch(&wp, &rv).await {
             Ok(s) => s,
             Err(e) => {
-                self.failed("watch", &e);
+                self.failed(Step::Watch, &e);
                 backoff.wait().await;
                 return Follow::Watch(rv);
             }
@@ -375,12 +371,12 @@ impl Watcher {
                 }
                 Ok(WatchEvent::Error(s)) if s.code == 410 => return Follow::Relist,
                 Ok(WatchEvent::Error(s)) => {
-                    self.failed("watch", &s.message);
+                    self.failed(Step::Watch, &s.message);
                     backoff.wait().await;
                     return Follow::Watch(rv);
                 }
                 Err(e) => {
-                    self.failed("watch", &e);
+                    self.failed(Step::Watch, &e);
                     backoff.wait().await;
                     return Follow::Watch(rv);
                 }

@@ -13,14 +13,14 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, Watch};
 
 /// The watched collection a request path belongs to.
-pub fn watch_of(path: &str) -> Option<&'static str> {
+pub fn watch_of(path: &str) -> Option<Watch> {
     if path == "/api/v1/pods" {
-        Some("pods")
+        Some(Watch::Pods)
     } else if path == "/apis/events.k8s.io/v1/events" {
-        Some("events")
+        Some(Watch::Events)
     } else {
         None
     }
@@ -76,7 +76,7 @@ where
             let r = fut.await;
             if let Some(w) = watch {
                 let ok = matches!(&r, Ok(resp) if resp.status().is_success());
-                telemetry.k8s_watch_state(w, ok);
+                telemetry.k8s.watch_state(w, ok);
             }
             r
         })
@@ -89,8 +89,11 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(watch_of("/api/v1/pods"), Some("pods"));
-        assert_eq!(watch_of("/apis/events.k8s.io/v1/events"), Some("events"));
+        assert_eq!(watch_of("/api/v1/pods"), Some(Watch::Pods));
+        assert_eq!(
+            watch_of("/apis/events.k8s.io/v1/events"),
+            Some(Watch::Events)
+        );
         assert_eq!(watch_of("/api/v1/namespaces/a/pods/b"), None);
         assert_eq!(
             watch_of("/apis/coordination.k8s.io/v1/namespaces/a/leases/b"),

@@ -371,8 +371,7 @@ impl Elector {
                     self.term += 1;
                     self.leading = true;
                     self.counts.begin(self.term);
-                    self.telemetry.k8s_leader.set(1);
-                    self.telemetry.k8s_leader_transitions.inc();
+                    self.telemetry.k8s.leading(true);
                     tracing::info!(identity = %self.cfg.identity, checkpoint = ?checkpoint, "became the events leader");
                     self.tx.send_replace(Leadership::Leader {
                         term: self.term,
@@ -413,7 +412,7 @@ impl Elector {
         self.leading = false;
         self.current = None;
         self.counts.discard();
-        self.telemetry.k8s_leader.set(0);
+        self.telemetry.k8s.leading(false);
         tracing::warn!(identity = %self.cfg.identity, why, "no longer the events leader");
         self.tx.send_replace(Leadership::Follower);
     }

@@ -163,7 +163,7 @@ impl Owners {
     }
 
     async fn lookup(&self, key: &Key) -> Result<Option<Workload>, LookupError> {
-        self.telemetry.k8s_owner_lookups.inc();
+        self.telemetry.k8s.owner_lookups.inc();
         let get = async {
             let refs = match key.kind.as_str() {
                 "ReplicaSet" => Api::<ReplicaSet>::namespaced(self.client.clone(), &key.namespace)

@@ -29,7 +29,7 @@ use super::events::{Tally, TallyKey};
 use super::owners::{Owners, Workload, controller_of};
 use crate::enrich::{Metadata, PodMeta};
 use crate::model::ContainerIdentity;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, Watch};
 
 /// Labels that only tell revisions apart: not tags (SPEC §5).
 const HASH_LABELS: [&str; 2] = ["pod-template-hash", "controller-revision-hash"];
@@ -246,7 +246,7 @@ impl Task {
         while let Some(item) = stream.next().await {
             match item {
                 Ok(ev) => match ev {
-                    Event::Init => self.telemetry.k8s_relist("pods"),
+                    Event::Init => self.telemetry.k8s.relisted(Watch::Pods),
                     Event::InitApply(_) => {}
                     Event::Apply(_) | Event::Delete(_) => self.rebuild(&store).await,
                     Event::InitDone => {
@@ -261,12 +261,7 @@ impl Task {
                     }
                 },
                 Err(e) => {
-                    self.telemetry.k8s_watch_error("pods");
-                    crate::warn_limited!(
-                        "k8s:pods",
-                        error = %e,
-                        "pod watch failed; keeping the last known pod metadata and retrying"
-                    );
+                    self.telemetry.k8s.pod_watch_failed(&e);
                 }
             }
         }
@@ -301,7 +296,7 @@ impl Task {
         );
         // counts first: whoever sees the new index sees its kills counted
         self.count_oom_kills(&pods);
-        self.telemetry.k8s_pods_cached.set(index.pods() as i64);
+        self.telemetry.k8s.pods_cached.set(index.pods() as i64);
         self.cache.replace(index);
     }
 

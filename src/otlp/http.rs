@@ -29,8 +29,9 @@ use prost::Message;
 
 use super::decode::{self, DecodeError, Encoding};
 use super::{Accepted, Held, Ingest, Refusal};
+use crate::telemetry::{Outcome, Transport};
 
-const TRANSPORT: &str = "http";
+const TRANSPORT: Transport = Transport::Http;
 
 /// After a body went over the limit (or was refused unread), read and
 /// discard at most this much more, for at most [`DRAIN_TIME`], before
@@ -91,7 +92,7 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
         Ok(e) => e,
         Err(e) => {
             drain(body).await;
-            t.otlp_request(TRANSPORT, "unsupported");
+            t.otlp.request(TRANSPORT, Outcome::Unsupported);
             return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{e}\n")).into_response();
         }
     };
@@ -118,7 +119,7 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
         Ok(Ok(b)) => b,
         Ok(Err(r)) => return refusal(&ingest, enc, r),
         Err(_) => {
-            t.otlp_request(TRANSPORT, "timeout");
+            t.otlp.request(TRANSPORT, Outcome::Timeout);
             let msg = format!(
                 "request body not received within {}s",
                 BODY_READ_TIMEOUT.as_secs()
@@ -132,7 +133,7 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
     let encoding = header_str(&headers, header::CONTENT_ENCODING).map(str::to_string);
     match ingest.take(raw, encoding, enc, held).await {
         Ok(a) => {
-            t.otlp_request(TRANSPORT, "accepted");
+            t.otlp.request(TRANSPORT, Outcome::Accepted);
             let resp = response(&a);
             let body = match enc {
                 Encoding::Protobuf => resp.encode_to_vec(),

@@ -42,7 +42,7 @@ pub use aggregate::{Aggregate, ServiceSummary, TraceMetrics};
 
 use crate::config::Config;
 use crate::sink::wire::StoredSpan;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Outcome, Telemetry, Transport};
 
 /// The span buffer is full: nothing of the request was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -209,12 +209,12 @@ pub enum Refusal {
 
 impl Refusal {
     /// The outcome label of `cased_agent_otlp_requests_total`.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Refusal::Malformed(_) => "malformed",
-            Refusal::Unsupported(_) => "unsupported",
-            Refusal::TooLarge(_) => "too_large",
-            Refusal::Busy | Refusal::Full | Refusal::ShuttingDown => "refused",
+            Refusal::Malformed(_) => Outcome::Malformed,
+            Refusal::Unsupported(_) => Outcome::Unsupported,
+            Refusal::TooLarge(_) => Outcome::TooLarge,
+            Refusal::Busy | Refusal::Full | Refusal::ShuttingDown => Outcome::Refused,
         }
     }
 }
@@ -305,13 +305,10 @@ impl Ingest {
     }
 
     /// Count a refusal (and say it once in a while).
-    pub(crate) fn count_refusal(&self, transport: &str, r: &Refusal) {
-        self.telemetry.otlp_request(transport, r.outcome());
-        if matches!(r, Refusal::Full) {
-            crate::warn_limited!(
-                "otlp:full",
-                "span buffer full: refusing spans, the sender will retry"
-            );
+    pub(crate) fn count_refusal(&self, transport: Transport, r: &Refusal) {
+        match r {
+            Refusal::Full => self.telemetry.otlp.span_buffer_full(transport),
+            r => self.telemetry.otlp.request(transport, r.outcome()),
         }
     }
 
@@ -409,13 +406,13 @@ impl Ingest {
             message: c.reject_reason.clone().unwrap_or_default(),
         };
         if c.rejected > 0 {
-            self.telemetry.spans_refused.inc_by(c.rejected);
+            self.telemetry.otlp.spans_refused.inc_by(c.rejected);
         }
         if n == 0 {
             return Ok(accepted);
         }
         if self.sink.try_submit(c.spans).is_err() {
-            self.telemetry.spans_refused.inc_by(n as u64);
+            self.telemetry.otlp.spans_refused.inc_by(n as u64);
             return Err(Refusal::Full);
         }
         // one span per lock: a large request never stalls the interval's drain
@@ -427,7 +424,7 @@ impl Ingest {
                     .record_span(name, st);
             }
         }
-        self.telemetry.spans_received.inc_by(n as u64);
+        self.telemetry.otlp.spans_received.inc_by(n as u64);
         Ok(accepted)
     }
 }

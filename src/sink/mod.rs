@@ -29,9 +29,14 @@ pub enum PayloadKind {
 impl PayloadKind {
     /// The `kind` label of the delivery counters.
     pub fn as_str(self) -> &'static str {
+        self.label().as_str()
+    }
+
+    /// The `kind` label of the delivery families.
+    pub fn label(self) -> crate::telemetry::Kind {
         match self {
-            PayloadKind::Metrics => "metrics",
-            PayloadKind::Spans => "spans",
+            PayloadKind::Metrics => crate::telemetry::Kind::Metrics,
+            PayloadKind::Spans => crate::telemetry::Kind::Spans,
         }
     }
 

@@ -29,7 +29,7 @@ fn captured_hybrid_host_end_to_end() {
     let t0 = Instant::now();
     let mut out = Vec::new();
     col.collect(t0, &mut out).unwrap();
-    assert_eq!(t.containers.get(), 1);
+    assert_eq!(t.cycle.containers.get(), 1);
     let ident = out
         .iter()
         .find_map(|s| match &s.about {
@@ -81,5 +81,5 @@ fn captured_hybrid_host_end_to_end() {
     assert_eq!(m["container.memory.oom_kills"], 0.0);
     assert_eq!(m["container.disk.read_bytes_per_sec"], 0.0);
     assert_eq!(m["container.disk.write_bytes_per_sec"], 0.0);
-    assert_eq!(t.container_errors.get(), 0);
+    assert_eq!(t.cycle.container_errors.get(), 0);
 }

@@ -108,7 +108,7 @@ fn cpu_usage_and_throttling_match_the_kernel() {
     );
     let first = by_container(&out);
     assert!(!first[&ida].contains_key("container.cpu.usage_percent"));
-    assert!(tel.containers.get() >= 2);
+    assert!(tel.cycle.containers.get() >= 2);
 
     sleep(Duration::from_secs(2));
     out.clear();
@@ -287,7 +287,7 @@ fn replaced_container_within_one_interval() {
     let mut out = Vec::new();
     col.collect(Instant::now(), &mut out).unwrap();
     assert!(by_container(&out).contains_key(&old));
-    let before = tel.containers.get();
+    let before = tel.cycle.containers.get();
     let open = col.open_files();
     // 8 files (no CPU quota, so no period read) and the walked directories
     assert!(open >= 8 + 4, "descriptors kept: {open}");
@@ -306,6 +306,6 @@ fn replaced_container_within_one_interval() {
         "new container not found in the next cycle"
     );
     assert!(got[&new].contains_key("container.memory.usage"));
-    assert_eq!(tel.containers.get(), before);
-    assert_eq!(tel.container_errors.get(), 0);
+    assert_eq!(tel.cycle.containers.get(), before);
+    assert_eq!(tel.cycle.container_errors.get(), 0);
 }

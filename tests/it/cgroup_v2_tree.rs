@@ -39,7 +39,7 @@ fn check_two_cycles(budget: Option<Arc<FdBudget>>, kept: bool) {
     let t0 = Instant::now();
     let mut out = Vec::new();
     col.collect(t0, &mut out).unwrap();
-    assert_eq!(tel.containers.get(), n as i64);
+    assert_eq!(tel.cycle.containers.get(), n as i64);
     let first = by_container(&out);
     assert_eq!(first.len(), n as usize);
     // first sight: gauges yes, rates and deltas no
@@ -70,7 +70,7 @@ fn check_two_cycles(budget: Option<Arc<FdBudget>>, kept: bool) {
     col.collect(t0 + Duration::from_secs(10), &mut out).unwrap();
     let got = by_container(&out);
     assert_eq!(got.len(), n as usize);
-    assert_eq!(tel.container_errors.get(), 0);
+    assert_eq!(tel.cycle.container_errors.get(), 0);
 
     let mut qos_seen = std::collections::HashSet::new();
     let mut rt_seen = std::collections::HashSet::new();
@@ -160,7 +160,7 @@ fn containers_come_and_go() {
     let t0 = Instant::now();
     let mut out = Vec::new();
     col.collect(t0, &mut out).unwrap();
-    assert_eq!(tel.containers.get(), 20);
+    assert_eq!(tel.cycle.containers.get(), 20);
     let listings = col.listings();
     let fds_before = col.open_files();
     // nothing changed: no directory is listed again
@@ -180,7 +180,7 @@ fn containers_come_and_go() {
         !by_container(&out).contains_key(&tree.ids[3].1),
         "vanished container reported"
     );
-    assert_eq!(tel.containers.get(), 19);
+    assert_eq!(tel.cycle.containers.get(), 19);
     let fds = col.open_files();
     assert_eq!(fds, fds_before - 8, "its 8 descriptors are closed");
     let parent = gone.parent().unwrap().to_path_buf();
@@ -211,8 +211,8 @@ fn containers_come_and_go() {
         v2_vals(4, 0).current as f64
     );
     assert!(!got[&new_id].contains_key("container.cpu.usage_percent"));
-    assert_eq!(tel.containers.get(), 20);
-    assert_eq!(tel.container_errors.get(), 0);
+    assert_eq!(tel.cycle.containers.get(), 20);
+    assert_eq!(tel.cycle.container_errors.get(), 0);
     // the others kept their rate state
     assert!(got[&tree.ids[5].1].contains_key("container.cpu.usage_percent"));
     assert_eq!(col.open_files(), fds_before);
@@ -229,7 +229,7 @@ fn containers_come_and_go() {
     let got = by_container(&out);
     assert!(!got.contains_key(&tree.ids[0].1) && !got.contains_key(&tree.ids[1].1));
     assert_eq!(got.len(), 18);
-    assert_eq!(tel.containers.get(), 18);
+    assert_eq!(tel.cycle.containers.get(), 18);
     // 2 containers × 8 files and the pod directory
     assert_eq!(col.open_files(), fds_before - 17);
 }
@@ -254,9 +254,9 @@ fn malformed_file_costs_only_its_container() {
     assert!(!got.contains_key(&tree.ids[2].1));
     assert!(!got.contains_key(&tree.ids[5].1));
     assert_eq!(got.len(), 8);
-    assert_eq!(tel.container_errors.get(), 2);
+    assert_eq!(tel.cycle.container_errors.get(), 2);
     assert_eq!(
-        tel.containers.get(),
+        tel.cycle.containers.get(),
         10,
         "still there, only their metrics lost"
     );
@@ -271,7 +271,7 @@ fn malformed_file_costs_only_its_container() {
     out.clear();
     col.collect(t0 + Duration::from_secs(20), &mut out).unwrap();
     assert_eq!(by_container(&out).len(), 10);
-    assert_eq!(tel.container_errors.get(), 2);
+    assert_eq!(tel.cycle.container_errors.get(), 2);
 }
 
 #[test]
@@ -336,8 +336,8 @@ fn docker_and_systemd_services_outside_kubernetes() {
     let (mut col, tel) = collector(&tree, None);
     let mut out = Vec::new();
     col.collect(Instant::now(), &mut out).unwrap();
-    assert_eq!(tel.containers.get(), 4);
-    assert_eq!(tel.container_errors.get(), 0);
+    assert_eq!(tel.cycle.containers.get(), 4);
+    assert_eq!(tel.cycle.container_errors.get(), 0);
     let mut seen = 0;
     for s in &out {
         if let About::Container(c) = &s.about

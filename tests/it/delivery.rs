@@ -9,7 +9,7 @@ use cased_agent::config::{Compression, Config};
 use cased_agent::delivery::backoff::Backoff;
 use cased_agent::delivery::{Delivery, DeliveryOptions, FlushReport};
 use cased_agent::sink::{self, AnySink, wire::Metric};
-use cased_agent::telemetry::{DropLabel, KindLabel, Telemetry};
+use cased_agent::telemetry::{DropLabel, DropReason, Kind, KindLabel, Telemetry};
 
 use crate::support::receiver::{Receiver, Reply};
 
@@ -62,28 +62,35 @@ fn fast() -> Backoff {
     .unwrap()
 }
 
-fn kind(k: &str) -> KindLabel {
-    KindLabel {
-        kind: k.to_string(),
-    }
+fn kind(kind: Kind) -> KindLabel {
+    KindLabel { kind }
 }
 
-fn dropped(t: &Telemetry, reason: &str) -> (u64, u64) {
+fn dropped(t: &Telemetry, reason: DropReason) -> (u64, u64) {
     let l = DropLabel {
-        kind: "metrics".to_string(),
-        reason: reason.to_string(),
+        kind: Kind::Metrics,
+        reason,
     };
     (
-        t.batches_dropped.get_or_create(&l).get(),
-        t.items_dropped.get_or_create(&l).get(),
+        t.delivery.batches_dropped.get_or_create(&l).get(),
+        t.delivery.items_dropped.get_or_create(&l).get(),
     )
 }
 
 fn sent(t: &Telemetry) -> (u64, u64, u64) {
     (
-        t.batches_sent.get_or_create(&kind("metrics")).get(),
-        t.items_sent.get_or_create(&kind("metrics")).get(),
-        t.batches_retried.get_or_create(&kind("metrics")).get(),
+        t.delivery
+            .batches_sent
+            .get_or_create(&kind(Kind::Metrics))
+            .get(),
+        t.delivery
+            .items_sent
+            .get_or_create(&kind(Kind::Metrics))
+            .get(),
+        t.delivery
+            .batches_retried
+            .get_or_create(&kind(Kind::Metrics))
+            .get(),
     )
 }
 
@@ -172,10 +179,10 @@ async fn wire_format_and_batching() {
     assert_eq!(seen, (0..n).collect::<Vec<_>>());
 
     assert_eq!(sent(&t), (5, n as u64, 0));
-    assert_eq!(dropped(&t, "non_finite"), (0, 1));
-    assert_eq!(t.queue_bytes.get(), 0);
-    assert_eq!(t.queue_batches.get(), 0);
-    assert_eq!(t.queue_capacity_bytes.get(), 1 << 20);
+    assert_eq!(dropped(&t, DropReason::NonFinite), (0, 1));
+    assert_eq!(t.delivery.queue_bytes.get(), 0);
+    assert_eq!(t.delivery.queue_batches.get(), 0);
+    assert_eq!(t.delivery.queue_capacity_bytes.get(), 1 << 20);
 }
 
 #[tokio::test]
@@ -193,7 +200,7 @@ async fn server_error_then_success_is_retried_once() {
     // full jitter: at most 500 ms (slack for a loaded CI machine)
     assert!(reqs[1].at - reqs[0].at < Duration::from_secs(3));
     assert_eq!(sent(&t), (1, 7, 1));
-    assert_eq!(dropped(&t, "permanent"), (0, 0));
+    assert_eq!(dropped(&t, DropReason::Permanent), (0, 0));
 }
 
 #[tokio::test]
@@ -245,7 +252,7 @@ async fn permanent_error_drops_once_and_the_next_batch_flows() {
     assert_eq!(reqs.len(), 2);
     assert_eq!(names(&reqs[0].json()).len(), 3);
     assert_eq!(names(&reqs[1].json()).len(), 2);
-    assert_eq!(dropped(&t, "permanent"), (1, 3));
+    assert_eq!(dropped(&t, DropReason::Permanent), (1, 3));
     assert_eq!(sent(&t), (1, 2, 0));
 }
 
@@ -304,21 +311,21 @@ async fn queue_bound_drops_oldest_while_the_sink_is_down() {
         assert!(start.elapsed() < Duration::from_secs(5), "no attempt made");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(t.queue_batches.get(), 1);
+    assert_eq!(t.delivery.queue_batches.get(), 1);
     // 9 more batches, one cycle's worth
     d.submit_metrics(metrics(4..40));
     // 10 batches, room for 3: the 7 oldest dropped, the first among them
-    assert_eq!(dropped(&t, "queue_full"), (7, 28));
-    assert_eq!(t.queue_batches.get(), 3);
-    assert_eq!(t.queue_bytes.get() as u64, 3 * one);
-    assert!(t.queue_bytes.get() as u64 <= bound);
-    assert_eq!(t.queue_capacity_bytes.get() as u64, bound);
+    assert_eq!(dropped(&t, DropReason::QueueFull), (7, 28));
+    assert_eq!(t.delivery.queue_batches.get(), 3);
+    assert_eq!(t.delivery.queue_bytes.get() as u64, 3 * one);
+    assert!(t.delivery.queue_bytes.get() as u64 <= bound);
+    assert_eq!(t.delivery.queue_capacity_bytes.get() as u64, bound);
     // the sink stays down through the grace period: the 3 are left
     let r = d.shutdown(Duration::from_millis(200)).await;
     assert_eq!(r.pending_batches, 3);
     assert_eq!(r.delivered_batches, 0);
-    assert_eq!(dropped(&t, "shutdown"), (3, 12));
-    assert_eq!(t.queue_bytes.get(), 0);
+    assert_eq!(dropped(&t, DropReason::Shutdown), (3, 12));
+    assert_eq!(t.delivery.queue_bytes.get(), 0);
     assert_eq!(sent(&t).0, 0);
     // a second shutdown has nothing left to report
     assert_eq!(d.shutdown(Duration::from_millis(50)).await, report(0, 0, 0));
@@ -350,10 +357,10 @@ async fn newest_batches_survive_an_outage() {
     // the first batch is in flight, outside the queue: of the 9 queued, the
     // 6 oldest are dropped to fit (before this flush); then the first batch
     // times out and, the oldest of all, no longer fits when put back
-    assert_eq!(dropped(&t, "queue_full"), (6, 24));
+    assert_eq!(dropped(&t, DropReason::QueueFull), (6, 24));
     let r = d.flush(Duration::from_secs(5)).await;
     assert_eq!(r, report(3, 1, 0));
-    assert_eq!(dropped(&t, "queue_full"), (7, 28));
+    assert_eq!(dropped(&t, DropReason::QueueFull), (7, 28));
     let reqs = rx.requests();
     assert_eq!(reqs.len(), 4);
     let delivered: Vec<String> = reqs[1..].iter().flat_map(|r| names(&r.json())).collect();
@@ -401,7 +408,7 @@ async fn shutdown_delivers_what_is_queued_then_refuses() {
     assert_eq!(r, report(3, 0, 0));
     assert_eq!(rx.requests().len(), 4);
     d.submit_metrics(metrics(6..9));
-    assert_eq!(dropped(&t, "shutdown"), (2, 3));
+    assert_eq!(dropped(&t, DropReason::Shutdown), (2, 3));
     tokio::time::timeout(Duration::from_secs(2), task)
         .await
         .expect("task ends after shutdown")
@@ -456,7 +463,7 @@ async fn redirects_keep_the_body_or_are_refused() {
         reqs[1].header("authorization"),
         Some("Bearer test-key-0123")
     );
-    assert_eq!(dropped(&t, "permanent"), (1, 2));
+    assert_eq!(dropped(&t, DropReason::Permanent), (1, 2));
     assert_eq!(rx.all_metrics().len(), 6);
 }
 
@@ -503,6 +510,6 @@ async fn stdout_sink_through_delivery_and_broken_pipe() {
     let (d, _task) = Delivery::start_with(sink, opts(4, 2000), fast(), t.clone());
     d.submit_metrics(metrics(0..10));
     assert_eq!(d.flush(Duration::from_secs(5)).await, report(0, 3, 0));
-    assert_eq!(dropped(&t, "permanent"), (3, 10));
+    assert_eq!(dropped(&t, DropReason::Permanent), (3, 10));
     assert_eq!(sent(&t), (0, 0, 0));
 }

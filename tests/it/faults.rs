@@ -22,7 +22,7 @@ use cased_agent::delivery::disk::{DiskOptions, DiskQueue};
 use cased_agent::delivery::queue::{BatchQueue, MemoryQueue};
 use cased_agent::delivery::{Delivery, DeliveryOptions, Lanes};
 use cased_agent::sink::{AnySink, wire::Metric};
-use cased_agent::telemetry::{DropLabel, Telemetry};
+use cased_agent::telemetry::{DropLabel, DropReason, Kind, Telemetry};
 use serde_json::Value;
 
 use crate::cli::{agent, free_port, http_get, unsafe_kill};
@@ -148,14 +148,14 @@ fn start_disk_delivery(
     (d, t)
 }
 
-fn dropped(t: &Telemetry, reason: &str) -> (u64, u64) {
+fn dropped(t: &Telemetry, reason: DropReason) -> (u64, u64) {
     let l = DropLabel {
-        kind: "metrics".to_string(),
-        reason: reason.to_string(),
+        kind: Kind::Metrics,
+        reason,
     };
     (
-        t.batches_dropped.get_or_create(&l).get(),
-        t.items_dropped.get_or_create(&l).get(),
+        t.delivery.batches_dropped.get_or_create(&l).get(),
+        t.delivery.items_dropped.get_or_create(&l).get(),
     )
 }
 
@@ -382,8 +382,8 @@ async fn s1_api_down_ten_cycles_then_back_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert!(rx.requests().is_empty(), "the API was down");
-    assert_eq!(t.queue_batches.get(), 40);
-    assert!(t.batches_retried.get_or_create(&kind()).get() >= 3);
+    assert_eq!(t.delivery.queue_batches.get(), 40);
+    assert!(t.delivery.batches_retried.get_or_create(&kind()).get() >= 3);
     gate.set_open(true);
     for c in 10..12 {
         let ms = cycle(c, 100);
@@ -392,7 +392,7 @@ async fn s1_api_down_ten_cycles_then_back_loses_nothing() {
     }
     let r = d.flush(Duration::from_secs(10)).await;
     assert_eq!(r.pending_batches, 0);
-    assert_eq!(t.batches_sent.get_or_create(&kind()).get(), 48);
+    assert_eq!(t.delivery.batches_sent.get_or_create(&kind()).get(), 48);
     let reqs = rx.requests();
     let got = tally(&reqs);
     assert_eq!(got.len(), 1200);
@@ -401,13 +401,13 @@ async fn s1_api_down_ten_cycles_then_back_loses_nothing() {
     // oldest first
     let firsts: Vec<i64> = reqs.iter().map(|r| key(&metrics_of(r)[0]).2).collect();
     assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "{firsts:?}");
-    assert_eq!(t.buffer_disk_bytes.get(), 0);
-    assert_eq!(dropped(&t, "queue_full"), (0, 0));
+    assert_eq!(t.buffer.disk_bytes.get(), 0);
+    assert_eq!(dropped(&t, DropReason::QueueFull), (0, 0));
 }
 
 fn kind() -> cased_agent::telemetry::KindLabel {
     cased_agent::telemetry::KindLabel {
-        kind: "metrics".to_string(),
+        kind: Kind::Metrics,
     }
 }
 
@@ -438,11 +438,11 @@ async fn s2_flaky_api_loses_nothing_and_duplicates_only_the_unknown() {
     }
     let r = d.flush(Duration::from_secs(20)).await;
     assert_eq!(r.pending_batches, 0);
-    assert_eq!(t.batches_sent.get_or_create(&kind()).get(), 25);
+    assert_eq!(t.delivery.batches_sent.get_or_create(&kind()).get(), 25);
     let reqs = rx.requests();
     // 25 batches + one retry per failed attempt (4×500, 429, hang, close, 503)
     assert_eq!(reqs.len(), 33);
-    assert_eq!(t.batches_retried.get_or_create(&kind()).get(), 8);
+    assert_eq!(t.delivery.batches_retried.get_or_create(&kind()).get(), 8);
     // the server kept what it answered 2xx, and may have kept the hung and
     // the closed request: count those as arrivals
     let kept = reqs
@@ -458,7 +458,7 @@ async fn s2_flaky_api_loses_nothing_and_duplicates_only_the_unknown() {
     // Retry-After honoured: the request after the 429 came 2 s later
     let gap = reqs[9].at.duration_since(reqs[8].at);
     assert!(gap >= Duration::from_millis(1950), "{gap:?}");
-    assert_eq!(dropped(&t, "permanent"), (0, 0));
+    assert_eq!(dropped(&t, DropReason::Permanent), (0, 0));
 }
 
 /// 6. A permanent 400 for one batch: that batch is dropped and counted
@@ -484,7 +484,7 @@ async fn s6_a_permanent_400_drops_one_batch_once() {
     }
     let r = d.flush(Duration::from_secs(10)).await;
     assert_eq!(r.pending_batches, 0);
-    assert_eq!(t.batches_sent.get_or_create(&kind()).get(), 11);
+    assert_eq!(t.delivery.batches_sent.get_or_create(&kind()).get(), 11);
     let reqs = rx.requests();
     assert_eq!(reqs.len(), 12, "the refused batch is not retried");
     let got = tally(
@@ -497,7 +497,7 @@ async fn s6_a_permanent_400_drops_one_batch_once() {
     assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), want);
     assert_eq!(got.len(), 275);
     assert_eq!(duplicates(&got), 0);
-    assert_eq!(dropped(&t, "permanent"), (1, 25));
+    assert_eq!(dropped(&t, DropReason::Permanent), (1, 25));
     // and it does not come back after a restart
     let r = d.shutdown(Duration::from_secs(1)).await;
     assert_eq!(r.pending_batches, 0);

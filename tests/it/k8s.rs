@@ -410,7 +410,7 @@ fn pod_metadata_for_every_runtime_and_qos() {
             .contains(&("tier".into(), "c".into()))
     });
     assert_eq!(api.requests("get replicasets"), 3);
-    assert_eq!(tel.k8s_owner_lookups.get(), 4);
+    assert_eq!(tel.k8s.owner_lookups.get(), 4);
     let m = tel.encode();
     assert_eq!(metric_value(&m, "cased_agent_k8s_pods_cached"), Some(8.0));
     assert_eq!(

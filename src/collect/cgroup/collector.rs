@@ -583,13 +583,9 @@ impl CgroupCollector {
         let stats = match files.read_stats(&mut self.buf, &self.stacked) {
             Ok(s) => s,
             Err(e) => {
-                self.telemetry.container_errors.inc();
-                warn_limited!(
-                    "cgroup-container",
-                    container = %found.identity.name,
-                    error = %e,
-                    "container metrics lost for this cycle"
-                );
+                self.telemetry
+                    .cycle
+                    .container_failed(&found.identity.name, &e);
                 return Outcome::Skipped;
             }
         };
@@ -764,7 +760,7 @@ impl Collector for CgroupCollector {
 
     fn collect(&mut self, now: Instant, out: &mut Vec<Sample>) -> Result<(), CollectError> {
         let Some(d) = &mut self.discovery else {
-            self.telemetry.containers.set(0);
+            self.telemetry.cycle.containers.set(0);
             return Ok(());
         };
         self.cycle += 1;
@@ -777,7 +773,7 @@ impl Collector for CgroupCollector {
         let n = self.collect_containers(now, out);
         self.states.sweep();
         self.pods.end_cycle();
-        self.telemetry.containers.set(n as i64);
+        self.telemetry.cycle.containers.set(n as i64);
         Ok(())
     }
 }

@@ -47,8 +47,9 @@ use tonic::{Code, Status};
 use super::decode::Encoding;
 use super::decode::{ProtoAny, ProtoDuration, RetryInfo, RpcStatus};
 use super::{Ingest, Refusal};
+use crate::telemetry::{Outcome, Transport};
 
-const TRANSPORT: &str = "grpc";
+const TRANSPORT: Transport = Transport::Grpc;
 
 /// The gRPC path of `TraceService/Export`.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -86,7 +87,10 @@ impl export::Signal for Traces {
     ) -> Result<ExportTraceServiceResponse, Status> {
         match ingest.take(body, None, Encoding::Protobuf, held).await {
             Ok(a) => {
-                ingest.telemetry().otlp_request(TRANSPORT, "accepted");
+                ingest
+                    .telemetry()
+                    .otlp
+                    .request(TRANSPORT, Outcome::Accepted);
                 Ok(super::http::response(&a))
             }
             Err(r) => {

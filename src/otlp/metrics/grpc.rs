@@ -26,8 +26,9 @@ use crate::otlp::decode::Encoding;
 use crate::otlp::grpc::export::Signal;
 use crate::otlp::grpc::status_of;
 use crate::otlp::{Held, Ingest};
+use crate::telemetry::{Outcome, Transport};
 
-const TRANSPORT: &str = "grpc";
+const TRANSPORT: Transport = Transport::Grpc;
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 /// Metrics: `MetricsService/Export`.
@@ -49,7 +50,7 @@ impl Signal for Metrics {
             .await
         {
             Ok(t) => {
-                ingest.count_metrics(TRANSPORT, "accepted");
+                ingest.count_metrics(TRANSPORT, Outcome::Accepted);
                 Ok(t.response())
             }
             Err(r) => {

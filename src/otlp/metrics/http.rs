@@ -22,13 +22,14 @@ use crate::otlp::http::{
     read_body, status_reply,
 };
 use crate::otlp::{Ingest, Refusal};
+use crate::telemetry::{Outcome, Transport};
 
-const TRANSPORT: &str = "http";
+const TRANSPORT: Transport = Transport::Http;
 
 /// `/v1/logs`, any method: 404 naming what the agent accepts.
 pub async fn logs(State(ingest): State<Arc<Ingest>>, body: Body) -> Response {
     drain(body).await;
-    ingest.count_metrics(TRANSPORT, "logs_not_accepted");
+    ingest.count_metrics(TRANSPORT, Outcome::LogsNotAccepted);
     (StatusCode::NOT_FOUND, format!("{}\n", super::LOGS_ANSWER)).into_response()
 }
 
@@ -41,7 +42,7 @@ pub async fn metrics(
         Ok(e) => e,
         Err(e) => {
             drain(body).await;
-            ingest.count_metrics(TRANSPORT, "unsupported");
+            ingest.count_metrics(TRANSPORT, Outcome::Unsupported);
             return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{e}\n")).into_response();
         }
     };
@@ -63,7 +64,7 @@ pub async fn metrics(
         Ok(Ok(b)) => b,
         Ok(Err(r)) => return refusal(&ingest, enc, r),
         Err(_) => {
-            ingest.count_metrics(TRANSPORT, "timeout");
+            ingest.count_metrics(TRANSPORT, Outcome::Timeout);
             let msg = format!(
                 "request body not received within {}s",
                 BODY_READ_TIMEOUT.as_secs()
@@ -77,7 +78,7 @@ pub async fn metrics(
     let encoding = header_str(&headers, header::CONTENT_ENCODING).map(str::to_string);
     match ingest.take_metrics(raw, encoding, enc, held).await {
         Ok(t) => {
-            ingest.count_metrics(TRANSPORT, "accepted");
+            ingest.count_metrics(TRANSPORT, Outcome::Accepted);
             let resp = t.response();
             let body = match enc {
                 Encoding::Protobuf => resp.encode_to_vec(),

@@ -32,7 +32,7 @@ use super::decode::{self, Encoding};
 use super::{BUDGET_WAIT, Held, Ingest, MEMORY_BUDGET, Refusal, blocking_if, decode_refusal};
 use crate::collect::{CollectError, Collector};
 use crate::model::Sample;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Outcome, Telemetry, Transport};
 
 pub use state::{DEFAULT_MAX_SERIES_PER_SERVICE, State};
 
@@ -185,17 +185,17 @@ impl Ingest {
             message: c.reason.clone().unwrap_or_default(),
         };
         let applied = self.otel.lock().unwrap_or_else(|e| e.into_inner()).apply(c);
-        let t = &self.telemetry;
-        t.otel_points_received
-            .inc_by(applied.points - applied.overflow);
-        t.otel_points_overflow.inc_by(applied.overflow);
-        t.otel_points_rejected.inc_by(taken.rejected);
+        self.telemetry.otlp.points(
+            applied.points - applied.overflow,
+            applied.overflow,
+            taken.rejected,
+        );
         taken
     }
 
     /// Count a metrics request's outcome.
-    pub(crate) fn count_metrics(&self, transport: &str, outcome: &str) {
-        self.telemetry.otel_metrics_request(transport, outcome);
+    pub(crate) fn count_metrics(&self, transport: Transport, outcome: Outcome) {
+        self.telemetry.otlp.metrics_request(transport, outcome);
     }
 }
 
@@ -223,8 +223,9 @@ impl Collector for OtelMetrics {
     fn collect(&mut self, _now: Instant, out: &mut Vec<Sample>) -> Result<(), CollectError> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let freed = st.drain(out);
-        self.telemetry.otel_series_freed.inc_by(freed);
-        self.telemetry.otel_series.set(st.series() as i64);
+        self.telemetry
+            .otlp
+            .series_after_interval(st.series() as i64, freed);
         Ok(())
     }
 }
