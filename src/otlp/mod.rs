@@ -30,6 +30,7 @@ pub mod http;
 mod meter;
 pub mod metrics;
 pub mod scan;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -19,13 +19,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
+pub use super::wire::ScanError;
+use super::wire::{self, ALLOC, MAX_DEPTH, largest, size};
 use crate::sink::wire::StoredSpan;
-
-/// prost's own nesting limit: deeper bodies do not decode anyway.
-const MAX_DEPTH: u32 = 100;
-/// What one heap allocation costs beyond its bytes (malloc's header and
-/// rounding to 16, at least 32 bytes a chunk).
-const ALLOC: u64 = 32;
 
 /// Counts of what decoding a request creates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,17 +43,6 @@ pub struct Shape {
     pub longest_string: u64,
     /// Extra bytes JSON escaping can add (control characters, quotes).
     pub escape_bytes: u64,
-}
-
-/// Why a body is not a protobuf message at all (a 400 before decoding).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ScanError {
-    #[error("truncated or invalid protobuf at byte {0}")]
-    Wire(usize),
-    #[error("protobuf nested deeper than {MAX_DEPTH}")]
-    TooDeep,
-    #[error("invalid JSON at byte {0}")]
-    Json(usize),
 }
 
 /// The message types of a trace export, as far as their shape matters.
@@ -143,50 +128,19 @@ pub fn scan_protobuf(body: &[u8]) -> Result<Shape, ScanError> {
     Ok(w.shape)
 }
 
-fn varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, ScanError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or(ScanError::Wire(base + *pos))?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err(ScanError::Wire(base + *pos))
-}
-
 fn walk(buf: &[u8], base: usize, msg: Msg, depth: u32, w: &mut Walk) -> Result<(), ScanError> {
     if depth > MAX_DEPTH {
         return Err(ScanError::TooDeep);
     }
-    let mut pos = 0;
-    while pos < buf.len() {
-        let key = varint(buf, &mut pos, base)?;
-        let (field, wire) = (key >> 3, key & 7);
-        let skip = match wire {
-            0 => {
-                varint(buf, &mut pos, base)?;
-                0
-            }
-            1 => 8,
-            5 => 4,
-            2 => varint(buf, &mut pos, base)?,
-            _ => return Err(ScanError::Wire(base + pos)),
-        };
-        let end = usize::try_from(skip)
-            .ok()
-            .and_then(|n| pos.checked_add(n))
-            .filter(|&e| e <= buf.len())
-            .ok_or(ScanError::Wire(base + pos))?;
-        if wire == 2 {
-            let inner = &buf[pos..end];
-            match msg.child(field) {
-                Some(child) => enter(inner, base + pos, msg, child, depth, w)?,
+    for f in wire::fields(buf, base) {
+        let f = f?;
+        if f.delimited() {
+            let inner = &buf[f.start..f.end];
+            match msg.child(f.number) {
+                Some(child) => enter(inner, base + f.start, msg, child, depth, w)?,
                 None => string(inner, w),
             }
         }
-        pos = end;
     }
     Ok(())
 }
@@ -273,12 +227,8 @@ pub fn scan_json(body: &[u8]) -> Result<Shape, ScanError> {
     while i < body.len() {
         match body[i] {
             b'"' => {
-                let (end, escaped) = json_string(body, i)?;
+                let (end, escaped, is_key) = wire::json_string(body, i)?;
                 let text = &body[i + 1..end];
-                let is_key = body[end + 1..]
-                    .iter()
-                    .find(|b| !b.is_ascii_whitespace())
-                    .is_some_and(|&b| b == b':');
                 if is_key {
                     key = match text {
                         _ if escaped => SPANS,
@@ -324,49 +274,15 @@ pub fn scan_json(body: &[u8]) -> Result<Shape, ScanError> {
     Ok(s)
 }
 
-/// The index of the closing quote of the string opening at `start`, and
-/// whether it holds an escape.
-fn json_string(body: &[u8], start: usize) -> Result<(usize, bool), ScanError> {
-    let mut i = start + 1;
-    let mut escaped = false;
-    while i < body.len() {
-        match body[i] {
-            b'"' => return Ok((i, escaped)),
-            b'\\' => {
-                escaped = true;
-                i += 2;
-            }
-            _ => i += 1,
-        }
-    }
-    Err(ScanError::Json(start))
-}
-
-/// Sizes of the types a request becomes, in bytes.
-const fn size<T>() -> u64 {
-    std::mem::size_of::<T>() as u64
-}
-
 /// The largest struct a JSON object may decode to.
-const LARGEST: u64 = {
-    let all = [
-        size::<Span>(),
-        size::<ResourceSpans>() + size::<Resource>(),
-        size::<ScopeSpans>(),
-        size::<Event>(),
-        size::<Link>(),
-        size::<KeyValue>() + size::<AnyValue>(),
-    ];
-    let mut max = 0;
-    let mut i = 0;
-    while i < all.len() {
-        if all[i] > max {
-            max = all[i];
-        }
-        i += 1;
-    }
-    max
-};
+const LARGEST: u64 = largest(&[
+    size::<Span>(),
+    size::<ResourceSpans>() + size::<Resource>(),
+    size::<ScopeSpans>(),
+    size::<Event>(),
+    size::<Link>(),
+    size::<KeyValue>() + size::<AnyValue>(),
+]);
 
 /// Bytes any request allocates at once whatever its shape.
 const FIXED: u64 = 16 << 10;

@@ -16,14 +16,12 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-pub use crate::otlp::scan::ScanError;
+pub use crate::otlp::wire::ScanError;
+use crate::otlp::wire::{self, ALLOC, MAX_DEPTH, largest, size};
 
-const MAX_DEPTH: u32 = 100;
 /// What a JSON number or string may cost, in [`Shape::numbers`] (16
 /// bytes each).
 const JSON_VALUE: u64 = 5;
-/// What one heap allocation costs beyond its bytes.
-const ALLOC: u64 = 32;
 
 /// Counts of what decoding a metrics request creates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,56 +127,26 @@ pub fn scan_protobuf(body: &[u8]) -> Result<Shape, ScanError> {
     Ok(s)
 }
 
-fn varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, ScanError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or(ScanError::Wire(base + *pos))?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err(ScanError::Wire(base + *pos))
-}
-
 fn walk(buf: &[u8], base: usize, msg: Msg, depth: u32, s: &mut Shape) -> Result<(), ScanError> {
     if depth > MAX_DEPTH {
         return Err(ScanError::TooDeep);
     }
-    let mut pos = 0;
-    while pos < buf.len() {
-        let key = varint(buf, &mut pos, base)?;
-        let (field, wire) = (key >> 3, key & 7);
-        let skip = match wire {
-            0 => {
-                varint(buf, &mut pos, base)?;
-                0
-            }
-            1 => 8,
-            5 => 4,
-            2 => varint(buf, &mut pos, base)?,
-            _ => return Err(ScanError::Wire(base + pos)),
-        };
-        let end = usize::try_from(skip)
-            .ok()
-            .and_then(|n| pos.checked_add(n))
-            .filter(|&e| e <= buf.len())
-            .ok_or(ScanError::Wire(base + pos))?;
-        if wire != 2 {
+    for f in wire::fields(buf, base) {
+        let f = f?;
+        let len = (f.end - f.start) as u64;
+        if !f.delimited() {
             s.numbers += 1;
-        } else if msg.packed(field) {
+        } else if msg.packed(f.number) {
             // one byte may be one varint
-            s.numbers += (end - pos) as u64;
-        } else if let Some(child) = msg.child(field) {
+            s.numbers += len;
+        } else if let Some(child) = msg.child(f.number) {
             s.messages += 1;
             s.points += u64::from(child.is_point());
-            walk(&buf[pos..end], base + pos, child, depth + 1, s)?;
-        } else if end > pos {
+            walk(&buf[f.start..f.end], base + f.start, child, depth + 1, s)?;
+        } else if len > 0 {
             s.strings += 1;
-            s.string_bytes += (end - pos) as u64;
+            s.string_bytes += len;
         }
-        pos = end;
     }
     Ok(())
 }
@@ -206,12 +174,8 @@ pub fn scan_json(body: &[u8]) -> Result<Shape, ScanError> {
         in_number = number_char || (in_number && matches!(c, b'.' | b'e' | b'E' | b'+'));
         match c {
             b'"' => {
-                let (end, escaped) = json_string(body, i)?;
+                let (end, escaped, is_key) = wire::json_string(body, i)?;
                 let text = &body[i + 1..end];
-                let is_key = body[end + 1..]
-                    .iter()
-                    .find(|b| !b.is_ascii_whitespace())
-                    .is_some_and(|&b| b == b':');
                 if is_key {
                     key_is_points = escaped || text == b"dataPoints";
                 }
@@ -247,47 +211,16 @@ pub fn scan_json(body: &[u8]) -> Result<Shape, ScanError> {
     Ok(s)
 }
 
-fn json_string(body: &[u8], start: usize) -> Result<(usize, bool), ScanError> {
-    let mut i = start + 1;
-    let mut escaped = false;
-    while i < body.len() {
-        match body[i] {
-            b'"' => return Ok((i, escaped)),
-            b'\\' => {
-                escaped = true;
-                i += 2;
-            }
-            _ => i += 1,
-        }
-    }
-    Err(ScanError::Json(start))
-}
-
-const fn size<T>() -> u64 {
-    std::mem::size_of::<T>() as u64
-}
-
 /// The largest struct a message may decode to.
-const LARGEST: u64 = {
-    let all = [
-        size::<ResourceMetrics>() + size::<Resource>(),
-        size::<ScopeMetrics>(),
-        size::<Metric>(),
-        size::<HistogramDataPoint>(),
-        size::<ExponentialHistogramDataPoint>(),
-        size::<SummaryDataPoint>(),
-        size::<KeyValue>() + size::<AnyValue>(),
-    ];
-    let mut max = 0;
-    let mut i = 0;
-    while i < all.len() {
-        if all[i] > max {
-            max = all[i];
-        }
-        i += 1;
-    }
-    max
-};
+const LARGEST: u64 = largest(&[
+    size::<ResourceMetrics>() + size::<Resource>(),
+    size::<ScopeMetrics>(),
+    size::<Metric>(),
+    size::<HistogramDataPoint>(),
+    size::<ExponentialHistogramDataPoint>(),
+    size::<SummaryDataPoint>(),
+    size::<KeyValue>() + size::<AnyValue>(),
+]);
 
 impl Shape {
     /// Upper bound of the bytes decoding and converting this request
