@@ -39,6 +39,19 @@ pub struct Buckets {
     pub counts: Vec<u64>,
 }
 
+/// A histogram data point, explicit (`B` = [`Buckets`]) or exponential
+/// ([`Exp`]); `start` in Unix ns, non-finite sum, min and max left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistPoint<B> {
+    pub cumulative: bool,
+    pub start: u64,
+    pub count: u64,
+    pub sum: Option<f64>,
+    pub buckets: B,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
 /// What a data point says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -48,25 +61,12 @@ pub enum Value {
     /// A delta sum (monotonic or not): summed over the interval.
     Delta(f64),
     /// A monotonic cumulative sum since `start` (Unix ns).
-    Cumulative { start: u64, value: f64 },
-    Histogram {
-        cumulative: bool,
+    Cumulative {
         start: u64,
-        count: u64,
-        sum: Option<f64>,
-        buckets: Buckets,
-        min: Option<f64>,
-        max: Option<f64>,
+        value: f64,
     },
-    Exponential {
-        cumulative: bool,
-        start: u64,
-        count: u64,
-        sum: Option<f64>,
-        buckets: Exp,
-        min: Option<f64>,
-        max: Option<f64>,
-    },
+    Histogram(HistPoint<Buckets>),
+    Exponential(HistPoint<Exp>),
     /// Quantiles `(q, value)` as sent; `count` and `sum` cumulative.
     Summary {
         start: u64,
@@ -298,7 +298,7 @@ fn histogram(out: &mut Converted, ctx: &Ctx, p: HistogramDataPoint, cumulative: 
         return out.reject(1, || why);
     }
     if let Some(attrs) = attributes(out, ctx, p.attributes) {
-        let value = Value::Histogram {
+        let value = Value::Histogram(HistPoint {
             cumulative,
             start: p.start_time_unix_nano,
             count: p.count,
@@ -306,7 +306,7 @@ fn histogram(out: &mut Converted, ctx: &Ctx, p: HistogramDataPoint, cumulative: 
             buckets: Buckets { bounds, counts },
             min: p.min.filter(|s| s.is_finite()),
             max: p.max.filter(|s| s.is_finite()),
-        };
+        });
         push(out, ctx, attrs, value);
     }
 }
@@ -354,7 +354,7 @@ fn exponential(out: &mut Converted, ctx: &Ctx, p: ExponentialHistogramDataPoint,
         });
     }
     if let Some(attrs) = attributes(out, ctx, p.attributes) {
-        let value = Value::Exponential {
+        let value = Value::Exponential(HistPoint {
             cumulative,
             start: p.start_time_unix_nano,
             count: p.count,
@@ -362,7 +362,7 @@ fn exponential(out: &mut Converted, ctx: &Ctx, p: ExponentialHistogramDataPoint,
             buckets,
             min: p.min.filter(|s| s.is_finite()),
             max: p.max.filter(|s| s.is_finite()),
-        };
+        });
         push(out, ctx, attrs, value);
     }
 }

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::convert::{Buckets, Converted, Value, quantile_suffix};
+use super::convert::{Buckets, Converted, HistPoint, Value, quantile_suffix};
 use super::quantile::{self, Exp};
 use crate::model::{About, Named, Sample, unit};
 
@@ -84,11 +84,11 @@ impl Kind {
                 prev: None,
                 increase: None,
             },
-            Value::Histogram { .. } => Kind::Histogram {
+            Value::Histogram(_) => Kind::Histogram {
                 prev: None,
                 acc: None,
             },
-            Value::Exponential { .. } => Kind::Exponential {
+            Value::Exponential(_) => Kind::Exponential {
                 prev: None,
                 acc: None,
             },
@@ -106,8 +106,8 @@ impl Kind {
             (Kind::Last(_), Value::Last(_))
                 | (Kind::Delta(_), Value::Delta(_))
                 | (Kind::Cumulative { .. }, Value::Cumulative { .. })
-                | (Kind::Histogram { .. }, Value::Histogram { .. })
-                | (Kind::Exponential { .. }, Value::Exponential { .. })
+                | (Kind::Histogram { .. }, Value::Histogram(_))
+                | (Kind::Exponential { .. }, Value::Exponential(_))
                 | (Kind::Summary { .. }, Value::Summary { .. })
         )
     }
@@ -303,12 +303,8 @@ fn update(kind: &mut Kind, v: Value) {
             }
             *prev = Some((start, value));
         }
-        (Kind::Histogram { prev, acc }, v @ Value::Histogram { .. }) => {
-            update_histogram(prev, acc, v)
-        }
-        (Kind::Exponential { prev, acc }, v @ Value::Exponential { .. }) => {
-            update_exponential(prev, acc, v)
-        }
+        (Kind::Histogram { prev, acc }, Value::Histogram(p)) => update_histogram(prev, acc, p),
+        (Kind::Exponential { prev, acc }, Value::Exponential(p)) => update_histogram(prev, acc, p),
         (
             Kind::Summary {
                 prev,
@@ -336,130 +332,102 @@ fn update(kind: &mut Kind, v: Value) {
     }
 }
 
-fn update_histogram(
-    prev: &mut Option<HistPrev<Buckets>>,
-    acc: &mut Option<HistAcc<Buckets>>,
-    v: Value,
-) {
-    let Value::Histogram {
-        cumulative,
-        start,
-        count,
-        sum,
-        buckets,
-        min,
-        max,
-    } = v
-    else {
-        return;
-    };
-    let this = if cumulative {
-        let base = prev.replace(HistPrev {
-            start,
-            count,
-            sum: sum.unwrap_or(0.0),
-            buckets: buckets.clone(),
-        });
-        let Some(base) = base else { return };
-        let same =
-            base.start == start && base.buckets.bounds == buckets.bounds && count >= base.count;
-        let counts: Option<Vec<u64>> = same
-            .then(|| {
-                buckets
-                    .counts
-                    .iter()
-                    .zip(&base.buckets.counts)
-                    .map(|(c, b)| c.checked_sub(*b))
-                    .collect()
-            })
-            .flatten();
-        let Some(counts) = counts else { return };
-        HistAcc {
-            count: count - base.count,
-            sum: sum.map(|s| s - base.sum),
-            buckets: Buckets {
-                bounds: buckets.bounds,
-                counts,
-            },
-            min,
-            max,
+/// What the two histogram kinds' buckets do in interval arithmetic.
+trait BucketSet: Clone {
+    /// These cumulative buckets less an earlier point's; `None` when they
+    /// cannot be compared (other bounds or scale, a count went down).
+    fn less(&self, earlier: &Self) -> Option<Self>;
+    /// Add `other` in; `false` when they cannot be added (other bounds).
+    fn add(&mut self, other: &Self) -> bool;
+}
+
+impl BucketSet for Buckets {
+    fn less(&self, earlier: &Self) -> Option<Self> {
+        if self.bounds != earlier.bounds {
+            return None;
         }
-    } else {
-        HistAcc {
-            count,
-            sum,
-            buckets,
-            min,
-            max,
+        let counts = self
+            .counts
+            .iter()
+            .zip(&earlier.counts)
+            .map(|(c, e)| c.checked_sub(*e))
+            .collect::<Option<Vec<u64>>>()?;
+        Some(Buckets {
+            bounds: self.bounds.clone(),
+            counts,
+        })
+    }
+
+    fn add(&mut self, other: &Self) -> bool {
+        if self.bounds != other.bounds {
+            return false;
         }
-    };
-    match acc {
-        Some(a) if a.buckets.bounds == this.buckets.bounds => {
-            a.count += this.count;
-            a.sum = add_opt(a.sum, this.sum);
-            for (x, y) in a.buckets.counts.iter_mut().zip(&this.buckets.counts) {
-                *x = x.saturating_add(*y);
-            }
-            a.min = min_opt(a.min, this.min, f64::min);
-            a.max = min_opt(a.max, this.max, f64::max);
+        for (x, y) in self.counts.iter_mut().zip(&other.counts) {
+            *x = x.saturating_add(*y);
         }
-        // new bounds within an interval: the latest win
-        _ => *acc = Some(this),
+        true
     }
 }
 
-fn update_exponential(prev: &mut Option<HistPrev<Exp>>, acc: &mut Option<HistAcc<Exp>>, v: Value) {
-    let Value::Exponential {
-        cumulative,
-        start,
-        count,
-        sum,
-        buckets,
-        min,
-        max,
-    } = v
-    else {
-        return;
-    };
-    let this = if cumulative {
+impl BucketSet for Exp {
+    fn less(&self, earlier: &Self) -> Option<Self> {
+        self.minus(earlier)
+    }
+
+    fn add(&mut self, other: &Self) -> bool {
+        *self = self.merged(other);
+        true
+    }
+}
+
+/// Fold a histogram point into its interval: a cumulative one as the
+/// difference from the last (nothing on first sight, a restart or new
+/// bounds), a delta one as it is; buckets that cannot be added to the
+/// interval's (new bounds within it) replace them: the latest win.
+fn update_histogram<B: BucketSet>(
+    prev: &mut Option<HistPrev<B>>,
+    acc: &mut Option<HistAcc<B>>,
+    p: HistPoint<B>,
+) {
+    let this = if p.cumulative {
         let base = prev.replace(HistPrev {
-            start,
-            count,
-            sum: sum.unwrap_or(0.0),
-            buckets: buckets.clone(),
+            start: p.start,
+            count: p.count,
+            sum: p.sum.unwrap_or(0.0),
+            buckets: p.buckets.clone(),
         });
         let Some(base) = base else { return };
-        if base.start != start || count < base.count {
+        if base.start != p.start || p.count < base.count {
             return;
         }
-        let Some(d) = buckets.minus(&base.buckets) else {
+        let Some(buckets) = p.buckets.less(&base.buckets) else {
             return;
         };
         HistAcc {
-            count: count - base.count,
-            sum: sum.map(|s| s - base.sum),
-            buckets: d,
-            min,
-            max,
+            count: p.count - base.count,
+            sum: p.sum.map(|s| s - base.sum),
+            buckets,
+            min: p.min,
+            max: p.max,
         }
     } else {
         HistAcc {
-            count,
-            sum,
-            buckets,
-            min,
-            max,
+            count: p.count,
+            sum: p.sum,
+            buckets: p.buckets,
+            min: p.min,
+            max: p.max,
         }
     };
-    match acc {
-        Some(a) => {
-            a.count += this.count;
-            a.sum = add_opt(a.sum, this.sum);
-            a.buckets = a.buckets.merged(&this.buckets);
-            a.min = min_opt(a.min, this.min, f64::min);
-            a.max = min_opt(a.max, this.max, f64::max);
-        }
-        None => *acc = Some(this),
+    if let Some(a) = acc.as_mut()
+        && a.buckets.add(&this.buckets)
+    {
+        a.count += this.count;
+        a.sum = add_opt(a.sum, this.sum);
+        a.min = min_opt(a.min, this.min, f64::min);
+        a.max = min_opt(a.max, this.max, f64::max);
+    } else {
+        *acc = Some(this);
     }
 }
 
@@ -674,7 +642,7 @@ mod tests {
     }
 
     fn hist(cumulative: bool, counts: &[u64], sum: f64) -> Value {
-        Value::Histogram {
+        Value::Histogram(HistPoint {
             cumulative,
             start: 1,
             count: counts.iter().sum(),
@@ -685,7 +653,7 @@ mod tests {
             },
             min: None,
             max: None,
-        }
+        })
     }
 
     #[test]
@@ -730,7 +698,7 @@ mod tests {
     }
 
     fn exp(cumulative: bool, offset: i32, counts: &[u64], sum: f64) -> Value {
-        Value::Exponential {
+        Value::Exponential(HistPoint {
             cumulative,
             start: 1,
             count: counts.iter().sum(),
@@ -746,7 +714,7 @@ mod tests {
             },
             min: None,
             max: None,
-        }
+        })
     }
 
     #[test]
