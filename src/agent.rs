@@ -302,11 +302,21 @@ pub async fn run(cfg: Config) -> ExitCode {
     // the one shutdown signal: cancelled on SIGTERM/SIGINT (or after
     // --once), seen by the servers and the OTLP receiver
     let shutdown = CancellationToken::new();
+    // the pod cache first: the OTLP receiver enriches from it
+    let (meta, lease_release) = connect_k8s(&cfg, &telemetry, &mut collectors).await;
     let mut otlp = None;
     if otel {
         let ocfg = crate::otlp::OtlpConfig::from_config(&cfg);
         let sink = Arc::new(delivery.clone());
-        match crate::otlp::start(&ocfg, sink, telemetry.clone(), shutdown.clone()).await {
+        let started = crate::otlp::start_with(
+            &ocfg,
+            sink,
+            telemetry.clone(),
+            meta.clone(),
+            shutdown.clone(),
+        )
+        .await;
+        match started {
             Ok(h) => {
                 collectors.push(Box::new(h.metrics.clone()));
                 collectors.push(Box::new(h.otel_metrics.clone()));
@@ -314,6 +324,9 @@ pub async fn run(cfg: Config) -> ExitCode {
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the OTLP receiver");
+                if let Some(r) = lease_release {
+                    r.release(Duration::from_secs(2)).await;
+                }
                 return ExitCode::from(1);
             }
         }
@@ -321,7 +334,6 @@ pub async fn run(cfg: Config) -> ExitCode {
     if cfg.enable_ebpf {
         collectors.extend(start_ebpf(&cfg, &telemetry));
     }
-    let (meta, lease_release) = connect_k8s(&cfg, &telemetry, &mut collectors).await;
     let cycle = Cycle::new(
         collectors,
         meta,

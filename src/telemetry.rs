@@ -42,6 +42,12 @@ pub struct OtlpLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// OTLP enrichment: `resource`, `peer`, `host_network`, `unknown`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
     /// Disk buffer operation: `open`, `write`, `sync`, `read`, `cursor`,
     /// `delete`.
@@ -83,6 +89,7 @@ pub struct Telemetry {
     pub spans_received: Counter,
     pub spans_refused: Counter,
     pub otel_metrics_requests: Family<OtlpLabel, Counter>,
+    pub otlp_enrichment: Family<ResultLabel, Counter>,
     pub otel_points_received: Counter,
     pub otel_points_rejected: Counter,
     pub otel_points_overflow: Counter,
@@ -143,6 +150,7 @@ impl Telemetry {
             spans_received: Counter::default(),
             spans_refused: Counter::default(),
             otel_metrics_requests: Family::default(),
+            otlp_enrichment: Family::default(),
             otel_points_received: Counter::default(),
             otel_points_rejected: Counter::default(),
             otel_points_overflow: Counter::default(),
@@ -258,6 +266,11 @@ impl Telemetry {
             "otlp_metrics_requests",
             "OTLP metrics export requests, by transport and outcome",
             t.otel_metrics_requests.clone(),
+        );
+        registry.register(
+            "otlp_enrichment",
+            "OTLP resources (ResourceSpans, ResourceMetrics) by how their pod was found: resource (its k8s.pod.* attributes), peer (the sender's address), host_network (the node's address: none), unknown (none)",
+            t.otlp_enrichment.clone(),
         );
         registry.register(
             "otlp_metric_points_received",
@@ -421,6 +434,15 @@ impl Telemetry {
         self.http_dropped
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// `n` OTLP resources whose pod was found as `result` says.
+    pub fn otlp_enrichment(&self, result: &str, n: u64) {
+        self.otlp_enrichment
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
             })
             .inc_by(n);
     }

@@ -134,8 +134,12 @@ impl tonic::server::UnaryService<bytes::Bytes> for Export {
                 .get::<HeldSlot>()
                 .and_then(HeldSlot::take)
                 .unwrap_or_else(|| ingest.hold_nothing());
+            // the sender's address, for its pod (tonic's TcpConnectInfo)
+            let peer = request.remote_addr().map(|a| a.ip());
             let body = request.into_inner();
-            let taken = ingest.take(body, None, Encoding::Protobuf, held).await;
+            let taken = ingest
+                .take(body, None, Encoding::Protobuf, held, peer)
+                .await;
             match taken {
                 Ok(a) => {
                     ingest.telemetry().otlp_request(TRANSPORT, "accepted");

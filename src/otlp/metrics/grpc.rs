@@ -90,12 +90,13 @@ impl tonic::server::UnaryService<bytes::Bytes> for Export {
     fn call(&mut self, request: Request<bytes::Bytes>) -> Self::Future {
         let ingest = self.ingest.clone();
         Box::pin(async move {
+            let peer = request.remote_addr().map(|a| a.ip());
             let body = request.into_inner();
             let mut held = ingest.hold_nothing();
             let taken = match ingest.hold_more(&mut held, body.len()) {
                 Ok(()) => {
                     ingest
-                        .take_metrics(body, None, Encoding::Protobuf, held)
+                        .take_metrics(body, None, Encoding::Protobuf, held, peer)
                         .await
                 }
                 Err(r) => Err(r),
