@@ -89,7 +89,11 @@ impl Drop for Nets {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
         for l in &self.1 {
-            let _ = Command::new("ip").args(["link", "del", l]).status();
+            // usually gone with its namespace already
+            let _ = Command::new("ip")
+                .args(["link", "del", l])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }
