@@ -439,7 +439,7 @@ impl Telemetry {
     }
 
     /// `n` OTLP resources whose pod was found as `result` says.
-    pub fn otlp_enrichment(&self, result: &str, n: u64) {
+    pub fn otlp_enriched(&self, result: &str, n: u64) {
         self.otlp_enrichment
             .get_or_create(&ResultLabel {
                 result: result.to_string(),

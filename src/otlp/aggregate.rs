@@ -95,30 +95,24 @@ impl Aggregate {
     /// no allocation once the series is held.
     pub fn record_span(&mut self, name: &str, pod: Option<&Arc<PodMeta>>, st: &SpanStat) {
         let uid = pod.map_or("", |p| p.uid.as_str());
-        let held = self
-            .services
-            .get(name)
-            .is_some_and(|pods| pods.contains_key(uid));
-        let slot = if held || self.series < self.max_services {
-            let pods = match self.services.get_mut(name) {
-                Some(p) => p,
-                None => self.services.entry(name.to_string()).or_default(),
-            };
-            if !held {
-                self.series += 1;
-                pods.insert(
-                    uid.to_string(),
-                    Stats {
-                        pod: pod.cloned(),
-                        ..Stats::default()
-                    },
-                );
-            }
-            pods.get_mut(uid)
-        } else {
-            None
+        if let Some(s) = self.services.get_mut(name).and_then(|p| p.get_mut(uid)) {
+            s.add(st);
+            return;
+        }
+        if self.series >= self.max_services {
+            self.overflow.add(st);
+            return;
+        }
+        self.series += 1;
+        let mut stats = Stats {
+            pod: pod.cloned(),
+            ..Stats::default()
         };
-        slot.unwrap_or(&mut self.overflow).add(st);
+        stats.add(st);
+        self.services
+            .entry(name.to_string())
+            .or_default()
+            .insert(uid.to_string(), stats);
     }
 
     /// Distinct series held (not counting the overflow slot).

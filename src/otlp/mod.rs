@@ -288,7 +288,7 @@ impl Ingest {
         let Some(r) = r else { return };
         for (found, n) in pods::Found::ALL.iter().zip(r.counts) {
             if n > 0 {
-                self.telemetry.otlp_enrichment(found.label(), n);
+                self.telemetry.otlp_enriched(found.label(), n);
             }
         }
     }

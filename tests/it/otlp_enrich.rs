@@ -262,39 +262,7 @@ async fn spans_and_metrics_carry_their_pods_metadata() {
         a.counter("cased_agent_k8s_pods_cached") == 4
     })
     .await;
-    let (http, grpc) = (a.http.to_string(), a.grpc.to_string());
-    let named = r#"{"k8s.pod.name": "named-c", "k8s.namespace.name": "other"}"#;
-    // (namespace or host, proto, agent address, service, resource)
-    let runs = [
-        (Some(&ns[0]), "http", "10.231.1.1", "svc-a-http", "{}"),
-        (Some(&ns[0]), "grpc", "10.231.1.1", "svc-a-grpc", "{}"),
-        (Some(&ns[1]), "http", "10.231.2.1", "svc-b", "{}"),
-        (Some(&ns[1]), "http", "10.231.2.1", "svc-named", named),
-        (Some(&ns[2]), "grpc", "10.231.3.1", "svc-unknown", "{}"),
-        (None, "http", "10.231.1.1", "svc-host", "{}"),
-    ];
-    for (netns, proto, addr, service, extra) in runs {
-        let mut c = match netns {
-            Some(n) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", n]).arg(&python);
-                c
-            }
-            None => Command::new(&python),
-        };
-        let port = if proto == "http" { &http } else { &grpc };
-        c.arg(&script)
-            .args([proto, addr, port, service, &SPANS.to_string(), extra]);
-        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{service}: {stderr}");
-        assert!(
-            !stderr.contains("rror"),
-            "{service} logged an error: {stderr}"
-        );
-    }
+    run_clients(&python, &script, &ns, &a).await;
     let services = [
         "svc-a-http",
         "svc-a-grpc",
@@ -326,6 +294,44 @@ async fn spans_and_metrics_carry_their_pods_metadata() {
         let name = format!("cased_agent_otlp_enrichment_total{{result=\"{result}\"}}");
         // one trace and one metrics resource per client
         assert_eq!(a.counter(&name), 2 * n, "{name}");
+    }
+}
+
+/// Every client, one after the other: (namespace or the host, protocol,
+/// the agent's address, service, resource attributes).
+async fn run_clients(python: &std::path::Path, script: &std::path::Path, ns: &[String], a: &Agent) {
+    let (http, grpc) = (a.http.to_string(), a.grpc.to_string());
+    let named = r#"{"k8s.pod.name": "named-c", "k8s.namespace.name": "other"}"#;
+    // (namespace or host, proto, agent address, service, resource)
+    let runs = [
+        (Some(&ns[0]), "http", "10.231.1.1", "svc-a-http", "{}"),
+        (Some(&ns[0]), "grpc", "10.231.1.1", "svc-a-grpc", "{}"),
+        (Some(&ns[1]), "http", "10.231.2.1", "svc-b", "{}"),
+        (Some(&ns[1]), "http", "10.231.2.1", "svc-named", named),
+        (Some(&ns[2]), "grpc", "10.231.3.1", "svc-unknown", "{}"),
+        (None, "http", "10.231.1.1", "svc-host", "{}"),
+    ];
+    for (netns, proto, addr, service, extra) in runs {
+        let mut c = match netns {
+            Some(n) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", n]).arg(python);
+                c
+            }
+            None => Command::new(python),
+        };
+        let port = if proto == "http" { &http } else { &grpc };
+        c.arg(script)
+            .args([proto, addr, port, service, &SPANS.to_string(), extra]);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{service}: {stderr}");
+        assert!(
+            !stderr.contains("rror"),
+            "{service} logged an error: {stderr}"
+        );
     }
 }
 
