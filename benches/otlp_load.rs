@@ -563,7 +563,8 @@ impl cased_agent::otlp::SpanSink for EncodeSink {
         spans: Vec<cased_agent::sink::wire::StoredSpan>,
     ) -> Result<(), cased_agent::otlp::SpanBufferFull> {
         for chunk in spans.chunks(100) {
-            let mut out = Vec::with_capacity(64 + chunk.len() * 700);
+            let hint: usize = chunk.iter().map(|s| s.json_len_hint()).sum();
+            let mut out = Vec::with_capacity(64 + hint);
             serde_json::to_writer(
                 &mut out,
                 &cased_agent::sink::wire::SpansBatch {
