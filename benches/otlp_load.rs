@@ -9,6 +9,7 @@
 //! cargo bench --bench otlp_load -- floor [seconds] [connections]
 //! cargo bench --bench otlp_load -- steady [spans_per_second] [seconds]
 //! cargo bench --bench otlp_load -- phases [requests]
+//! cargo bench --bench otlp_load -- enrich [rounds] [requests_per_round]
 //! ```
 //!
 //! `throughput`: as fast as the agent takes them; prints spans accepted per
@@ -17,7 +18,13 @@
 //! HTTP server (this binary, pinned to CPU 0) that only decodes the bodies
 //! with the generated `opentelemetry-proto` types. `steady`: a fixed rate; prints the agent's CPU (% of one core) and
 //! RSS. `phases`: in process, one thread, the CPU per span of decoding,
-//! converting, JSON encoding and freeing. Results go to BENCHMARKS.md (OTLP part).
+//! converting, JSON encoding and freeing. `enrich`: in process, one thread,
+//! the same 512-span requests decoded, taken by an `Ingest` and encoded as
+//! the delivery queue would, with pod enrichment on (a pod cache of 100
+//! pods that resolves the peer), missing (the cache has no pod at the
+//! peer's address) and off (local mode), in alternating rounds; prints
+//! spans per second of each and the cost of enrichment in percent.
+//! Results go to BENCHMARKS.md (OTLP part).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -434,11 +441,134 @@ fn main() {
                 report.insert("4_drop", per(t[3]));
                 report.insert("total", per(t.iter().sum()));
             }
-            other => panic!("unknown mode {other}: throughput, floor, steady or phases"),
+            "enrich" => enrich(&bodies, arg(1, 20), arg(2, 50), &mut report),
+            other => panic!("unknown mode {other}: throughput, floor, steady, phases or enrich"),
         }
         println!("otlp_load {mode}:");
         for (k, v) in report {
             println!("  {k:32} {v}");
         }
     });
+}
+
+/// A span sink that encodes what it takes as the delivery queue would
+/// (JSON batches of 100), then drops it.
+struct EncodeSink;
+
+impl cased_agent::otlp::SpanSink for EncodeSink {
+    fn try_submit(
+        &self,
+        spans: Vec<cased_agent::sink::wire::StoredSpan>,
+    ) -> Result<(), cased_agent::otlp::SpanBufferFull> {
+        for chunk in spans.chunks(100) {
+            let hint: usize = chunk.iter().map(|s| s.json_len_hint()).sum();
+            let mut out = Vec::with_capacity(64 + hint);
+            serde_json::to_writer(
+                &mut out,
+                &cased_agent::sink::wire::SpansBatch {
+                    spans: std::borrow::Cow::Borrowed(chunk),
+                },
+            )
+            .unwrap();
+            std::hint::black_box(out.len());
+        }
+        Ok(())
+    }
+}
+
+/// A pod cache of 100 pods at 10.232.0.1..=100.
+fn bench_pods() -> Arc<cased_agent::k8s::pods::PodCache> {
+    use cased_agent::k8s::pods::{Index, PodAddresses, PodCache};
+    let mut index = Index::default();
+    for i in 1..=100u8 {
+        let meta = cased_agent::enrich::PodMeta {
+            namespace: "shop".into(),
+            name: format!("web-7d4f8b9c6d-{i:05}"),
+            uid: format!("5a1c3c5e-0b7e-4c4b-9a53-2f6f3c1d{i:04}"),
+            workload: "web".into(),
+            workload_kind: "Deployment".into(),
+            labels: vec![("app".into(), "web".into())],
+            node: "ip-10-0-1-23.ec2.internal".into(),
+            containers: vec!["web".into()],
+        };
+        let meta = index.insert(meta, vec![]);
+        let addrs = PodAddresses {
+            pod_ips: vec![std::net::IpAddr::from([10, 232, 0, i])],
+            host_ips: vec![],
+        };
+        index.insert_addresses(&meta, addrs);
+    }
+    let cache = Arc::new(PodCache::default());
+    cache.replace(index);
+    cache
+}
+
+/// `rounds` rounds of on / miss / off, each `per_round` requests: spans per
+/// second of each (the median round), and what enrichment costs.
+fn enrich(bodies: &[Bytes], rounds: u64, per_round: u64, report: &mut BTreeMap<&str, String>) {
+    use cased_agent::otlp::{Ingest, OtlpConfig, decode};
+    let cfg = OtlpConfig::local(0, 0, "bench");
+    let telemetry = Arc::new(cased_agent::telemetry::Telemetry::new());
+    let make = |meta: Option<Arc<dyn cased_agent::enrich::Metadata>>| {
+        let i = Ingest::new(&cfg, Arc::new(EncodeSink), telemetry.clone());
+        match meta {
+            Some(m) => i.with_metadata(m),
+            None => i,
+        }
+    };
+    let pods: Arc<dyn cased_agent::enrich::Metadata> = bench_pods();
+    let modes = [
+        (
+            "on",
+            make(Some(pods.clone())),
+            Some(std::net::IpAddr::from([10, 232, 0, 42])),
+        ),
+        (
+            "miss",
+            make(Some(pods)),
+            Some(std::net::IpAddr::from([10, 232, 1, 1])),
+        ),
+        (
+            "off",
+            make(None),
+            Some(std::net::IpAddr::from([10, 232, 0, 42])),
+        ),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for round in 0..rounds + 1 {
+        for (m, (_, ingest, peer)) in modes.iter().enumerate() {
+            let t0 = Instant::now();
+            let mut spans = 0;
+            for i in 0..per_round {
+                let b = &bodies[i as usize % bodies.len()];
+                let req = decode::decode(b, decode::Encoding::Protobuf).unwrap();
+                spans += ingest.export_from(req, *peer).unwrap().spans;
+            }
+            // round 0 warms up
+            if round > 0 {
+                rates[m].push(spans as f64 / t0.elapsed().as_secs_f64());
+            }
+        }
+        // the aggregates are drained every interval in the agent
+        for (_, ingest, _) in &modes {
+            std::hint::black_box(ingest.metrics().drain());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [on, miss, off] = [0, 1, 2].map(|m| median(&mut rates[m]));
+    report.insert("rounds", rounds.to_string());
+    report.insert("spans_per_s_enrich_on", format!("{on:.0}"));
+    report.insert("spans_per_s_enrich_miss", format!("{miss:.0}"));
+    report.insert("spans_per_s_enrich_off", format!("{off:.0}"));
+    report.insert(
+        "cost_on_percent",
+        format!("{:.2}", (1.0 - on / off) * 100.0),
+    );
+    report.insert(
+        "cost_miss_percent",
+        format!("{:.2}", (1.0 - miss / off) * 100.0),
+    );
 }

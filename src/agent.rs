@@ -274,6 +274,27 @@ fn start_delivery(
     Delivery::start_lanes(sink, opts, Backoff::default(), lanes, telemetry.clone())
 }
 
+/// The OTLP receiver, its spans into `delivery`, enriched from `meta`;
+/// `None` (logged) when it cannot listen.
+async fn start_otlp(
+    cfg: &Config,
+    delivery: &Delivery,
+    telemetry: &Arc<Telemetry>,
+    meta: &Arc<dyn Metadata>,
+    shutdown: &CancellationToken,
+) -> Option<crate::otlp::OtlpHandles> {
+    let ocfg = crate::otlp::OtlpConfig::from_config(cfg);
+    let sink = Arc::new(delivery.clone());
+    let (t, m, stop) = (telemetry.clone(), meta.clone(), shutdown.clone());
+    match crate::otlp::start_with(&ocfg, sink, t, m, stop).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the OTLP receiver");
+            None
+        }
+    }
+}
+
 /// The whole agent: returns the process exit code.
 pub async fn run(cfg: Config) -> ExitCode {
     let telemetry = Arc::new(Telemetry::new());
@@ -292,26 +313,24 @@ pub async fn run(cfg: Config) -> ExitCode {
     // the one shutdown signal: cancelled on SIGTERM/SIGINT (or after
     // --once), seen by the servers and the OTLP receiver
     let shutdown = CancellationToken::new();
+    // the pod cache first: the OTLP receiver enriches from it
+    let (meta, lease_release) = connect_k8s(&cfg, &telemetry, &mut collectors).await;
     let mut otlp = None;
     if otel {
-        let ocfg = crate::otlp::OtlpConfig::from_config(&cfg);
-        let sink = Arc::new(delivery.clone());
-        match crate::otlp::start(&ocfg, sink, telemetry.clone(), shutdown.clone()).await {
-            Ok(h) => {
-                collectors.push(Box::new(h.metrics.clone()));
-                collectors.push(Box::new(h.otel_metrics.clone()));
-                otlp = Some(h);
+        let started = start_otlp(&cfg, &delivery, &telemetry, &meta, &shutdown).await;
+        let Some(h) = started else {
+            if let Some(r) = lease_release {
+                r.release(Duration::from_secs(2)).await;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the OTLP receiver");
-                return ExitCode::from(1);
-            }
-        }
+            return ExitCode::from(1);
+        };
+        collectors.push(Box::new(h.metrics.clone()));
+        collectors.push(Box::new(h.otel_metrics.clone()));
+        otlp = Some(h);
     }
     if cfg.enable_ebpf {
         collectors.extend(start_ebpf(&cfg, &telemetry));
     }
-    let (meta, lease_release) = connect_k8s(&cfg, &telemetry, &mut collectors).await;
     let cycle = Cycle::new(
         collectors,
         meta,

@@ -2,6 +2,7 @@
 //! into tags and fields, with Kubernetes metadata when there is some.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::model::{About, ContainerIdentity, Sample};
@@ -18,6 +19,39 @@ pub struct PodMeta {
     /// Pod labels (already without `pod-template-hash` and
     /// `controller-revision-hash`).
     pub labels: Vec<(String, String)>,
+    /// `spec.nodeName`.
+    pub node: String,
+    /// `spec.containers[].name` (not init or ephemeral containers).
+    pub containers: Vec<String>,
+}
+
+impl PodMeta {
+    /// The tags container metrics carry for their pod (SPEC §5) that OTLP
+    /// data (`trace.*`, OTLP metrics) carries too: `namespace`, `pod`, and
+    /// `workload` + `workload_kind` when the pod has a workload.
+    pub fn tags(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let w = !self.workload.is_empty();
+        [
+            ("namespace", self.namespace.as_str(), true),
+            ("pod", self.name.as_str(), true),
+            ("workload", self.workload.as_str(), w),
+            ("workload_kind", self.workload_kind.as_str(), w),
+        ]
+        .into_iter()
+        .filter(|(_, v, keep)| *keep && !v.is_empty())
+        .map(|(k, v, _)| (k, v))
+    }
+}
+
+/// Who a connection's peer address is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A pod of this node (by `status.podIPs`).
+    Pod(Arc<PodMeta>),
+    /// The node itself: a host-network pod or process (or loopback).
+    HostNetwork,
+    /// Nothing this node knows.
+    Unknown,
 }
 
 /// A source of pod metadata (the watch cache). Lookups never block.
@@ -25,6 +59,19 @@ pub trait Metadata: Send + Sync {
     fn pod(&self, uid: &str) -> Option<Arc<PodMeta>>;
     /// The pod and container name of a container, joined on its id.
     fn container(&self, id: &ContainerIdentity) -> Option<(Arc<PodMeta>, String)>;
+    /// Whether there are pods to know at all (`false` in local mode, where
+    /// the OTLP receiver then skips enrichment entirely).
+    fn knows_pods(&self) -> bool {
+        false
+    }
+    /// The pod of this node with `(namespace, name)`.
+    fn pod_by_name(&self, _namespace: &str, _name: &str) -> Option<Arc<PodMeta>> {
+        None
+    }
+    /// Who `ip` is (IPv4-mapped IPv6 addresses already made IPv4).
+    fn peer(&self, _ip: IpAddr) -> Peer {
+        Peer::Unknown
+    }
 }
 
 /// Local mode: nothing known beyond the cgroup path.

@@ -168,9 +168,10 @@ pub async fn serve_router(
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 conns.spawn(serve_conn(
                     stream,
+                    peer,
                     app.clone(),
                     limits,
                     slot,
@@ -197,13 +198,20 @@ pub async fn serve_router(
 
 async fn serve_conn(
     stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
     app: Router,
     limits: Limits,
     _slot: tokio::sync::OwnedSemaphorePermit,
     stop: CancellationToken,
 ) {
     let io = hyper_util::rt::TokioIo::new(stream);
-    let svc = hyper_util::service::TowerToHyperService::new(app);
+    // handlers see the connection's peer as axum's `ConnectInfo` (what
+    // `into_make_service_with_connect_info` would insert)
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        tower::Service::call(&mut app.clone(), req)
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())

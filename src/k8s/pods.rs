@@ -4,14 +4,16 @@
 //! (list once, then watch; relist on `410 Gone`; reconnect with backoff),
 //! managed fields and annotations stripped. After every change the task
 //! derives an [`Index`] from the reflector's store (pod UID → [`PodMeta`],
-//! container id → pod and container name) and swaps it in; lookups from the
-//! collection cycle only clone an `Arc` under a read lock, so they never wait
-//! on the API server. While the API server is away the last index stays.
+//! container id → pod and container name, pod IP → pod, pod name → pod)
+//! and swaps it in; lookups from the collection cycle and the OTLP receiver
+//! only clone an `Arc` under a read lock and read one map, so they never
+//! wait on the API server. While the API server is away the last index stays.
 //!
 //! The same pass finds containers that ended `OOMKilled` (Kubernetes reports
 //! those in the pod status, not as events) and counts each once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,7 +29,7 @@ use kube::{Api, Client, ResourceExt};
 use super::backoff::backed_off;
 use super::events::{Tally, TallyKey};
 use super::owners::{Owners, Workload, controller_of};
-use crate::enrich::{Metadata, PodMeta};
+use crate::enrich::{Metadata, Peer, PodMeta};
 use crate::model::ContainerIdentity;
 use crate::telemetry::{Telemetry, Watch};
 
@@ -55,6 +57,68 @@ pub fn pod_meta(pod: &Pod, workload: Option<Workload>) -> PodMeta {
             .filter(|(k, _)| !HASH_LABELS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        node: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default(),
+        containers: pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// A pod's addresses as the IP index needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodAddresses {
+    /// `status.podIPs` (else `status.podIP`), unless the pod is on the host
+    /// network (then its IP is the node's) or has ended (its IP may already
+    /// be another pod's).
+    pub pod_ips: Vec<IpAddr>,
+    /// The node's addresses: `status.hostIPs` (else `status.hostIP`), and
+    /// the IPs of host-network pods.
+    pub host_ips: Vec<IpAddr>,
+}
+
+/// What [`PodAddresses`] a pod has; addresses that do not parse are left out.
+pub fn addresses(pod: &Pod) -> PodAddresses {
+    let Some(st) = pod.status.as_ref() else {
+        return PodAddresses::default();
+    };
+    let parse = |list: Option<Vec<&str>>, one: Option<&String>| -> Vec<IpAddr> {
+        let list = list.filter(|l| !l.is_empty());
+        let all = list.unwrap_or_else(|| one.map(|s| vec![s.as_str()]).unwrap_or_default());
+        all.iter()
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .map(|ip| ip.to_canonical())
+            .collect()
+    };
+    let pod_ips = parse(
+        st.pod_ips
+            .as_ref()
+            .map(|l| l.iter().map(|p| p.ip.as_str()).collect()),
+        st.pod_ip.as_ref(),
+    );
+    let mut host_ips = parse(
+        st.host_ips
+            .as_ref()
+            .map(|l| l.iter().map(|p| p.ip.as_str()).collect()),
+        st.host_ip.as_ref(),
+    );
+    let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+    if host_network {
+        host_ips.extend(pod_ips);
+        return PodAddresses {
+            pod_ips: Vec::new(),
+            host_ips,
+        };
+    }
+    let ended = matches!(st.phase.as_deref(), Some("Succeeded" | "Failed"));
+    PodAddresses {
+        pod_ips: if ended { Vec::new() } else { pod_ips },
+        host_ips,
     }
 }
 
@@ -120,15 +184,53 @@ pub fn oom_terminations(pod: &Pod) -> Vec<(String, Option<Timestamp>)> {
 pub struct Index {
     by_uid: HashMap<String, Arc<PodMeta>>,
     by_container: HashMap<String, (Arc<PodMeta>, String)>,
+    by_ip: HashMap<IpAddr, Arc<PodMeta>>,
+    /// Pod name → the pods of that name (one per namespace).
+    by_name: HashMap<String, Vec<Arc<PodMeta>>>,
+    host_ips: HashSet<IpAddr>,
 }
 
 impl Index {
-    pub fn insert(&mut self, meta: PodMeta, containers: Vec<(String, String)>) {
+    pub fn insert(&mut self, meta: PodMeta, containers: Vec<(String, String)>) -> Arc<PodMeta> {
         let meta = Arc::new(meta);
         for (id, name) in containers {
             self.by_container.insert(id, (meta.clone(), name));
         }
-        self.by_uid.insert(meta.uid.clone(), meta);
+        self.by_name
+            .entry(meta.name.clone())
+            .or_default()
+            .push(meta.clone());
+        self.by_uid.insert(meta.uid.clone(), meta.clone());
+        meta
+    }
+
+    /// Index `meta` by its pod IPs, and note the node's addresses.
+    pub fn insert_addresses(&mut self, meta: &Arc<PodMeta>, addrs: PodAddresses) {
+        for ip in addrs.pod_ips {
+            self.by_ip.insert(ip, meta.clone());
+        }
+        self.host_ips.extend(addrs.host_ips);
+    }
+
+    /// Who `ip` is: a pod by its IP, the node (its addresses, loopback),
+    /// or unknown.
+    pub fn peer(&self, ip: IpAddr) -> Peer {
+        let ip = ip.to_canonical();
+        if let Some(p) = self.by_ip.get(&ip) {
+            return Peer::Pod(p.clone());
+        }
+        if ip.is_loopback() || self.host_ips.contains(&ip) {
+            return Peer::HostNetwork;
+        }
+        Peer::Unknown
+    }
+
+    pub fn by_name(&self, namespace: &str, name: &str) -> Option<Arc<PodMeta>> {
+        self.by_name
+            .get(name)?
+            .iter()
+            .find(|p| p.namespace == namespace)
+            .cloned()
     }
 
     pub fn pods(&self) -> usize {
@@ -178,17 +280,39 @@ impl Metadata for PodCache {
         }
         self.current().by_container.get(&id.container_id).cloned()
     }
+
+    fn knows_pods(&self) -> bool {
+        true
+    }
+
+    fn pod_by_name(&self, namespace: &str, name: &str) -> Option<Arc<PodMeta>> {
+        self.current().by_name(namespace, name)
+    }
+
+    fn peer(&self, ip: IpAddr) -> Peer {
+        self.current().peer(ip)
+    }
 }
 
 /// Keep only what the cache uses: metadata without managed fields and
-/// annotations, `spec.nodeName`, container statuses. (The store holds every
-/// pod of the node for the agent's lifetime.)
+/// annotations, `spec.nodeName`, `spec.hostNetwork`, the containers' names,
+/// the phase, the pod's and host's IPs, container statuses. (The store
+/// holds every pod of the node for the agent's lifetime.)
 pub fn slim(p: &mut Pod) {
     p.managed_fields_mut().clear();
     p.annotations_mut().clear();
     if let Some(spec) = p.spec.as_mut() {
+        let containers = std::mem::take(&mut spec.containers)
+            .into_iter()
+            .map(|c| k8s_openapi::api::core::v1::Container {
+                name: c.name,
+                ..Default::default()
+            })
+            .collect();
         *spec = PodSpec {
             node_name: spec.node_name.take(),
+            host_network: spec.host_network.take(),
+            containers,
             ..Default::default()
         };
     }
@@ -197,6 +321,11 @@ pub fn slim(p: &mut Pod) {
             container_statuses: st.container_statuses.take(),
             init_container_statuses: st.init_container_statuses.take(),
             ephemeral_container_statuses: st.ephemeral_container_statuses.take(),
+            phase: st.phase.take(),
+            pod_ip: st.pod_ip.take(),
+            pod_ips: st.pod_ips.take(),
+            host_ip: st.host_ip.take(),
+            host_ips: st.host_ips.take(),
             ..Default::default()
         };
     }
@@ -276,7 +405,8 @@ impl Task {
             let refs = pod.metadata.owner_references.as_deref().unwrap_or_default();
             let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
             let workload = self.owners.resolve(&ns, refs, labels).await;
-            index.insert(pod_meta(pod, workload), container_ids(pod));
+            let meta = index.insert(pod_meta(pod, workload), container_ids(pod));
+            index.insert_addresses(&meta, addresses(pod));
         }
         let owners: Vec<(String, String, String)> = pods
             .iter()
@@ -399,6 +529,68 @@ mod tests {
         assert!(cache.pod("00000000-0000-0000-0000-000000000000").is_none());
     }
 
+    fn pod_json(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn index_by_ip_and_name() {
+        let pods = [
+            // dual stack: both addresses; one container
+            pod_json(serde_json::json!({
+                "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "x"}]},
+                "status": {"phase": "Running", "podIP": "10.1.0.5",
+                    "podIPs": [{"ip": "10.1.0.5"}, {"ip": "fd00::5"}],
+                    "hostIP": "192.168.0.10", "hostIPs": [{"ip": "192.168.0.10"}]}
+            })),
+            // only the old single field
+            pod_json(serde_json::json!({
+                "metadata": {"name": "web-1", "namespace": "other", "uid": "u2"},
+                "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+                "status": {"phase": "Running", "podIP": "10.1.0.6"}
+            })),
+            // host network: its IP is the node's, never a pod's
+            pod_json(serde_json::json!({
+                "metadata": {"name": "proxy", "namespace": "kube-system", "uid": "u3"},
+                "spec": {"hostNetwork": true, "containers": [{"name": "p"}]},
+                "status": {"phase": "Running", "podIP": "192.168.0.11",
+                    "podIPs": [{"ip": "192.168.0.11"}]}
+            })),
+            // ended: its IP may be another pod's already
+            pod_json(serde_json::json!({
+                "metadata": {"name": "job-x", "namespace": "shop", "uid": "u4"},
+                "spec": {"containers": [{"name": "j"}]},
+                "status": {"phase": "Succeeded", "podIP": "10.1.0.7"}
+            })),
+        ];
+        let mut index = Index::default();
+        for mut p in pods {
+            slim(&mut p);
+            let meta = index.insert(pod_meta(&p, None), container_ids(&p));
+            index.insert_addresses(&meta, addresses(&p));
+        }
+        let name_of = |ip: &str| match index.peer(ip.parse().unwrap()) {
+            Peer::Pod(p) => format!("{}/{}", p.namespace, p.name),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(name_of("10.1.0.5"), "shop/web-1");
+        assert_eq!(name_of("fd00::5"), "shop/web-1");
+        assert_eq!(name_of("::ffff:10.1.0.5"), "shop/web-1");
+        assert_eq!(name_of("10.1.0.6"), "other/web-1");
+        assert_eq!(name_of("192.168.0.11"), "HostNetwork");
+        assert_eq!(name_of("192.168.0.10"), "HostNetwork");
+        assert_eq!(name_of("127.0.0.1"), "HostNetwork");
+        assert_eq!(name_of("10.1.0.7"), "Unknown");
+        assert_eq!(name_of("10.9.9.9"), "Unknown");
+        assert_eq!(index.by_ip.len(), 3);
+        let web = index.by_name("shop", "web-1").unwrap();
+        assert_eq!((web.uid.as_str(), web.node.as_str()), ("u1", "n1"));
+        assert_eq!(web.containers, vec!["app".to_string()]);
+        assert_eq!(index.by_name("other", "web-1").unwrap().containers.len(), 2);
+        assert!(index.by_name("nope", "web-1").is_none());
+    }
+
     #[test]
     fn slim_keeps_what_the_index_uses() {
         for mut p in fixture() {
@@ -406,6 +598,7 @@ mod tests {
                 pod_meta(&p, None),
                 container_ids(&p),
                 p.spec.as_ref().unwrap().node_name.clone(),
+                addresses(&p),
             );
             let size = serde_json::to_string(&p).unwrap().len();
             slim(&mut p);
@@ -413,6 +606,7 @@ mod tests {
                 pod_meta(&p, None),
                 container_ids(&p),
                 p.spec.as_ref().unwrap().node_name.clone(),
+                addresses(&p),
             );
             assert_eq!(before, after);
             assert!(serde_json::to_string(&p).unwrap().len() * 2 < size);

@@ -2,9 +2,13 @@
 //! span count, error rate, duration average and p50/p95/p99 in fractional
 //! milliseconds from a [`Sketch`].
 //!
-//! Memory is bounded: at most `max_services` distinct `service.name`s are
-//! kept per interval; spans of any further service count under the
-//! overflow service [`OVERFLOW_SERVICE`] (one more slot). Each slot is a few
+//! A series is a `service.name` and, with Kubernetes metadata, the pod that
+//! sent the spans ([`super::pods`]): its summary is tagged `namespace`,
+//! `pod`, `workload`, `workload_kind` as container metrics are.
+//!
+//! Memory is bounded: at most `max_services` distinct series are kept per
+//! interval; spans of any further series count under the overflow service
+//! [`OVERFLOW_SERVICE`] (one more slot, without pod tags). Each slot is a few
 //! counters and a sketch of at most 16 KiB, and everything is dropped when
 //! the interval is drained.
 
@@ -14,6 +18,7 @@ use std::time::Instant;
 
 use super::convert::SpanStat;
 use crate::collect::{CollectError, Collector};
+use crate::enrich::PodMeta;
 use crate::model::{About, Sample, unit};
 use crate::sketch::Sketch;
 
@@ -24,6 +29,7 @@ pub const DEFAULT_MAX_SERVICES: usize = 256;
 
 #[derive(Debug, Default, Clone)]
 struct Stats {
+    pod: Option<Arc<PodMeta>>,
     count: u64,
     errors: u64,
     sum_ms: f64,
@@ -39,10 +45,12 @@ impl Stats {
     }
 }
 
-/// One service's numbers for one interval.
+/// One series' numbers for one interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSummary {
     pub service: String,
+    /// The pod that sent the spans, when known.
+    pub pod: Option<Arc<PodMeta>>,
     pub span_count: u64,
     /// Percent of spans with status ERROR.
     pub error_rate: f64,
@@ -55,7 +63,10 @@ pub struct ServiceSummary {
 /// The running interval.
 #[derive(Debug)]
 pub struct Aggregate {
-    services: HashMap<String, Stats>,
+    /// service → pod uid (empty: no pod) → numbers.
+    services: HashMap<String, HashMap<String, Stats>>,
+    /// Series held (not counting the overflow slot).
+    series: usize,
     overflow: Stats,
     max_services: usize,
 }
@@ -64,59 +75,81 @@ impl Aggregate {
     pub fn new(max_services: usize) -> Self {
         Aggregate {
             services: HashMap::new(),
+            series: 0,
             overflow: Stats::default(),
             max_services,
         }
     }
 
-    /// Record the spans of one accepted request (see
-    /// [`super::convert::Converted`]): one map lookup a span, whatever the
-    /// number of services.
+    /// Record the spans of one accepted request without pods (see
+    /// [`super::convert::Converted`]).
     pub fn record(&mut self, services: &[String], stats: &[SpanStat]) {
         for st in stats {
             if let Some(name) = services.get(st.service as usize) {
-                self.record_span(name, st);
+                self.record_span(name, None, st);
             }
         }
     }
 
-    /// Record one span of service `name`.
-    pub fn record_span(&mut self, name: &str, st: &SpanStat) {
-        let slot = if let Some(s) = self.services.get_mut(name) {
-            s
-        } else if self.services.len() < self.max_services {
-            self.services.entry(name.to_string()).or_default()
-        } else {
-            &mut self.overflow
+    /// Record one span of service `name` sent by `pod`: two map lookups,
+    /// no allocation once the series is held.
+    pub fn record_span(&mut self, name: &str, pod: Option<&Arc<PodMeta>>, st: &SpanStat) {
+        let uid = pod.map_or("", |p| p.uid.as_str());
+        if let Some(s) = self.services.get_mut(name).and_then(|p| p.get_mut(uid)) {
+            s.add(st);
+            return;
+        }
+        if self.series >= self.max_services {
+            self.overflow.add(st);
+            return;
+        }
+        self.series += 1;
+        let mut stats = Stats {
+            pod: pod.cloned(),
+            ..Stats::default()
         };
-        slot.add(st);
+        stats.add(st);
+        self.services
+            .entry(name.to_string())
+            .or_default()
+            .insert(uid.to_string(), stats);
     }
 
-    /// Distinct services held (not counting the overflow slot).
+    /// Distinct series held (not counting the overflow slot).
     pub fn services(&self) -> usize {
-        self.services.len()
+        self.series
     }
 
-    /// Take the interval's numbers and start a new interval. Services with
-    /// no span are absent; sorted by service name.
+    /// Take the interval's numbers and start a new interval. Series with
+    /// no span are absent; sorted by service name, then namespace and pod.
     pub fn drain(&mut self) -> Vec<ServiceSummary> {
         let services = std::mem::take(&mut self.services);
         let overflow = std::mem::take(&mut self.overflow);
+        self.series = 0;
         let mut out: Vec<ServiceSummary> = services
             .into_iter()
+            .flat_map(|(service, pods)| pods.into_values().map(move |s| (service.clone(), s)))
             .chain((overflow.count > 0).then(|| (OVERFLOW_SERVICE.to_string(), overflow)))
-            .map(|(service, s)| summarize(service, &s))
+            .map(|(service, s)| summarize(service, s))
             .collect();
-        out.sort_by(|a, b| a.service.cmp(&b.service));
+        let key = |s: &ServiceSummary| {
+            let p = s.pod.as_deref();
+            (
+                p.map(|p| p.namespace.clone()).unwrap_or_default(),
+                p.map(|p| p.name.clone()).unwrap_or_default(),
+            )
+        };
+        out.sort_by(|a, b| a.service.cmp(&b.service).then_with(|| key(a).cmp(&key(b))));
         out
     }
 }
 
-fn summarize(service: String, s: &Stats) -> ServiceSummary {
+fn summarize(service: String, s: Stats) -> ServiceSummary {
     let n = s.count.max(1) as f64;
     let q = |p: f64| s.sketch.quantile(p).unwrap_or(0.0);
     ServiceSummary {
         service,
+        pod: s.pod.clone(),
         span_count: s.count,
         error_rate: s.errors as f64 * 100.0 / n,
         avg_ms: s.sum_ms / n,
@@ -127,8 +160,8 @@ fn summarize(service: String, s: &Stats) -> ServiceSummary {
 }
 
 impl ServiceSummary {
-    /// The six `trace.*` samples, tagged `service` (`node` is added by
-    /// enrichment).
+    /// The six `trace.*` samples, tagged `service` and the pod's tags
+    /// (`node` is added by enrichment).
     pub fn push_samples(&self, out: &mut Vec<Sample>) {
         for (name, value, u) in [
             ("trace.span_count", self.span_count as f64, unit::COUNT),
@@ -140,6 +173,9 @@ impl ServiceSummary {
         ] {
             let mut s = Sample::new(name, value, u, About::Tags);
             s.tags.push(("service", self.service.clone()));
+            if let Some(p) = &self.pod {
+                s.tags.extend(p.tags().map(|(k, v)| (k, v.to_string())));
+            }
             out.push(s);
         }
     }
@@ -265,5 +301,73 @@ mod tests {
         out.clear();
         c.collect(Instant::now(), &mut out).unwrap();
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn series_per_service_and_pod_tagged_like_containers() {
+        let pod = |name: &str, workload: &str| {
+            Arc::new(PodMeta {
+                namespace: "shop".into(),
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                workload: workload.into(),
+                workload_kind: if workload.is_empty() {
+                    ""
+                } else {
+                    "Deployment"
+                }
+                .into(),
+                ..PodMeta::default()
+            })
+        };
+        let (a, b) = (pod("a", "web"), pod("b", ""));
+        let mut agg = Aggregate::new(3);
+        for p in [Some(&a), Some(&b), None, Some(&a)] {
+            agg.record_span("api", p, &stat(0, 1.0, false));
+        }
+        // a fourth series: over the cap of 3, into the overflow
+        agg.record_span("db", Some(&a), &stat(0, 1.0, false));
+        assert_eq!(agg.services(), 3);
+        let out = agg.drain();
+        let got: Vec<(&str, Option<&str>, u64)> = out
+            .iter()
+            .map(|s| {
+                (
+                    s.service.as_str(),
+                    s.pod.as_ref().map(|p| p.name.as_str()),
+                    s.span_count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("api", None, 1),
+                ("api", Some("a"), 2),
+                ("api", Some("b"), 1),
+                ("{other}", None, 1)
+            ]
+        );
+        let mut samples = Vec::new();
+        out[1].push_samples(&mut samples);
+        let tags: Vec<(&str, &str)> = samples[0]
+            .tags
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        assert_eq!(
+            tags,
+            vec![
+                ("service", "api"),
+                ("namespace", "shop"),
+                ("pod", "a"),
+                ("workload", "web"),
+                ("workload_kind", "Deployment")
+            ]
+        );
+        samples.clear();
+        out[2].push_samples(&mut samples);
+        assert_eq!(samples[0].tags.len(), 3);
+        assert_eq!(agg.services(), 0);
     }
 }

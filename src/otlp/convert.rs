@@ -14,9 +14,13 @@
 //!   `http_status_code` from `http.status_code` or
 //!   `http.response.status_code`, `http_url` from the first of `http.url`,
 //!   `http.target`, `url.full`, `url.path` (old semantic conventions first);
-//!   empty (`0`) when absent.
+//!   empty (`0`) when absent;
+//! - with a [`Resolver`] (Kubernetes), each resource's pod
+//!   ([`super::pods`]) adds its `k8s.*` attributes to every span of the
+//!   resource, never replacing a key the span has.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
@@ -26,6 +30,8 @@ use opentelemetry_proto::tonic::trace::v1::span::Event;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde::Serialize;
 
+use super::pods::{Resolver, span_attributes};
+use crate::enrich::PodMeta;
 use crate::sink::wire::StoredSpan;
 
 /// Service name used when a resource has none.
@@ -37,7 +43,7 @@ pub const MAX_SERVICE_NAME: usize = 128;
 /// What the per-service aggregate needs of one span.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpanStat {
-    /// Index into [`Converted::services`].
+    /// Index into [`Converted::services`] (and [`Converted::pods`]).
     pub service: u32,
     pub duration_ms: f64,
     pub error: bool,
@@ -47,8 +53,10 @@ pub struct SpanStat {
 #[derive(Debug, Default)]
 pub struct Converted {
     pub spans: Vec<StoredSpan>,
-    /// Distinct service names of this request.
+    /// Distinct (service name, pod) of this request: the service names.
     pub services: Vec<String>,
+    /// ... and the pods (`None`: no pod known), in the same order.
+    pub pods: Vec<Option<Arc<PodMeta>>>,
     /// One per span, in the order of `spans`.
     pub stats: Vec<SpanStat>,
     /// Spans left out because their ids are invalid ([`check_ids`]).
@@ -66,22 +74,43 @@ pub fn span_count(req: &ExportTraceServiceRequest) -> usize {
         .sum()
 }
 
-/// Convert every span of `req`.
+/// Convert every span of `req` (without pod metadata).
 pub fn convert(req: ExportTraceServiceRequest, cluster_id: &str) -> Converted {
+    convert_with(req, cluster_id, None)
+}
+
+/// Convert every span of `req`, each resource's pod found by `pods`.
+pub fn convert_with(
+    req: ExportTraceServiceRequest,
+    cluster_id: &str,
+    mut pods: Option<&mut Resolver<'_>>,
+) -> Converted {
     let mut out = Converted {
         spans: Vec::with_capacity(span_count(&req)),
         ..Converted::default()
     };
-    // the index of each distinct service: a map, so many resources stay linear
-    let mut index: HashMap<String, u32> = HashMap::new();
+    // the index of each distinct (service, pod uid): a map, so many
+    // resources stay linear
+    let mut index: HashMap<(String, String), u32> = HashMap::new();
     for rs in req.resource_spans {
         let service = service_name(rs.resource.as_ref());
-        let idx = match index.get(&service) {
+        let attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let pod = pods.as_mut().and_then(|r| r.resolve(attrs));
+        let extra = pod
+            .as_ref()
+            .map(|p| span_attributes(p, attrs))
+            .unwrap_or_default();
+        let key = (
+            service,
+            pod.as_ref().map(|p| p.uid.clone()).unwrap_or_default(),
+        );
+        let idx = match index.get(&key) {
             Some(&i) => i,
             None => {
                 let i = out.services.len() as u32;
-                index.insert(service.clone(), i);
-                out.services.push(service);
+                out.services.push(key.0.clone());
+                out.pods.push(pod);
+                index.insert(key, i);
                 i
             }
         };
@@ -92,7 +121,12 @@ pub fn convert(req: ExportTraceServiceRequest, cluster_id: &str) -> Converted {
                     out.reject_reason.get_or_insert(why);
                     continue;
                 }
-                let stored = span_to_stored(span, &out.services[idx as usize], cluster_id);
+                let mut stored = span_to_stored(span, &out.services[idx as usize], cluster_id);
+                for (k, v) in &extra {
+                    if !stored.attributes.contains_key(k) {
+                        stored.attributes.insert(k.clone(), v.clone());
+                    }
+                }
                 out.stats.push(SpanStat {
                     service: idx,
                     duration_ms: stored.duration_ns as f64 / 1e6,

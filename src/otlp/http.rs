@@ -13,11 +13,12 @@
 //! | span buffer full | 503 with `Retry-After` (seconds) |
 //! | some spans with invalid trace or span ids | 200 with `partial_success` (`rejected_spans`, `error_message`) |
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -86,7 +87,12 @@ pub(super) fn status_reply(status: StatusCode, enc: Encoding, code: i32, msg: &s
         .into_response()
 }
 
-async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+async fn traces(
+    State(ingest): State<Arc<Ingest>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let t = ingest.telemetry();
     let enc = match decode::encoding_of(header_str(&headers, header::CONTENT_TYPE)) {
         Ok(e) => e,
@@ -131,7 +137,7 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
         }
     };
     let encoding = header_str(&headers, header::CONTENT_ENCODING).map(str::to_string);
-    match ingest.take(raw, encoding, enc, held).await {
+    match ingest.take(raw, encoding, enc, held, Some(peer.ip())).await {
         Ok(a) => {
             t.otlp.request(TRANSPORT, Outcome::Accepted);
             let resp = response(&a);

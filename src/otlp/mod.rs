@@ -29,10 +29,11 @@ pub mod http;
 #[cfg(test)]
 mod meter;
 pub mod metrics;
+pub mod pods;
 pub mod scan;
 pub mod wire;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ use tokio::sync::Semaphore;
 pub use aggregate::{Aggregate, ServiceSummary, TraceMetrics};
 
 use crate::config::Config;
+use crate::enrich::Metadata;
 use crate::sink::wire::StoredSpan;
 use crate::telemetry::{Outcome, Telemetry, Transport};
 
@@ -246,6 +248,9 @@ pub struct Ingest {
     pub(crate) retry_after: Duration,
     /// OTLP metric series ([`metrics`]).
     otel: metrics::Shared,
+    /// This node's pods ([`pods`]); `None` in local mode, where nothing is
+    /// looked up or counted.
+    meta: Option<Arc<dyn Metadata>>,
 }
 
 impl Ingest {
@@ -263,6 +268,29 @@ impl Ingest {
                 cfg.max_series_per_service,
                 cfg.max_services,
             ))),
+            meta: None,
+        }
+    }
+
+    /// Enrich with this node's pods ([`pods`]); a source that knows no
+    /// pods (local mode) is not kept, so enrichment costs nothing there.
+    pub fn with_metadata(mut self, meta: Arc<dyn Metadata>) -> Self {
+        self.meta = meta.knows_pods().then_some(meta);
+        self
+    }
+
+    /// A resolver for one request from `peer`, when there are pods.
+    pub(crate) fn resolver(&self, peer: Option<IpAddr>) -> Option<pods::Resolver<'_>> {
+        self.meta.as_deref().map(|m| pods::Resolver::new(m, peer))
+    }
+
+    /// Count what a request's resolver found.
+    pub(crate) fn count_enrichment(&self, r: Option<pods::Resolver<'_>>) {
+        let Some(r) = r else { return };
+        for (found, n) in pods::Found::ALL.iter().zip(r.counts) {
+            if n > 0 {
+                self.telemetry.otlp.enriched(found.telemetry(), n);
+            }
         }
     }
 
@@ -316,13 +344,15 @@ impl Ingest {
     /// Take one request whose body (`held` in the budget) is read: inflate
     /// it (`content_encoding`), bound what decoding it will cost, wait for
     /// that much of the budget, then decode, convert and submit every span
-    /// or none. Large bodies are handled on a blocking thread.
+    /// or none, each resource enriched with its pod (`peer`: the sender's
+    /// address). Large bodies are handled on a blocking thread.
     pub async fn take(
         self: &Arc<Self>,
         raw: bytes::Bytes,
         content_encoding: Option<String>,
         enc: decode::Encoding,
         mut held: Held,
+        peer: Option<IpAddr>,
     ) -> Result<Accepted, Refusal> {
         let Ok(_permit) = self.permits.acquire().await else {
             return Err(Refusal::ShuttingDown);
@@ -345,7 +375,7 @@ impl Ingest {
         let me = self.clone();
         let large = large || body.len() > BLOCKING_OVER || shape.spans > BLOCKING_SPANS;
         blocking_if(large, move || {
-            let r = me.export_body(&body, enc);
+            let r = me.export_body(&body, enc, peer);
             drop(held);
             r
         })
@@ -391,15 +421,31 @@ impl Ingest {
     }
 
     /// Decode, convert, submit and count one admitted body.
-    fn export_body(&self, body: &[u8], enc: decode::Encoding) -> Result<Accepted, Refusal> {
+    fn export_body(
+        &self,
+        body: &[u8],
+        enc: decode::Encoding,
+        peer: Option<IpAddr>,
+    ) -> Result<Accepted, Refusal> {
         let req = decode::decode(body, enc).map_err(decode_refusal)?;
-        self.export(req)
+        self.export_from(req, peer)
     }
 
-    /// Take one decoded export request: every valid span or none (spans
-    /// with invalid ids are left out and reported).
+    /// Take one decoded export request from an unknown peer.
     pub fn export(&self, req: ExportTraceServiceRequest) -> Result<Accepted, Refusal> {
-        let c = convert::convert(req, &self.cluster_id);
+        self.export_from(req, None)
+    }
+
+    /// Take one decoded export request from `peer`: every valid span or
+    /// none (spans with invalid ids are left out and reported).
+    pub fn export_from(
+        &self,
+        req: ExportTraceServiceRequest,
+        peer: Option<IpAddr>,
+    ) -> Result<Accepted, Refusal> {
+        let mut resolver = self.resolver(peer);
+        let c = convert::convert_with(req, &self.cluster_id, resolver.as_mut());
+        self.count_enrichment(resolver);
         let n = c.spans.len();
         let accepted = Accepted {
             spans: n,
@@ -419,10 +465,11 @@ impl Ingest {
         // one span per lock: a large request never stalls the interval's drain
         for st in &c.stats {
             if let Some(name) = c.services.get(st.service as usize) {
+                let pod = c.pods.get(st.service as usize).and_then(Option::as_ref);
                 self.aggregate
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .record_span(name, st);
+                    .record_span(name, pod, st);
             }
         }
         self.telemetry.otlp.spans_received.inc_by(n as u64);
@@ -451,11 +498,25 @@ async fn blocking_if<T: Send + 'static>(
         .unwrap_or_else(|_| Err(Refusal::ShuttingDown))
 }
 
-/// Bind both ports and serve until `shutdown` is cancelled.
+/// Bind both ports and serve until `shutdown` is cancelled, without pod
+/// metadata.
 pub async fn start(
     cfg: &OtlpConfig,
     sink: Arc<dyn SpanSink>,
     telemetry: Arc<Telemetry>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<OtlpHandles, StartError> {
+    let meta: Arc<dyn Metadata> = Arc::new(crate::enrich::NoMetadata);
+    start_with(cfg, sink, telemetry, meta, shutdown).await
+}
+
+/// Bind both ports and serve until `shutdown` is cancelled; spans and
+/// metrics enriched from `meta` ([`pods`]).
+pub async fn start_with(
+    cfg: &OtlpConfig,
+    sink: Arc<dyn SpanSink>,
+    telemetry: Arc<Telemetry>,
+    meta: Arc<dyn Metadata>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<OtlpHandles, StartError> {
     let http_listener = tokio::net::TcpListener::bind(cfg.http_addr)
@@ -482,7 +543,7 @@ pub async fn start(
             addr: cfg.grpc_addr,
             source,
         })?;
-    let ingest = Arc::new(Ingest::new(cfg, sink, telemetry));
+    let ingest = Arc::new(Ingest::new(cfg, sink, telemetry).with_metadata(meta));
     let metrics = ingest.metrics();
     let otel_metrics = ingest.otel_metrics();
 

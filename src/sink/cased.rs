@@ -141,8 +141,10 @@ impl CasedSink {
         spans: &[StoredSpan],
         compression: Compression,
     ) -> Result<EncodedBatch, SinkError> {
-        // about 600 bytes a span: one allocation, no regrowth
-        let mut body = Vec::with_capacity(64 + spans.len() * 640);
+        // one allocation, no regrowth (a fixed guess per span regrew the
+        // buffer for spans with pod metadata: a copy of the whole batch)
+        let hint: usize = spans.iter().map(StoredSpan::json_len_hint).sum();
+        let mut body = Vec::with_capacity(64 + hint);
         serde_json::to_writer(
             &mut body,
             &SpansBatch {

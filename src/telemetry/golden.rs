@@ -164,6 +164,14 @@ fn drive_otlp(t: &OtlpTelemetry) {
     }
     t.spans_received.inc_by(40);
     t.spans_refused.inc_by(4);
+    for (n, e) in (6..).zip([
+        Enrichment::Resource,
+        Enrichment::Peer,
+        Enrichment::HostNetwork,
+        Enrichment::Unknown,
+    ]) {
+        t.enriched(e, n);
+    }
     t.points(30, 3, 2);
     t.series_after_interval(11, 1);
 }

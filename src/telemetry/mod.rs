@@ -27,7 +27,7 @@ pub use self::cycle::CycleTelemetry;
 pub use self::delivery::{DeliveryTelemetry, DropLabel, DropReason, Kind, KindLabel, Undelivered};
 pub use self::ebpf::EbpfTelemetry;
 pub use self::k8s::{K8sTelemetry, Watch};
-pub use self::otlp::{OtlpTelemetry, Outcome, Transport};
+pub use self::otlp::{Enrichment, OtlpTelemetry, Outcome, Transport};
 
 pub struct Telemetry {
     registry: Registry,

@@ -34,6 +34,25 @@ label_values! {
     }
 }
 
+label_values! {
+    /// How an OTLP resource's pod was found (or not).
+    pub enum Enrichment {
+        /// Its own `k8s.pod.uid` or `k8s.pod.name` + `k8s.namespace.name`.
+        Resource => "resource",
+        /// The sender's address.
+        Peer => "peer",
+        /// None: the sender is on the node's network.
+        HostNetwork => "host_network",
+        /// None: no pod of this node.
+        Unknown => "unknown",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: Enrichment,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OtlpLabel {
     pub transport: Transport,
@@ -45,6 +64,7 @@ pub struct OtlpTelemetry {
     pub spans_received: Counter,
     pub spans_refused: Counter,
     pub metrics_requests: Family<OtlpLabel, Counter>,
+    pub enrichment: Family<ResultLabel, Counter>,
     pub points_received: Counter,
     pub points_rejected: Counter,
     pub points_overflow: Counter,
@@ -59,6 +79,7 @@ impl OtlpTelemetry {
             spans_received: Counter::default(),
             spans_refused: Counter::default(),
             metrics_requests: Family::default(),
+            enrichment: Family::default(),
             points_received: Counter::default(),
             points_rejected: Counter::default(),
             points_overflow: Counter::default(),
@@ -93,6 +114,11 @@ impl OtlpTelemetry {
             "otlp_metrics_requests",
             "OTLP metrics export requests, by transport and outcome",
             self.metrics_requests.clone(),
+        );
+        r.register(
+            "otlp_enrichment",
+            "OTLP resources (ResourceSpans, ResourceMetrics) by how their pod was found: resource (its k8s.pod.* attributes), peer (the sender's address), host_network (the node's address: none), unknown (none)",
+            self.enrichment.clone(),
         );
         r.register(
             "otlp_metric_points_received",
@@ -142,6 +168,13 @@ impl OtlpTelemetry {
         self.metrics_requests
             .get_or_create(&OtlpLabel { transport, outcome })
             .inc();
+    }
+
+    /// `n` OTLP resources whose pod was found as `result` says.
+    pub fn enriched(&self, result: Enrichment, n: u64) {
+        self.enrichment
+            .get_or_create(&ResultLabel { result })
+            .inc_by(n);
     }
 
     /// Points of one metrics request: `kept` added to a series, `overflow`

@@ -19,6 +19,7 @@ mod netns;
 mod node;
 mod otlp;
 mod otlp_clients;
+mod otlp_enrich;
 mod otlp_metrics;
 mod prometheus;
 mod support;

@@ -89,8 +89,18 @@ impl Drop for Agent {
 
 impl Agent {
     pub(crate) async fn start(api: &str, extra: &[&str]) -> Agent {
+        Agent::start_env(api, extra, &[]).await
+    }
+
+    /// As [`Agent::start`], with these environment variables set.
+    pub(crate) async fn start_env(
+        api: &str,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Agent {
         let (http, grpc, health) = (free_port(), free_port(), free_port());
         let mut c = agent();
+        c.envs(env.iter().copied());
         c.args([
             "--enable-otel",
             "--otel-port",

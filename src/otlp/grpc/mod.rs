@@ -83,9 +83,12 @@ impl export::Signal for Traces {
         ingest: Arc<Ingest>,
         body: bytes::Bytes,
         held: super::Held,
-        _peer: Option<std::net::IpAddr>,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<ExportTraceServiceResponse, Status> {
-        match ingest.take(body, None, Encoding::Protobuf, held).await {
+        match ingest
+            .take(body, None, Encoding::Protobuf, held, peer)
+            .await
+        {
             Ok(a) => {
                 ingest
                     .telemetry()

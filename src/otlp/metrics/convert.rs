@@ -1,7 +1,10 @@
 //! A decoded `ExportMetricsServiceRequest` → one [`Point`] per data point,
 //! checked: what cannot become a Cased metric is left out and counted (an
 //! OTLP `partial_success`), the rest carries its service, its metric's name
-//! and unit, its attributes as strings and its value.
+//! and unit, its attributes as strings and its value. With a [`Resolver`]
+//! (Kubernetes), the points of a resource whose pod is found
+//! ([`crate::otlp::pods`]) also carry the pod's `namespace`, `pod`,
+//! `workload`, `workload_kind` (replacing point attributes of those names).
 //!
 //! Pure: a request in, points out; no state (the interval arithmetic is in
 //! [`super::state`]).
@@ -17,6 +20,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::quantile::{Dense, Exp, MAX_EXP_SPAN};
 use crate::otlp::convert::{MAX_SERVICE_NAME, UNKNOWN_SERVICE, attr_string};
+use crate::otlp::pods::Resolver;
 
 /// Explicit buckets one data point may have (the SDKs' default is 16).
 pub const MAX_BUCKETS: usize = 1024;
@@ -135,10 +139,24 @@ fn data_points(d: Option<&Data>) -> usize {
 
 /// Every data point of `req`, or the reason it was left out.
 pub fn convert(req: ExportMetricsServiceRequest) -> Converted {
+    convert_with(req, None)
+}
+
+/// Every data point of `req`, each resource's pod found by `pods`.
+pub fn convert_with(
+    req: ExportMetricsServiceRequest,
+    mut pods: Option<&mut Resolver<'_>>,
+) -> Converted {
     let mut out = Converted::default();
     for rm in req.resource_metrics {
         let service = out.services.len() as u32;
         out.services.push(service_name(rm.resource.as_ref()));
+        let attrs = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let pod_tags: Vec<(&'static str, String)> = pods
+            .as_mut()
+            .and_then(|r| r.resolve(attrs))
+            .map(|p| p.tags().map(|(k, v)| (k, v.to_string())).collect())
+            .unwrap_or_default();
         for sm in rm.scope_metrics {
             for m in sm.metrics {
                 let n = data_points(m.data.as_ref()) as u64;
@@ -158,6 +176,7 @@ pub fn convert(req: ExportMetricsServiceRequest) -> Converted {
                     service,
                     metric,
                     name_len,
+                    pod_tags: &pod_tags,
                 };
                 metric_points(&mut out, &ctx, data);
             }
@@ -167,10 +186,12 @@ pub fn convert(req: ExportMetricsServiceRequest) -> Converted {
 }
 
 /// Where a metric's points go.
-struct Ctx {
+struct Ctx<'a> {
     service: u32,
     metric: u32,
     name_len: usize,
+    /// The resource's pod's tags (empty: no pod).
+    pod_tags: &'a [(&'static str, String)],
 }
 
 fn metric_points(out: &mut Converted, ctx: &Ctx, data: Data) {
@@ -223,7 +244,8 @@ fn attributes(out: &mut Converted, ctx: &Ctx, kvs: Vec<KeyValue>) -> Option<Vec<
     let mut bytes = ctx.name_len;
     let mut attrs = Vec::with_capacity(kvs.len());
     for kv in kvs {
-        if RESERVED_TAGS.contains(&kv.key.as_str()) {
+        let key = kv.key.as_str();
+        if RESERVED_TAGS.contains(&key) || ctx.pod_tags.iter().any(|(k, _)| *k == key) {
             continue;
         }
         let v = kv.value.as_ref().map(attr_string).unwrap_or_default();
@@ -236,6 +258,7 @@ fn attributes(out: &mut Converted, ctx: &Ctx, kvs: Vec<KeyValue>) -> Option<Vec<
         }
         attrs.push((kv.key, v));
     }
+    attrs.extend(ctx.pod_tags.iter().map(|(k, v)| (k.to_string(), v.clone())));
     attrs.sort_unstable();
     // the last of duplicate keys wins, as in a map
     attrs.dedup_by(|a, b| a.0 == b.0);
@@ -588,5 +611,68 @@ mod tests {
         assert_eq!(quantile_suffix(0.999), "p99.9");
         assert_eq!(quantile_suffix(0.0), "p0");
         assert_eq!(quantile_suffix(1.0), "p100");
+    }
+
+    struct OnePod;
+
+    impl crate::enrich::Metadata for OnePod {
+        fn pod(&self, _: &str) -> Option<std::sync::Arc<crate::enrich::PodMeta>> {
+            None
+        }
+        fn container(
+            &self,
+            _: &crate::model::ContainerIdentity,
+        ) -> Option<(std::sync::Arc<crate::enrich::PodMeta>, String)> {
+            None
+        }
+        fn peer(&self, _: std::net::IpAddr) -> crate::enrich::Peer {
+            crate::enrich::Peer::Pod(std::sync::Arc::new(crate::enrich::PodMeta {
+                namespace: "shop".into(),
+                name: "web-1".into(),
+                uid: "u1".into(),
+                workload: "web".into(),
+                workload_kind: "StatefulSet".into(),
+                ..Default::default()
+            }))
+        }
+    }
+
+    #[test]
+    fn points_carry_their_pods_tags() {
+        let gauge = || Metric {
+            name: "g".into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: vec![num(
+                    1.0,
+                    vec![
+                        kv("pod", AnyV::StringValue("spoof".into())),
+                        kv("z", AnyV::IntValue(1)),
+                    ],
+                )],
+            })),
+            ..Default::default()
+        };
+        let mut r = Resolver::new(&OnePod, Some("10.0.0.1".parse().unwrap()));
+        let c = convert_with(req(vec![gauge()]), Some(&mut r));
+        assert_eq!(r.counts, [0, 1, 0, 0]);
+        let attrs: Vec<(&str, &str)> = c.points[0]
+            .attrs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            attrs,
+            vec![
+                ("namespace", "shop"),
+                ("pod", "web-1"),
+                ("workload", "web"),
+                ("workload_kind", "StatefulSet"),
+                ("z", "1"),
+            ]
+        );
+        // without a resolver (local mode) the sender's attributes stay
+        let c = convert(req(vec![gauge()]));
+        assert_eq!(c.points[0].attrs.len(), 2);
+        assert_eq!(c.points[0].attrs[0], ("pod".into(), "spoof".into()));
     }
 }

@@ -43,10 +43,10 @@ impl Signal for Metrics {
         ingest: Arc<Ingest>,
         body: bytes::Bytes,
         held: Held,
-        _peer: Option<std::net::IpAddr>,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<ExportMetricsServiceResponse, Status> {
         match ingest
-            .take_metrics(body, None, Encoding::Protobuf, held)
+            .take_metrics(body, None, Encoding::Protobuf, held, peer)
             .await
         {
             Ok(t) => {

@@ -8,10 +8,11 @@
 //! `partial_success` (`rejectedDataPoints`) for data points left out. There
 //! is no 503: a metrics request never waits for the span buffer.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
@@ -35,6 +36,7 @@ pub async fn logs(State(ingest): State<Arc<Ingest>>, body: Body) -> Response {
 
 pub async fn metrics(
     State(ingest): State<Arc<Ingest>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -76,7 +78,10 @@ pub async fn metrics(
         }
     };
     let encoding = header_str(&headers, header::CONTENT_ENCODING).map(str::to_string);
-    match ingest.take_metrics(raw, encoding, enc, held).await {
+    match ingest
+        .take_metrics(raw, encoding, enc, held, Some(peer.ip()))
+        .await
+    {
         Ok(t) => {
             ingest.count_metrics(TRANSPORT, Outcome::Accepted);
             let resp = t.response();

@@ -115,6 +115,7 @@ impl Ingest {
         content_encoding: Option<String>,
         enc: Encoding,
         mut held: Held,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Taken, Refusal> {
         let Ok(_permit) = self.permits.acquire().await else {
             return Err(Refusal::ShuttingDown);
@@ -138,7 +139,7 @@ impl Ingest {
         blocking_if(large, move || {
             let req = decode(&body, enc).map_err(|e| Refusal::Malformed(e.to_string()))?;
             drop(body);
-            let r = me.export_metrics(req);
+            let r = me.export_metrics_from(req, peer);
             drop(held);
             Ok(r)
         })
@@ -176,9 +177,22 @@ impl Ingest {
         Ok(())
     }
 
-    /// Convert a decoded request and add it to the series state.
+    /// Convert a decoded request from an unknown peer and add it to the
+    /// series state.
     pub fn export_metrics(&self, req: ExportMetricsServiceRequest) -> Taken {
-        let c = convert::convert(req);
+        self.export_metrics_from(req, None)
+    }
+
+    /// Convert a decoded request from `peer` (its resources enriched with
+    /// their pods) and add it to the series state.
+    pub fn export_metrics_from(
+        &self,
+        req: ExportMetricsServiceRequest,
+        peer: Option<std::net::IpAddr>,
+    ) -> Taken {
+        let mut resolver = self.resolver(peer);
+        let c = convert::convert_with(req, resolver.as_mut());
+        self.count_enrichment(resolver);
         let taken = Taken {
             points: c.points.len() as u64,
             rejected: c.rejected,
