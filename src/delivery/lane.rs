@@ -377,7 +377,7 @@ mod tests {
                 duration_ns: 1,
                 status_code: 0,
                 status_message: String::new(),
-                attributes: BTreeMap::new(),
+                attributes: Default::default(),
                 events: "[]".into(),
                 http_method: String::new(),
                 http_status_code: 0,

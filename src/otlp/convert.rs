@@ -96,10 +96,9 @@ pub fn convert_with(
         let service = service_name(rs.resource.as_ref());
         let attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let pod = pods.as_mut().and_then(|r| r.resolve(attrs));
-        let extra = pod
-            .as_ref()
-            .map(|p| span_attributes(p, attrs))
-            .unwrap_or_default();
+        // one list for every span of the resource: nothing allocated per span
+        let extra: Option<std::sync::Arc<[(String, String)]>> =
+            pod.as_ref().map(|p| span_attributes(p, attrs).into());
         let key = (
             service,
             pod.as_ref().map(|p| p.uid.clone()).unwrap_or_default(),
@@ -122,11 +121,7 @@ pub fn convert_with(
                     continue;
                 }
                 let mut stored = span_to_stored(span, &out.services[idx as usize], cluster_id);
-                for (k, v) in &extra {
-                    if !stored.attributes.contains_key(k) {
-                        stored.attributes.insert(k.clone(), v.clone());
-                    }
-                }
+                stored.attributes.added = extra.clone();
                 out.stats.push(SpanStat {
                     service: idx,
                     duration_ms: stored.duration_ns as f64 / 1e6,
@@ -233,7 +228,7 @@ pub fn span_to_stored(span: Span, service: &str, cluster_id: &str) -> StoredSpan
             .saturating_sub(span.start_time_unix_nano),
         status_code,
         status_message,
-        attributes,
+        attributes: attributes.into(),
         events: events_json(span.events),
         http_method,
         http_status_code,
@@ -472,7 +467,7 @@ mod tests {
             ),
             ("GET", 200, "/cart")
         );
-        assert_eq!(st.attributes["http.status_code"], "200");
+        assert_eq!(st.attributes.get("http.status_code"), Some("200"));
         assert_eq!(st.events, "[]");
         assert_eq!((st.status_code, st.status_message.as_str()), (0, ""));
     }

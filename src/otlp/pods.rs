@@ -352,7 +352,7 @@ mod tests {
         let mut r = Resolver::new(&meta, Some("10.0.0.1".parse().unwrap()));
         let c = super::super::convert::convert_with(req, "c", Some(&mut r));
         assert_eq!(r.counts, [1, 1, 0, 0]);
-        let at = |i: usize, k: &str| c.spans[i].attributes.get(k).cloned().unwrap_or_default();
+        let at = |i: usize, k: &str| c.spans[i].attributes.get(k).unwrap_or_default().to_string();
         assert_eq!(at(0, "k8s.pod.name"), "a");
         assert_eq!(at(0, "k8s.pod.uid"), "uid-a");
         assert_eq!(c.spans[0].attributes.len(), 6);

@@ -202,7 +202,7 @@ mod tests {
             duration_ns: 1_234_567,
             status_code: 0,
             status_message: String::new(),
-            attributes: BTreeMap::from([("http.method".to_string(), "GET".to_string())]),
+            attributes: BTreeMap::from([("http.method".to_string(), "GET".to_string())]).into(),
             events: "[]".into(),
             http_method: "GET".into(),
             http_status_code: 200,

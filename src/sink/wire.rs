@@ -2,6 +2,7 @@
 //! names and order, and the four pod fields omitted when empty.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -55,14 +56,80 @@ pub struct StoredSpan {
     /// OTLP `Status.code` number (0 unset, 1 ok, 2 error).
     pub status_code: i32,
     pub status_message: String,
-    /// Every span attribute as a string.
-    pub attributes: BTreeMap<String, String>,
+    /// Every span attribute as a string (and the pod's, [`Attributes`]).
+    pub attributes: Attributes,
     /// JSON-encoded array of `{"name", "time_unix_nano", "attributes"}`.
     pub events: String,
     pub http_method: String,
     pub http_status_code: i64,
     pub http_url: String,
     pub cluster_id: String,
+}
+
+/// A span's attributes: its own, and those the agent adds (a pod's
+/// metadata, one list shared by every span of a resource, so enrichment
+/// allocates nothing per span). One JSON object on the wire, the span's
+/// own first; a key of its own wins over an added one.
+#[derive(Debug, Clone, Default)]
+pub struct Attributes {
+    pub own: BTreeMap<String, String>,
+    pub added: Option<Arc<[(String, String)]>>,
+}
+
+impl Attributes {
+    /// The added attributes whose keys the span does not have.
+    fn added(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.added
+            .iter()
+            .flat_map(|a| a.iter())
+            .filter(|(k, _)| !self.own.contains_key(k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Every attribute once: the span's own, then the added ones.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let own = self.own.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        own.chain(self.added())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.own.len() + self.added().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<BTreeMap<String, String>> for Attributes {
+    fn from(own: BTreeMap<String, String>) -> Self {
+        Attributes { own, added: None }
+    }
+}
+
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Self) -> bool {
+        fn all(a: &Attributes) -> BTreeMap<&str, &str> {
+            a.iter().collect()
+        }
+        all(self) == all(other)
+    }
+}
+
+impl Serialize for Attributes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::deserialize(d).map(Attributes::from)
+    }
 }
 
 impl StoredSpan {
@@ -101,6 +168,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn added_attributes_are_shared_and_never_overwrite() {
+        let added: Arc<[(String, String)]> = vec![
+            ("k8s.pod.name".to_string(), "web-1".to_string()),
+            ("k8s.namespace.name".to_string(), "shop".to_string()),
+        ]
+        .into();
+        let own = BTreeMap::from([
+            ("http.route".to_string(), "/cart".to_string()),
+            ("k8s.pod.name".to_string(), "mine".to_string()),
+        ]);
+        let a = Attributes {
+            own,
+            added: Some(added.clone()),
+        };
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.get("k8s.pod.name"), Some("mine"));
+        assert_eq!(a.get("k8s.namespace.name"), Some("shop"));
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(
+            json,
+            r#"{"http.route":"/cart","k8s.pod.name":"mine","k8s.namespace.name":"shop"}"#
+        );
+        // read back: one map, equal to what was written
+        let back: Attributes = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.own.len(), 3);
+        // shared, not copied: two spans, one list
+        let b = a.clone();
+        assert!(Arc::ptr_eq(
+            a.added.as_ref().unwrap(),
+            b.added.as_ref().unwrap()
+        ));
+        assert_eq!(Arc::strong_count(&added), 3);
+    }
+
+    #[test]
     fn json_len_hint_covers_the_encoding() {
         let mut s = StoredSpan {
             trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
@@ -113,7 +216,7 @@ mod tests {
             duration_ns: 12_345_678,
             status_code: 2,
             status_message: "boom".into(),
-            attributes: BTreeMap::new(),
+            attributes: Attributes::default(),
             events: "[]".into(),
             http_method: "GET".into(),
             http_status_code: 500,
@@ -121,9 +224,11 @@ mod tests {
             cluster_id: "prod-eu".into(),
         };
         for n in [0, 6, 12, 40] {
-            s.attributes = (0..n)
-                .map(|i| (format!("k8s.attr.{i}"), format!("value-{i}")))
-                .collect();
+            s.attributes = Attributes::from(
+                (0..n)
+                    .map(|i| (format!("k8s.attr.{i}"), format!("value-{i}")))
+                    .collect::<BTreeMap<_, _>>(),
+            );
             let json = serde_json::to_vec(&s).unwrap().len();
             let hint = s.json_len_hint();
             assert!(hint >= json && hint <= json + 64, "{n}: {hint} vs {json}");
