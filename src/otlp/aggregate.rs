@@ -132,14 +132,12 @@ impl Aggregate {
             .chain((overflow.count > 0).then(|| (OVERFLOW_SERVICE.to_string(), overflow)))
             .map(|(service, s)| summarize(service, s))
             .collect();
-        let key = |s: &ServiceSummary| {
+        fn key(s: &ServiceSummary) -> (&str, &str, &str) {
             let p = s.pod.as_deref();
-            (
-                p.map(|p| p.namespace.clone()).unwrap_or_default(),
-                p.map(|p| p.name.clone()).unwrap_or_default(),
-            )
-        };
-        out.sort_by(|a, b| a.service.cmp(&b.service).then_with(|| key(a).cmp(&key(b))));
+            let (ns, name) = p.map_or(("", ""), |p| (p.namespace.as_str(), p.name.as_str()));
+            (s.service.as_str(), ns, name)
+        }
+        out.sort_by(|a, b| key(a).cmp(&key(b)));
         out
     }
 }
@@ -149,7 +147,7 @@ fn summarize(service: String, s: Stats) -> ServiceSummary {
     let q = |p: f64| s.sketch.quantile(p).unwrap_or(0.0);
     ServiceSummary {
         service,
-        pod: s.pod.clone(),
+        pod: s.pod,
         span_count: s.count,
         error_rate: s.errors as f64 * 100.0 / n,
         avg_ms: s.sum_ms / n,

@@ -175,8 +175,8 @@ impl<'a> Resolver<'a> {
                 .get_or_insert_with(|| ip.map_or(Peer::Unknown, |ip| meta.peer(ip)))
                 .clone()
         });
-        let i = Found::ALL.iter().position(|f| *f == r.found).unwrap_or(3);
-        self.counts[i] += 1;
+        // `Found` in declaration order is `Found::ALL`'s order
+        self.counts[r.found as usize] += 1;
         r.pod
     }
 }

@@ -180,8 +180,12 @@ mod tests {
         assert_eq!(r, [Err(ScanError::Wire(12))]);
         // wire type 3 (groups) is not OTLP
         assert_eq!(fields(&[0x0b], 0).next(), Some(Err(ScanError::Wire(1))));
-        // a varint of 11 bytes
-        assert!(fields(&[0x08; 1], 0).next().unwrap().is_err());
+        // a key without its value, and a value varint of 11 bytes
+        assert_eq!(fields(&[0x08], 0).next(), Some(Err(ScanError::Wire(1))));
+        let mut long = vec![0x08];
+        long.extend([0xff; 10]);
+        long.push(0x01);
+        assert_eq!(fields(&long, 0).next(), Some(Err(ScanError::Wire(11))));
     }
 
     #[test]
