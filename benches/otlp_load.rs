@@ -45,7 +45,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 
 mod support;
-use support::{Agent, api, free_port, pin_self, start_agent, usage};
+use support::{Agent, api, free_port, generator_runtime, start_agent, usage};
 
 const BATCH: usize = 512;
 
@@ -314,13 +314,7 @@ fn main() {
     if mode == "floor-server" {
         return floor_server(arg(1, 4318) as u16);
     }
-    pin_self("1");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = generator_runtime();
     rt.block_on(async move {
         let api_spans = Arc::new(AtomicU64::new(0));
         let api_addr = api(b"\"trace_id\"", api_spans.clone()).await;

@@ -34,7 +34,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 mod support;
-use support::{api, free_port, pin_self, start_agent, usage};
+use support::{api, free_port, generator_runtime, start_agent, usage};
 
 /// Series of each of the four kinds; points per request.
 const PER_KIND: u64 = 25;
@@ -281,13 +281,7 @@ fn main() {
         .unwrap_or("steady")
         .to_string();
     let arg = |i: usize, d: u64| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
-    pin_self("1");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = generator_runtime();
     rt.block_on(async move {
         let seen = Arc::new(AtomicU64::new(0));
         let api_addr = api(b"\"metric_name\"", seen.clone()).await;

@@ -78,7 +78,7 @@ impl Drop for Agent {
     }
 }
 
-pub fn pin_self(cpu: &str) {
+fn pin_self(cpu: &str) {
     let _ = Command::new("taskset")
         .args(["-a", "-p", "-c", cpu, &std::process::id().to_string()])
         .stdout(Stdio::null())
@@ -115,4 +115,16 @@ pub fn start_agent(api: SocketAddr, otel: u16, extra: &[&str]) -> Agent {
         std::thread::sleep(Duration::from_millis(20));
     }
     a
+}
+
+/// The generator's runtime (one worker), this process pinned to CPU 1
+/// (the agent runs on CPU 0), TLS provider installed for reqwest.
+pub fn generator_runtime() -> tokio::runtime::Runtime {
+    pin_self("1");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
 }
