@@ -17,8 +17,8 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use super::guard::HeldSlot;
-use super::{BoxFuture, codec};
-use crate::otlp::{Held, Ingest};
+use super::{BoxFuture, codec, status_of};
+use crate::otlp::{Held, Ingest, Refusal};
 
 /// An OTLP export signal (traces, metrics) over gRPC.
 pub trait Signal: Send + Sync + 'static {
@@ -27,15 +27,21 @@ pub trait Signal: Send + Sync + 'static {
     /// Its `Export` method's path.
     const PATH: &'static str;
     type Response: prost::Message + Default + Send + 'static;
+    /// What taking a message gives (the response is made of it).
+    type Taken: Send;
 
-    /// Take one whole message (`held` in the budget) from `peer`: the
-    /// response, or the status of the refusal (counted).
+    /// Take one whole message (`held` in the budget) from `peer`.
     fn take(
         ingest: Arc<Ingest>,
         body: bytes::Bytes,
         held: Held,
         peer: Option<IpAddr>,
-    ) -> impl Future<Output = Result<Self::Response, Status>> + Send;
+    ) -> impl Future<Output = Result<Self::Taken, Refusal>> + Send;
+
+    fn response(taken: &Self::Taken) -> Self::Response;
+
+    /// Count a request's outcome under this signal's families.
+    fn count(ingest: &Ingest, outcome: Result<(), &Refusal>);
 }
 
 /// The service of signal `S`.
@@ -110,6 +116,13 @@ impl<S: Signal> tonic::server::UnaryService<bytes::Bytes> for Unary<S> {
         // the sender's address (tonic's TcpConnectInfo), for its pod
         let peer = request.remote_addr().map(|a| a.ip());
         let body = request.into_inner();
-        Box::pin(async move { S::take(ingest, body, held, peer).await.map(Response::new) })
+        Box::pin(async move {
+            let taken = S::take(ingest.clone(), body, held, peer).await;
+            S::count(&ingest, taken.as_ref().map(|_| ()));
+            match taken {
+                Ok(t) => Ok(Response::new(S::response(&t))),
+                Err(r) => Err(status_of(&r, ingest.retry_after)),
+            }
+        })
     }
 }

@@ -78,28 +78,30 @@ impl export::Signal for Traces {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     const PATH: &'static str = EXPORT_PATH;
     type Response = ExportTraceServiceResponse;
+    type Taken = super::Accepted;
 
     async fn take(
         ingest: Arc<Ingest>,
         body: bytes::Bytes,
         held: super::Held,
         peer: Option<std::net::IpAddr>,
-    ) -> Result<ExportTraceServiceResponse, Status> {
-        match ingest
+    ) -> Result<super::Accepted, Refusal> {
+        ingest
             .take(body, None, Encoding::Protobuf, held, peer)
             .await
-        {
-            Ok(a) => {
-                ingest
-                    .telemetry()
-                    .otlp
-                    .request(TRANSPORT, Outcome::Accepted);
-                Ok(super::http::response(&a))
-            }
-            Err(r) => {
-                ingest.count_refusal(TRANSPORT, &r);
-                Err(status_of(&r, ingest.retry_after))
-            }
+    }
+
+    fn response(a: &super::Accepted) -> ExportTraceServiceResponse {
+        super::http::response(a)
+    }
+
+    fn count(ingest: &Ingest, outcome: Result<(), &Refusal>) {
+        match outcome {
+            Ok(()) => ingest
+                .telemetry()
+                .otlp
+                .request(TRANSPORT, Outcome::Accepted),
+            Err(r) => ingest.count_refusal(TRANSPORT, r),
         }
     }
 }

@@ -24,8 +24,8 @@ use tonic::server::NamedService;
 
 use crate::otlp::decode::Encoding;
 use crate::otlp::grpc::export::Signal;
-use crate::otlp::grpc::status_of;
-use crate::otlp::{Held, Ingest};
+
+use crate::otlp::{Held, Ingest, Refusal};
 use crate::telemetry::{Outcome, Transport};
 
 const TRANSPORT: Transport = Transport::Grpc;
@@ -38,26 +38,26 @@ impl Signal for Metrics {
     const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     const PATH: &'static str = EXPORT_PATH;
     type Response = ExportMetricsServiceResponse;
+    type Taken = super::Taken;
 
     async fn take(
         ingest: Arc<Ingest>,
         body: bytes::Bytes,
         held: Held,
         peer: Option<std::net::IpAddr>,
-    ) -> Result<ExportMetricsServiceResponse, Status> {
-        match ingest
+    ) -> Result<super::Taken, Refusal> {
+        ingest
             .take_metrics(body, None, Encoding::Protobuf, held, peer)
             .await
-        {
-            Ok(t) => {
-                ingest.count_metrics(TRANSPORT, Outcome::Accepted);
-                Ok(t.response())
-            }
-            Err(r) => {
-                ingest.count_metrics(TRANSPORT, r.outcome());
-                Err(status_of(&r, ingest.retry_after))
-            }
-        }
+    }
+
+    fn response(t: &super::Taken) -> ExportMetricsServiceResponse {
+        t.response()
+    }
+
+    fn count(ingest: &Ingest, outcome: Result<(), &Refusal>) {
+        let outcome = outcome.map_or_else(Refusal::outcome, |()| Outcome::Accepted);
+        ingest.count_metrics(TRANSPORT, outcome);
     }
 }
 
