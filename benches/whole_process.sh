@@ -12,11 +12,17 @@
 # The agent runs with --sink stdout (output to /dev/null) --interval 1s; the
 # first cycles (first sight: files opened, no rates) are left out.
 #
+# On the real v1 tree it first runs the read floor (benches/read_floor.c:
+# the same files preaded from kept-open descriptors, nothing else) and
+# prints each agent's CPU per container as a ratio to it (issue 16).
+#
 # Usage: benches/whole_process.sh            (both trees)
 #        TREE=real_v1 CYCLES=120 benches/whole_process.sh
+#        TREE=real_v1 ROUNDS=3 BINS="/tmp/agent-old /tmp/agent-new" benches/whole_process.sh
 # Env:   BIN (default target/release/cased-agent; build it first with
 #        `cargo build --release`), N (containers, 1000), CYCLES (60),
-#        WARMUP (3), FIXTURES (../shared/fixtures).
+#        WARMUP (3), FIXTURES (../shared/fixtures), BINS (several binaries,
+#        measured in turn, ROUNDS times, with the floor before each round).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -25,6 +31,9 @@ N=${N:-1000}
 CYCLES=${CYCLES:-60}
 WARMUP=${WARMUP:-3}
 TREE=${TREE:-both}
+BINS=${BINS:-$BIN}
+ROUNDS=${ROUNDS:-1}
+FLOOR_US=
 FIXTURES=${FIXTURES:-$(pwd)/../shared/fixtures}
 [ -d "$FIXTURES" ] || FIXTURES=/work/shared/fixtures
 TICK=$(getconf CLK_TCK)
@@ -51,7 +60,9 @@ EOF
 }
 trap cleanup EXIT INT TERM
 
-[ -x "$BIN" ] || { echo "no $BIN: run cargo build --release first" >&2; exit 1; }
+for b in $BINS; do
+    [ -x "$b" ] || { echo "no $b: run cargo build --release first" >&2; exit 1; }
+done
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -90,29 +101,32 @@ wait_cycles() { # port target
 measure() { # label, agent args...
     local label=$1; shift
     local port; port=$(free_port)
-    "$BIN" --sink stdout --interval 1s --health-port "$port" "$@" >/dev/null 2>"$TMP/$label.log" &
+    "$BIN" --sink stdout --interval 1s --health-port "$port" "$@" >/dev/null 2>"$TMP/${label//\//_}.log" &
     AGENT=$!
-    local c0 c1 t0 t1 hwm containers
+    local c0 c1 t0 t1 hwm rss containers
     c0=$(wait_cycles "$port" "$WARMUP")
     t0=$(cpu_ticks "$AGENT")
     c1=$(wait_cycles "$port" $((c0 + CYCLES)))
     t1=$(cpu_ticks "$AGENT")
     hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$AGENT/status")
+    rss=$(awk '/^RssAnon/ {a=$2} /^RssFile/ {f=$2} END {printf "%.1f MiB anonymous + %.1f MiB file", a/1024, f/1024}' "/proc/$AGENT/status")
     containers=$(python3 -c "
 import urllib.request
 t = urllib.request.urlopen('http://127.0.0.1:$port/metrics', timeout=2).read().decode()
 print(next((l.split()[1] for l in t.splitlines() if l.startswith('cased_agent_containers ')), '?'))")
     kill -TERM "$AGENT"; wait "$AGENT" || true; AGENT=""
-    python3 - "$label" "$c0" "$c1" "$t0" "$t1" "$TICK" "$hwm" "$containers" <<'EOF'
+    python3 - "$label" "$c0" "$c1" "$t0" "$t1" "$TICK" "$hwm" "$containers" "$FLOOR_US" "$rss" <<'EOF'
 import sys
-label, c0, c1, t0, t1, tick, hwm, n = sys.argv[1:]
+label, c0, c1, t0, t1, tick, hwm, n, floor, rss = sys.argv[1:]
 cycles = int(c1) - int(c0)
 cpu = (int(t1) - int(t0)) / int(tick)
 per = cpu / cycles
 n = int(n) if n.isdigit() else 0
 per_c = f"{per / n * 1e6:.1f} µs/container" if n else "-"
+if n and floor:
+    per_c += f" = {per / n * 1e6 / float(floor):.2f}x the read floor"
 print(f"{label}: {cycles} cycles, {n} containers: CPU {per * 1e3:.1f} ms/cycle ({per_c}, "
-      f"whole process incl. node metrics and stdout output), peak RSS {int(hwm) / 1024:.1f} MiB")
+      f"whole process incl. node metrics and stdout output), peak RSS {int(hwm) / 1024:.1f} MiB, now {rss}")
 EOF
 }
 
@@ -131,6 +145,17 @@ for i in range(n):
     if i % 4 == 0:
         with open(f"/sys/fs/cgroup/cpu/{unique}/{rel}/cpu.cfs_quota_us", "w") as f:
             f.write("50000")
+EOF
+}
+
+dirs_of_real_v1() { # one line per container: its cpu, cpuacct, memory, blkio dirs
+    python3 - "$UNIQUE" <<'EOF'
+import os, sys
+root = f"/sys/fs/cgroup/memory/{sys.argv[1]}"
+for d, subdirs, _ in os.walk(root):
+    if not subdirs and os.path.basename(d) != "kubepods":
+        rel = os.path.relpath(d, "/sys/fs/cgroup/memory")
+        print(" ".join(f"/sys/fs/cgroup/{c}/{rel}" for c in ("cpu", "cpuacct", "memory", "blkio")))
 EOF
 }
 
@@ -167,7 +192,18 @@ EOF
 if [ "$TREE" = both ] || [ "$TREE" = real_v1 ]; then
     if [ "$(id -u)" = 0 ] && [ -d /sys/fs/cgroup/cpuacct ]; then
         make_real_v1
-        measure real_v1 --cgroup-path /sys/fs/cgroup
+        dirs_of_real_v1 > "$TMP/dirs"
+        gcc -O2 -o "$TMP/read_floor" benches/read_floor.c
+        for round in $(seq 1 "$ROUNDS"); do
+            floor=$("$TMP/read_floor" "$CYCLES" "$TMP/dirs")
+            echo "round $round: $floor"
+            FLOOR_US=$(echo "$floor" | sed -n 's/.*(\([0-9.]*\) us\/container).*/\1/p')
+            for BIN in $BINS; do
+                measure "real_v1[$BIN]" --cgroup-path /sys/fs/cgroup
+            done
+        done
+        FLOOR_US=""
+        BIN=${BINS%% *}
     else
         echo "real_v1: skipped (needs root and v1 controllers)"
     fi

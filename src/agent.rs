@@ -16,11 +16,11 @@ use crate::config::Config;
 use crate::delivery::backoff::Backoff;
 use crate::delivery::lanes::LaneConfig;
 use crate::delivery::{Delivery, DeliveryOptions, Lanes};
-use crate::enrich::{self, CycleContext, Metadata, NoMetadata};
+use crate::enrich::{CycleContext, Enricher, Metadata, NoMetadata};
 use crate::host::HostPaths;
 use crate::model::Sample;
 use crate::server::{self, Health};
-use crate::sink::wire::Metric;
+use crate::sink::render::MetricOut;
 use crate::telemetry::Telemetry;
 
 /// How long `--once` waits between the priming sample and the real one.
@@ -35,6 +35,7 @@ pub struct Cycle {
     node: String,
     cluster_id: String,
     samples: Vec<Sample>,
+    enricher: Enricher,
 }
 
 impl Cycle {
@@ -52,6 +53,7 @@ impl Cycle {
             node,
             cluster_id,
             samples: Vec::new(),
+            enricher: Enricher::default(),
         }
     }
 
@@ -76,7 +78,7 @@ impl Cycle {
         now: Instant,
         timestamp_ms: i64,
         chunk: usize,
-        mut emit: impl FnMut(Vec<Metric>) -> usize,
+        mut emit: impl FnMut(Vec<MetricOut>) -> usize,
     ) -> usize {
         let started = Instant::now();
         self.samples.clear();
@@ -106,9 +108,10 @@ impl Cycle {
         let mut emitted = 0;
         let mut samples = std::mem::take(&mut self.samples);
         let mut rest = samples.drain(..);
+        self.enricher.begin_cycle();
         loop {
             let mut out = Vec::with_capacity(chunk.min(rest.len()));
-            enrich::to_wire(
+            self.enricher.to_wire(
                 rest.by_ref().take(chunk),
                 &ctx,
                 self.meta.as_ref(),
@@ -122,6 +125,7 @@ impl Cycle {
             }
         }
         drop(rest);
+        self.enricher.end_cycle();
         // keep the allocation for the next cycle, unless it was a spike
         if samples.capacity() <= 4 * emitted.max(1024) {
             self.samples = samples;

@@ -340,13 +340,14 @@ mod tests {
     use super::*;
     use crate::config::Compression;
     use crate::sink::AnySink;
+    use crate::sink::render::MetricOut;
     use crate::sink::scripted::{Answer, ScriptedSink};
     use crate::sink::wire::{Metric, StoredSpan};
 
     const M: PayloadKind = PayloadKind::Metrics;
     const S: PayloadKind = PayloadKind::Spans;
 
-    fn metrics(n: usize) -> Vec<Metric> {
+    fn metrics(n: usize) -> Vec<MetricOut> {
         (0..n)
             .map(|i| Metric {
                 timestamp: 1,
@@ -361,6 +362,7 @@ mod tests {
                 container_name: String::new(),
                 pod_uid: String::new(),
             })
+            .map(MetricOut::from)
             .collect()
     }
 

@@ -52,6 +52,7 @@ pub use self::lanes::Lanes;
 use self::backoff::Backoff;
 use self::lane::{Lane, Sender, Tally};
 use crate::config;
+use crate::sink::render::MetricOut;
 use crate::sink::{AnySink, EncodedBatch, PayloadKind, SinkError, wire};
 use crate::telemetry::Telemetry;
 use crate::warn_limited;
@@ -236,7 +237,9 @@ impl Delivery {
     /// its oldest batches are dropped and counted; after
     /// [`Delivery::shutdown`] began, the metrics are dropped and counted
     /// with reason `shutdown`. Returns how many metrics had a finite value.
-    pub fn submit_metrics(&self, mut metrics: Vec<wire::Metric>) -> usize {
+    /// The API's owned [`wire::Metric`]s are taken too (tests, tools).
+    pub fn submit_metrics<M: Into<MetricOut>>(&self, metrics: Vec<M>) -> usize {
+        let mut metrics: Vec<MetricOut> = metrics.into_iter().map(Into::into).collect();
         let sh = &self.shared;
         let before = metrics.len();
         metrics.retain(|m| m.value.is_finite());
@@ -244,7 +247,7 @@ impl Delivery {
         if non_finite > 0 {
             sh.telemetry.delivery.non_finite(non_finite);
         }
-        let encode = |s: &AnySink, c: &[wire::Metric], z| s.encode_metrics(c, z);
+        let encode = |s: &AnySink, c: &[MetricOut], z| s.encode_metrics(c, z);
         if let Err(Refused::ShuttingDown { batches }) =
             self.enqueue(PayloadKind::Metrics, &metrics, encode)
         {

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 
-use super::wire::{Metric, MetricsBatch, SpansBatch, StoredSpan};
+use super::render::MetricOut;
+use super::wire::{SpansBatch, StoredSpan};
 use super::{ContentEncoding, EncodedBatch, PayloadKind, SendError, SinkError};
 use crate::config::Compression;
 
@@ -119,13 +120,20 @@ impl CasedSink {
     /// `{"metrics":[...],"cluster_id":"..."}`, gzipped when asked.
     pub fn encode_metrics(
         &self,
-        metrics: &[Metric],
+        metrics: &[MetricOut],
         compression: Compression,
     ) -> Result<EncodedBatch, SinkError> {
-        let body = serde_json::to_vec(&MetricsBatch {
-            metrics: std::borrow::Cow::Borrowed(metrics),
-            cluster_id: std::borrow::Cow::Borrowed(&self.target.cluster_id),
-        })?;
+        let mut body = Vec::with_capacity(64 + metrics.len() * 320);
+        body.extend_from_slice(b"{\"metrics\":[");
+        for (i, m) in metrics.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            m.write_json(&mut body);
+        }
+        body.extend_from_slice(b"],\"cluster_id\":");
+        serde_json::to_writer(&mut body, &self.target.cluster_id)?;
+        body.push(b'}');
         let (encoding, body) = compress(body, compression)?;
         Ok(EncodedBatch {
             kind: PayloadKind::Metrics,

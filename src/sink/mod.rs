@@ -8,6 +8,7 @@
 //! live in [`wire`] and nowhere else.
 
 pub mod cased;
+pub mod render;
 #[cfg(test)]
 pub mod scripted;
 pub mod stdout;
@@ -131,7 +132,7 @@ impl AnySink {
     /// applies to the API only; stdout is always plain NDJSON.
     pub fn encode_metrics(
         &self,
-        metrics: &[wire::Metric],
+        metrics: &[render::MetricOut],
         compression: Compression,
     ) -> Result<EncodedBatch, SinkError> {
         match self {

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::wire::{Metric, StoredSpan};
+use super::render::MetricOut;
+use super::wire::StoredSpan;
 use super::{ContentEncoding, EncodedBatch, PayloadKind, SendError, SinkError};
 
 type Writer = Box<dyn Write + Send>;
@@ -97,18 +98,17 @@ fn closed_error() -> SendError {
 }
 
 /// NDJSON: each metric as one line of JSON, `\n`-terminated.
-pub fn encode_ndjson(metrics: &[Metric], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+pub fn encode_ndjson(metrics: &[MetricOut], out: &mut Vec<u8>) {
     for m in metrics {
-        serde_json::to_writer(&mut *out, m)?;
+        m.write_json(out);
         out.push(b'\n');
     }
-    Ok(())
 }
 
 /// One batch for this sink.
-pub fn encode_metrics(metrics: &[Metric]) -> Result<EncodedBatch, SinkError> {
-    let mut body = Vec::with_capacity(metrics.len() * 256);
-    encode_ndjson(metrics, &mut body)?;
+pub fn encode_metrics(metrics: &[MetricOut]) -> Result<EncodedBatch, SinkError> {
+    let mut body = Vec::with_capacity(metrics.len() * 320);
+    encode_ndjson(metrics, &mut body);
     Ok(EncodedBatch {
         kind: PayloadKind::Metrics,
         items: metrics.len() as u64,
@@ -141,6 +141,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::sink::wire::Metric;
 
     fn metric(name: &str, pod: &str) -> Metric {
         Metric {
@@ -170,7 +171,7 @@ mod tests {
 
     #[test]
     fn one_metric_per_line() {
-        let b = encode_metrics(&[metric("a", ""), metric("b", "web-0")]).unwrap();
+        let b = encode_metrics(&[metric("a", "").into(), metric("b", "web-0").into()]).unwrap();
         assert_eq!(b.items, 2);
         let text = std::str::from_utf8(&b.body).unwrap();
         assert!(text.ends_with('\n'));
@@ -224,7 +225,7 @@ mod tests {
     #[tokio::test]
     async fn broken_pipe_is_permanent_and_closes() {
         let s = StdoutSink::with_writer(Box::new(BrokenPipe));
-        let b = encode_metrics(&[metric("a", "")]).unwrap();
+        let b = encode_metrics(&[metric("a", "").into()]).unwrap();
         for _ in 0..2 {
             match s.send(&b).await {
                 Err(SendError::Permanent {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use cased_agent::config::{Compression, Config};
 use cased_agent::delivery::backoff::Backoff;
 use cased_agent::delivery::{Delivery, DeliveryOptions, FlushReport};
+use cased_agent::sink::render::MetricOut;
 use cased_agent::sink::{self, AnySink, wire::Metric};
 use cased_agent::telemetry::{DropLabel, DropReason, Kind, KindLabel, Telemetry};
 
@@ -41,6 +42,11 @@ fn metric(i: usize) -> Metric {
 
 fn metrics(range: std::ops::Range<usize>) -> Vec<Metric> {
     range.map(metric).collect()
+}
+
+/// As the cycle hands them to delivery.
+fn out(ms: Vec<Metric>) -> Vec<MetricOut> {
+    ms.into_iter().map(MetricOut::from).collect()
 }
 
 fn opts(batch_size: usize, timeout_ms: u64) -> DeliveryOptions {
@@ -280,13 +286,13 @@ async fn queue_bound_drops_oldest_while_the_sink_is_down() {
     };
     let sink = cased_sink(&format!("http://127.0.0.1:{port}"));
     let one = sink
-        .encode_metrics(&metrics(0..4), Compression::None)
+        .encode_metrics(&out(metrics(0..4)), Compression::None)
         .unwrap()
         .size();
     // every batch below has 4 metrics of the same encoded size
     for k in 1..10 {
         let b = sink
-            .encode_metrics(&metrics(4 * k..4 * k + 4), Compression::None)
+            .encode_metrics(&out(metrics(4 * k..4 * k + 4)), Compression::None)
             .unwrap();
         assert_eq!(b.size(), one);
     }
@@ -343,7 +349,7 @@ async fn newest_batches_survive_an_outage() {
     let t = Arc::new(Telemetry::new());
     let sink = cased_sink(&rx.url());
     let one = sink
-        .encode_metrics(&metrics(0..4), Compression::None)
+        .encode_metrics(&out(metrics(0..4)), Compression::None)
         .unwrap()
         .size();
     let o = DeliveryOptions {
@@ -374,7 +380,7 @@ async fn gzip_body_decodes_to_the_same_json() {
     let t = Arc::new(Telemetry::new());
     let sink = cased_sink(&rx.url());
     let plain = sink
-        .encode_metrics(&metrics(0..50), Compression::None)
+        .encode_metrics(&out(metrics(0..50)), Compression::None)
         .unwrap();
     let o = DeliveryOptions {
         compression: Compression::Gzip,
@@ -423,7 +429,9 @@ async fn stdout_sink_encodes_one_metric_per_line() {
     let s = sink::build(&cfg).unwrap();
     assert_eq!(s.name(), "stdout");
     // compression does not apply to stdout
-    let b = s.encode_metrics(&metrics(0..3), Compression::Gzip).unwrap();
+    let b = s
+        .encode_metrics(&out(metrics(0..3)), Compression::Gzip)
+        .unwrap();
     let text = std::str::from_utf8(&b.body).unwrap();
     let lines: Vec<&str> = text.split_terminator('\n').collect();
     assert_eq!(lines.len(), 3);

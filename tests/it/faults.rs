@@ -21,6 +21,7 @@ use cased_agent::delivery::backoff::Backoff;
 use cased_agent::delivery::disk::{DiskOptions, DiskQueue};
 use cased_agent::delivery::queue::{BatchQueue, MemoryQueue};
 use cased_agent::delivery::{Delivery, DeliveryOptions, Lanes};
+use cased_agent::sink::render::MetricOut;
 use cased_agent::sink::{AnySink, wire::Metric};
 use cased_agent::telemetry::{DropLabel, DropReason, Kind, Telemetry};
 use serde_json::Value;
@@ -635,7 +636,8 @@ async fn s4_corrupt_buffer_delivers_what_is_intact() {
         let mut q = DiskQueue::open(&buf, disk_opts(), t).unwrap();
         for c in 0..10 {
             let ms = cycle(c, 12);
-            let b = sink.encode_metrics(&ms, Compression::None).unwrap();
+            let out: Vec<MetricOut> = ms.iter().map(MetricOut::from).collect();
+            let b = sink.encode_metrics(&out, Compression::None).unwrap();
             assert!(
                 q.push_back(cased_agent::delivery::queue::QueuedBatch {
                     seq: c as u64 + 1,

@@ -216,7 +216,7 @@ fn wire(meta: &dyn Metadata, runtime: Runtime, id: &str, uid: &str, qos: QosClas
         meta,
         &mut out,
     );
-    serde_json::to_value(&out[0]).unwrap()
+    serde_json::to_value(out[0].to_metric()).unwrap()
 }
 
 fn tags(v: &Value) -> BTreeMap<String, String> {
@@ -387,7 +387,7 @@ fn pod_metadata_for_every_runtime_and_qos() {
         k.meta.as_ref(),
         &mut out,
     );
-    let t = tags(&serde_json::to_value(&out[0]).unwrap());
+    let t = tags(&serde_json::to_value(out[0].to_metric()).unwrap());
     assert_eq!(t["pod"], "db-0");
     assert_eq!(t["workload"], "db");
     assert_eq!(t["container"], "");
