@@ -25,6 +25,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 
+use super::btf_extract;
 use super::pipeline::Pipeline;
 use super::track::{Dropped, Limits};
 use crate::collect::cgroup::mountinfo::read_layout;
@@ -40,6 +41,9 @@ pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!("bpf/http.bpf.o");
 const POLL: Duration = Duration::from_millis(100);
 
 const STAT_LOST: u32 = 1;
+
+/// The kernel's BTF.
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 /// Why eBPF tracing is not running.
 #[derive(Debug, thiserror::Error)]
@@ -225,18 +229,23 @@ impl HttpCollector {
     pub fn start(opts: &HttpOptions, telemetry: Arc<Telemetry>) -> Result<Self, EbpfError> {
         let started = Instant::now();
         let mode = opts.attach.resolve(missing_sock_tracepoint())?;
-        // parsed once, for the relocations and the tp_btf attach points
-        let btf = Btf::from_sys_fs().map_err(|e| EbpfError::Load(chain(&e)))?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
+        // the kernel's types the object needs, not all of them (btf_extract)
+        let tracepoints: &[&str] = match mode {
+            Attach::Sock => &SOCK_TRACEPOINTS,
+            _ => &[],
+        };
+        let kernel = btf_extract::read(Path::new(VMLINUX), btf_extract::CORE_ROOTS, tracepoints)
+            .map_err(|e| EbpfError::Load(chain(&e)))?;
+        let mut ebpf = loader_without_btf()
+            .btf(Some(&kernel.relocations))
             // task storage (the syscalls in flight) is created by the kernel
             // as usual; aya only has no userspace type for it, none needed
             .allow_unsupported_maps()
             .override_global("self_tgid", &std::process::id(), true)
             .load(OBJECT)
             .map_err(|e| EbpfError::Load(chain(&e)))?;
-        let programs = attach_all(&mut ebpf, &btf, mode)?;
-        drop(btf);
+        drop(kernel.relocations);
+        let programs = attach_all(&mut ebpf, &kernel.tracepoints, mode)?;
         let ring = ebpf
             .take_map("events")
             .ok_or_else(|| EbpfError::Map("events", "missing".into()))
@@ -248,7 +257,7 @@ impl HttpCollector {
                 PerCpuArray::try_from(m).map_err(|e| EbpfError::Map("stats", chain(&e)))
             })?;
         let ring_fd = ring.as_raw_fd();
-        // loading parsed the kernel's BTF (megabytes, freed now): give that
+        // loading read the kernel's BTF (megabytes, freed now): give that
         // memory back rather than carry it as RSS for the agent's lifetime
         // SAFETY: malloc_trim has no preconditions.
         unsafe { libc::malloc_trim(0) };
@@ -300,8 +309,43 @@ impl HttpCollector {
     }
 }
 
-/// Load and attach the object's programs of `mode`; how many.
-fn attach_all(ebpf: &mut Ebpf, btf: &Btf, mode: Attach) -> Result<usize, EbpfError> {
+/// An `EbpfLoader` that has not parsed the kernel's BTF: aya 0.14's
+/// `EbpfLoader::new` parses all of `/sys/kernel/btf/vmlinux` (~16 MB of heap)
+/// only for `.btf()` to replace it. Built on a thread of its own whose
+/// root is `/sys/kernel/btf` (CLONE_FS: the root of that thread only), it
+/// finds no such file. Without CAP_SYS_CHROOT it is built as usual.
+fn loader_without_btf() -> EbpfLoader<'static> {
+    let built = std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: plain syscalls on this thread's own (unshared) fs state.
+            let own_root = unsafe {
+                libc::unshare(libc::CLONE_FS) == 0 && libc::chroot(c"/sys/kernel/btf".as_ptr()) == 0
+            };
+            own_root.then(EbpfLoader::new)
+        })
+        .join()
+    });
+    built.ok().flatten().unwrap_or_else(|| {
+        tracing::debug!("eBPF loader: no thread root of its own, aya parses the kernel's BTF");
+        EbpfLoader::new()
+    })
+}
+
+/// Load and attach the object's programs of `mode`; how many. `tracepoints`:
+/// the kernel's id of each `btf_trace_<tracepoint>` (the socket path).
+fn attach_all(
+    ebpf: &mut Ebpf,
+    tracepoints: &[(String, u32)],
+    mode: Attach,
+) -> Result<usize, EbpfError> {
+    // BTF holding just those typedefs at those ids, all tp_btf reads of it
+    let btf = match tracepoints {
+        [] => None,
+        ids => Some(
+            btf_extract::parse(Path::new(VMLINUX), &btf_extract::tracepoint_blob(ids))
+                .map_err(|e| EbpfError::Load(chain(&e)))?,
+        ),
+    };
     let names: Vec<String> = ebpf
         .programs()
         .map(|(n, _)| n.to_string())
@@ -325,6 +369,9 @@ fn attach_all(ebpf: &mut Ebpf, btf: &Btf, mode: Attach) -> Result<usize, EbpfErr
         if let Some(tp) = name.strip_suffix("_btf") {
             // program `sock_send_length_btf` goes on tp_btf/sock_send_length
             let prog: &mut BtfTracePoint = prog.try_into().map_err(refused)?;
+            let btf: &Btf = btf
+                .as_ref()
+                .ok_or_else(|| EbpfError::Load(format!("no BTF id for tp_btf/{tp}")))?;
             prog.load(tp, btf).map_err(refused)?;
             prog.attach().map_err(failed(format!("tp_btf/{tp}")))?;
         } else {

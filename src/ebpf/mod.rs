@@ -13,6 +13,7 @@
 //! - [`pipeline`] chains those for each record; [`HttpCollector`] drains it all once per cycle into samples.
 
 pub mod aggregate;
+mod btf_extract;
 #[cfg(test)]
 mod btf_layout;
 pub mod event;
