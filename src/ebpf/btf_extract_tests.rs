@@ -290,7 +290,11 @@ fn relocations_against_the_extract_equal_those_against_the_whole_kernel_btf() {
     let full = Btf::parse(&data, Endianness::Little).unwrap();
     let blob = RawBtf::parse(&data).unwrap().extract(CORE_ROOTS).unwrap();
     let types = RawBtf::parse(&blob).unwrap().count();
-    eprintln!("extract: {} bytes, {types} types, of {} bytes", blob.len(), data.len());
+    eprintln!(
+        "extract: {} bytes, {types} types, of {} bytes",
+        blob.len(),
+        data.len()
+    );
     let small = Btf::parse(&blob, Endianness::Little).unwrap();
     let (want, got) = (relocated(&full), relocated(&small));
     let unrelocated = aya_obj::Object::parse(crate::ebpf::loader::OBJECT).unwrap();
