@@ -787,8 +787,8 @@ fn status_kb(pid: u32, key: &str) -> u64 {
 /// The load reads the kernel's BTF (5.5 MB on 6.18) but hands aya only an
 /// extract (src/ebpf/btf_extract.rs): the peak when the agent has just
 /// attached is within a few MiB of what it then holds (3.7 MiB on 6.18,
-/// `sock`). One parse of the whole BTF by aya puts it 12.5 MiB above
-/// (debug build; 18 MiB release), two (before the extract) about 29.
+/// `sock`, debug build). One parse of the whole BTF by aya puts it 12.5 MiB
+/// above (debug; 18 MiB release); two, as before the extract, 29 (release).
 fn loading_peaks_little_above_the_attached_agent(mode: Attach) {
     if !need_bpf("eBPF load peak") {
         return;
