@@ -224,6 +224,17 @@ impl Mode {
         }
     }
 
+    /// The container's `cgroup.procs`.
+    fn procs_file(&self, rel: &str, budget: &Arc<FdBudget>) -> Option<CgFile> {
+        let root = match self {
+            Mode::V1(m) => m.procs()?,
+            Mode::V2 { root } => root,
+            Mode::Off => return None,
+        };
+        let dir: Arc<Path> = Arc::from(join(root, rel, "").as_path());
+        Some(CgFile::new(dir, "cgroup.procs", budget.clone()))
+    }
+
     fn files(&self, rel: &str, budget: &Arc<FdBudget>, phase: u32) -> Files {
         let dir = |root: &Option<PathBuf>| -> Option<Arc<Path>> {
             root.as_deref()
@@ -432,6 +443,11 @@ fn parse_file<T>(
 #[derive(Debug, Default)]
 struct ContainerState {
     files: Option<Files>,
+    /// Its `cgroup.procs`, kept open like the stats files: a pod without a
+    /// process is looked at again every few cycles ([`super::pod_net`]),
+    /// and an open by path costs several times a `pread` (the path walk).
+    /// Set up on first need; `None` inside when there is no hierarchy.
+    procs: Option<Option<CgFile>>,
     cycle: u64,
     cpu: Counter,
     periods: Counter,
@@ -602,22 +618,21 @@ impl CgroupCollector {
         let about = About::Container(found.identity.clone());
         emit(&stats, st, now, self.mem_total, &about, out);
         if let Some(uid) = &found.identity.pod_uid {
-            let mode = &self.mode;
-            let first_pid = || first_pid(mode, &found.rel);
+            let (mode, budget) = (&self.mode, &self.budget);
+            let procs = st
+                .procs
+                .get_or_insert_with(|| mode.procs_file(&found.rel, budget));
+            let buf = &mut self.buf;
+            let first_pid = || first_pid(procs.as_mut()?, buf);
             self.pods.collect(self.cycle, uid, first_pid, now, out);
         }
         Outcome::Done
     }
 }
 
-/// One process of the container at `rel` (its `cgroup.procs`).
-fn first_pid(mode: &Mode, rel: &str) -> Option<u32> {
-    let root = match mode {
-        Mode::V1(m) => m.procs()?,
-        Mode::V2 { root } => root,
-        Mode::Off => return None,
-    };
-    let text = std::fs::read_to_string(join(root, rel, "cgroup.procs")).ok()?;
+/// One process of a container, from its `cgroup.procs`.
+fn first_pid(procs: &mut CgFile, buf: &mut Vec<u8>) -> Option<u32> {
+    let text = procs.read(buf).ok()??;
     text.lines().find_map(|l| l.trim().parse().ok())
 }
 

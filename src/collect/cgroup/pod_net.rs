@@ -77,7 +77,7 @@ impl PodNetwork {
         &mut self,
         cycle: u64,
         uid: &str,
-        container_pid: impl Fn() -> Option<u32>,
+        mut container_pid: impl FnMut() -> Option<u32>,
         now: Instant,
         out: &mut Vec<Sample>,
     ) {
