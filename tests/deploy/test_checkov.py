@@ -122,7 +122,7 @@ def test_security_checks_pass_on_every_daemonset(results):
 
 
 def test_capabilities_are_the_named_ones_only():
-    allowed = {"BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"}
+    allowed = {"BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "SYS_CHROOT", "DAC_READ_SEARCH"}
     for objs in (plain_objects(include_extras=True), rendered({"config": {"enableEbpf": True, "enableOtel": True}})):
         for o in objs:
             if o["kind"] != "DaemonSet":

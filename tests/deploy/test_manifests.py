@@ -78,7 +78,7 @@ def test_ebpf_variant_differs_from_default_only_where_ebpf_needs():
     assert env_of(c1)["ENABLE_EBPF"]["value"] == "true"
     assert env_of(c0)["ENABLE_EBPF"]["value"] == "false"
     added = set(c1["securityContext"]["capabilities"]["add"]) - set(c0["securityContext"]["capabilities"]["add"])
-    assert added == {"BPF", "PERFMON", "SYS_RESOURCE"}
+    assert added == {"BPF", "PERFMON", "SYS_RESOURCE", "SYS_CHROOT"}
     mounts = {m["name"] for m in c1["volumeMounts"]} - {m["name"] for m in c0["volumeMounts"]}
     assert mounts == {"host-btf", "host-tracefs"}
 
@@ -206,7 +206,7 @@ def test_security_context_is_least_privilege(plain):
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert sorted(sc["capabilities"]["add"]) == ["DAC_READ_SEARCH", "SYS_PTRACE"]
     sc = container(rendered(EBPF))["securityContext"]
-    assert sorted(sc["capabilities"]["add"]) == ["BPF", "DAC_READ_SEARCH", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"]
+    assert sorted(sc["capabilities"]["add"]) == ["BPF", "DAC_READ_SEARCH", "PERFMON", "SYS_CHROOT", "SYS_PTRACE", "SYS_RESOURCE"]
 
 
 def test_host_mounts_are_read_only_and_match_the_path_flags():
