@@ -116,7 +116,7 @@ pub struct Enricher {
 #[derive(Debug)]
 struct Cached {
     pod: Option<Arc<PodMeta>>,
-    container_name: String,
+    container_name: Box<str>,
     subject: Arc<Subject>,
     /// The cycle it was last looked up in.
     seen: u64,
@@ -130,7 +130,7 @@ impl Cached {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
             _ => false,
         };
-        pod_same && self.container_name == container_name
+        pod_same && *self.container_name == *container_name
     }
 }
 
@@ -232,7 +232,7 @@ impl Enricher {
         let subject = Arc::new(container_subject(id, pod.as_deref(), &name, ctx));
         let entry = Cached {
             pod,
-            container_name: name,
+            container_name: name.into_boxed_str(),
             subject: subject.clone(),
             seen: cycle,
             _identity: Some(id.clone()),
@@ -269,7 +269,7 @@ impl Enricher {
         let subject = Arc::new(render(f, tags, ctx));
         let entry = Cached {
             pod,
-            container_name: String::new(),
+            container_name: Box::default(),
             subject: subject.clone(),
             seen: cycle,
             _identity: None,

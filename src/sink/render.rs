@@ -15,14 +15,25 @@ use serde_json::ser::{CompactFormatter, Formatter};
 
 use super::wire::Metric;
 
-/// What the metrics of one subject share, as JSON fragments.
+/// What the metrics of one subject share, as JSON fragments, in one
+/// buffer (a thousand containers keep one each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
-    /// `(key, "key":"value")`, sorted by key, keys unique.
-    tags: Vec<(String, String)>,
-    /// `,"cluster_id":…,"node_name":…[,"namespace":…]…}`: the fields after
+    /// Each tag's key and its `"key":"value"`, then the tail:
+    /// `,"cluster_id":…,"node_name":…[,"namespace":…]…}`, the fields after
     /// the tags and the closing brace.
-    tail: String,
+    text: Box<str>,
+    /// Where each tag's key and fragment are in `text`, sorted by key,
+    /// keys unique.
+    tags: Box<[TagAt]>,
+    /// Where the tail starts in `text`.
+    tail: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TagAt {
+    key: (u32, u32),
+    frag: (u32, u32),
 }
 
 /// The fields of a [`Subject`] before rendering.
@@ -39,18 +50,23 @@ pub struct SubjectFields<'a> {
 
 impl Subject {
     pub fn render(f: &SubjectFields<'_>) -> Subject {
+        let mut text = Vec::with_capacity(256);
+        let span = |text: &mut Vec<u8>, write: &dyn Fn(&mut Vec<u8>)| {
+            let start = text.len();
+            write(text);
+            (start as u32, (text.len() - start) as u32)
+        };
         let tags = f
             .tags
             .iter()
-            .map(|(k, v)| {
-                let mut frag = Vec::with_capacity(k.len() + v.len() + 6);
-                pair(&mut frag, k, v);
-                (k.clone(), into_string(frag))
+            .map(|(k, v)| TagAt {
+                key: span(&mut text, &|t| t.extend_from_slice(k.as_bytes())),
+                frag: span(&mut text, &|t| pair(t, k, v)),
             })
             .collect();
-        let mut tail = Vec::with_capacity(64 + f.cluster_id.len() + f.node_name.len());
-        field(&mut tail, "cluster_id", f.cluster_id);
-        field(&mut tail, "node_name", f.node_name);
+        let tail_at = text.len() as u32;
+        field(&mut text, "cluster_id", f.cluster_id);
+        field(&mut text, "node_name", f.node_name);
         for (k, v) in [
             ("namespace", f.namespace),
             ("pod_name", f.pod_name),
@@ -58,24 +74,35 @@ impl Subject {
             ("pod_uid", f.pod_uid),
         ] {
             if !v.is_empty() {
-                field(&mut tail, k, v);
+                field(&mut text, k, v);
             }
         }
-        tail.push(b'}');
+        text.push(b'}');
         Subject {
+            text: into_string(text).into_boxed_str(),
             tags,
-            tail: into_string(tail),
+            tail: tail_at,
         }
     }
 
     /// Bytes this subject holds (for the cache's accounting).
     pub fn heap_bytes(&self) -> usize {
-        self.tail.capacity()
-            + self
-                .tags
-                .iter()
-                .map(|(k, f)| k.capacity() + f.capacity() + 48)
-                .sum::<usize>()
+        self.text.len() + self.tags.len() * size_of::<TagAt>()
+    }
+
+    fn at(&self, (start, len): (u32, u32)) -> &str {
+        self.text
+            .get(start as usize..(start + len) as usize)
+            .unwrap_or_default()
+    }
+
+    /// Each tag's key and `"key":"value"`, in key order.
+    fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tags.iter().map(|t| (self.at(t.key), self.at(t.frag)))
+    }
+
+    fn tail(&self) -> &str {
+        self.text.get(self.tail as usize..).unwrap_or_default()
     }
 }
 
@@ -112,7 +139,7 @@ impl MetricOut {
         out.extend_from_slice(b",\"tags\":{");
         self.write_tags(out);
         out.push(b'}');
-        out.extend_from_slice(self.subject.tail.as_bytes());
+        out.extend_from_slice(self.subject.tail().as_bytes());
     }
 
     /// The subject's tags and the metric's own, merged in key order.
@@ -121,7 +148,7 @@ impl MetricOut {
         // stable: of equal keys the last one wins, as a map insert would
         own.sort_by_key(|(k, _)| *k);
         let mut own = own.into_iter().peekable();
-        let mut subject = self.subject.tags.iter().peekable();
+        let mut subject = self.subject.tags().peekable();
         let mut first = true;
         let mut sep = |out: &mut Vec<u8>| {
             if !std::mem::take(&mut first) {
@@ -130,13 +157,13 @@ impl MetricOut {
         };
         loop {
             match (own.peek(), subject.peek()) {
-                (Some((k, v)), s) if s.is_none_or(|(sk, _)| *k <= sk.as_str()) => {
+                (Some((k, v)), s) if s.is_none_or(|(sk, _)| k <= sk) => {
                     let (k, v) = (*k, v.as_str());
                     own.next();
                     if own.peek().is_some_and(|(next, _)| *next == k) {
                         continue;
                     }
-                    if subject.peek().is_some_and(|(sk, _)| sk == k) {
+                    if subject.peek().is_some_and(|(sk, _)| *sk == k) {
                         subject.next();
                     }
                     sep(out);

@@ -125,6 +125,7 @@ struct V1Files {
     mem_stat: Option<CgFile>,
     oom: Option<CgFile>,
     blkio: Option<CgFile>,
+    procs: Option<CgFile>,
 }
 
 #[derive(Debug)]
@@ -138,6 +139,7 @@ struct V2Files {
     swap: CgFile,
     events: CgFile,
     io: CgFile,
+    procs: CgFile,
 }
 
 #[derive(Debug)]
@@ -170,13 +172,6 @@ impl V1Mounts {
             .or(self.cpu.as_deref())
             .or(self.memory.as_deref())
             .or(self.blkio.as_deref())
-    }
-
-    /// Where a container's `cgroup.procs` is read.
-    fn procs(&self) -> Option<&Path> {
-        (self.memory.as_deref())
-            .or(self.cpuacct.as_deref())
-            .or(self.cpu.as_deref())
     }
 }
 
@@ -224,17 +219,6 @@ impl Mode {
         }
     }
 
-    /// The container's `cgroup.procs`.
-    fn procs_file(&self, rel: &str, budget: &Arc<FdBudget>) -> Option<CgFile> {
-        let root = match self {
-            Mode::V1(m) => m.procs()?,
-            Mode::V2 { root } => root,
-            Mode::Off => return None,
-        };
-        let dir: Arc<Path> = Arc::from(join(root, rel, "").as_path());
-        Some(CgFile::new(dir, "cgroup.procs", budget.clone()))
-    }
-
     fn files(&self, rel: &str, budget: &Arc<FdBudget>, phase: u32) -> Files {
         let dir = |root: &Option<PathBuf>| -> Option<Arc<Path>> {
             root.as_deref()
@@ -248,6 +232,8 @@ impl Mode {
             Mode::V1(m) => {
                 let (cpu, cpuacct, memory, blkio) =
                     (dir(&m.cpu), dir(&m.cpuacct), dir(&m.memory), dir(&m.blkio));
+                // a container's cgroup.procs: memory's, else cpuacct's or cpu's
+                let procs = memory.clone().or(cpuacct.clone()).or(cpu.clone());
                 Files::V1(Box::new(V1Files {
                     limits: Limits::new(phase),
                     cpuacct_usage: f(&cpuacct, "cpuacct.usage"),
@@ -259,6 +245,8 @@ impl Mode {
                     mem_stat: f(&memory, "memory.stat"),
                     oom: f(&memory, "memory.oom_control"),
                     blkio: f(&blkio, "blkio.throttle.io_service_bytes"),
+                    // where V1Mounts::procs looks: memory, cpuacct, cpu
+                    procs: f(&procs, "cgroup.procs"),
                 }))
             }
             Mode::V2 { root } => {
@@ -274,6 +262,7 @@ impl Mode {
                     swap: g("memory.swap.current"),
                     events: g("memory.events"),
                     io: g("io.stat"),
+                    procs: g("cgroup.procs"),
                 }))
             }
             Mode::Off => unreachable!("no containers are discovered without a hierarchy"),
@@ -326,6 +315,14 @@ impl Limits {
 }
 
 impl Files {
+    /// The container's `cgroup.procs`.
+    fn procs(&mut self) -> Option<&mut CgFile> {
+        match self {
+            Files::V1(f) => f.procs.as_mut(),
+            Files::V2(f) => Some(&mut f.procs),
+        }
+    }
+
     fn read_stats(
         &mut self,
         buf: &mut Vec<u8>,
@@ -443,11 +440,6 @@ fn parse_file<T>(
 #[derive(Debug, Default)]
 struct ContainerState {
     files: Option<Files>,
-    /// Its `cgroup.procs`, kept open like the stats files: a pod without a
-    /// process is looked at again every few cycles ([`super::pod_net`]),
-    /// and an open by path costs several times a `pread` (the path walk).
-    /// Set up on first need; `None` inside when there is no hierarchy.
-    procs: Option<Option<CgFile>>,
     cycle: u64,
     cpu: Counter,
     periods: Counter,
@@ -618,12 +610,12 @@ impl CgroupCollector {
         let about = About::Container(found.identity.clone());
         emit(&stats, st, now, self.mem_total, &about, out);
         if let Some(uid) = &found.identity.pod_uid {
-            let (mode, budget) = (&self.mode, &self.budget);
-            let procs = st
-                .procs
-                .get_or_insert_with(|| mode.procs_file(&found.rel, budget));
+            // kept open like the stats files: a pod without a process is
+            // looked at again every few cycles, and an open by path costs
+            // several times a pread (the path walk, and std's statx)
+            let mut procs = st.files.as_mut().and_then(Files::procs);
             let buf = &mut self.buf;
-            let first_pid = || first_pid(procs.as_mut()?, buf);
+            let first_pid = || first_pid(procs.as_deref_mut()?, buf);
             self.pods.collect(self.cycle, uid, first_pid, now, out);
         }
         Outcome::Done
