@@ -28,6 +28,8 @@ pub mod fast;
 pub mod grpc;
 pub mod http;
 #[cfg(test)]
+mod ingest_tests;
+#[cfg(test)]
 mod meter;
 pub mod metrics;
 pub mod pods;

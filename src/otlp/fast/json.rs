@@ -35,6 +35,14 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
 /// `s` escaped, without quotes.
 #[inline]
 pub fn escaped(out: &mut Vec<u8>, s: &[u8]) {
+    // most strings need no escape: a check the compiler vectorizes first
+    let any = s
+        .iter()
+        .fold(false, |a, &b| a | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !any {
+        out.extend_from_slice(s);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {
         let e = ESCAPE[usize::from(b)];

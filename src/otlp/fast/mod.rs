@@ -294,12 +294,16 @@ fn write_span(
 
 /// `http_method`, `http_status_code`, `http_url`, as convert.rs picks them.
 fn write_http(out: &mut Vec<u8>, a: &Attrs<'_>) {
-    let method = a.first_of(convert::HTTP_METHOD).unwrap_or_default();
-    let status = a
-        .first_of(convert::HTTP_STATUS_CODE)
+    let [method, status, url] = a.first_of([
+        convert::HTTP_METHOD,
+        convert::HTTP_STATUS_CODE,
+        convert::HTTP_URL,
+    ]);
+    let method = method.unwrap_or_default();
+    let status = status
         .and_then(|s| s.trim().parse::<i64>().ok())
         .unwrap_or(0);
-    let url = a.first_of(convert::HTTP_URL).unwrap_or_default();
+    let url = url.unwrap_or_default();
     out.extend_from_slice(b",\"http_method\":");
     json::string(out, method.as_bytes());
     out.extend_from_slice(b",\"http_status_code\":");
