@@ -195,6 +195,8 @@ pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 /// busy core, buffers allocated on one thread freed on another); see
 /// BENCHMARKS.md.
 const BLOCKING_OVER: usize = 256 << 10;
+/// Spans recorded in the aggregate per lock (a few microseconds).
+const RECORD_RUN: usize = 64;
 /// Requests of more spans than this are converted on a blocking thread.
 const BLOCKING_SPANS: u64 = 2048;
 
@@ -515,14 +517,20 @@ impl Ingest {
             self.telemetry.otlp.spans_refused.inc_by(n as u64);
             return Err(Refusal::Full);
         }
-        // one span per lock: a large request never stalls the interval's drain
-        for st in c.stats {
-            if let Some(name) = c.services.get(st.service as usize) {
-                let pod = c.pods.get(st.service as usize).and_then(Option::as_ref);
+        // a run of at most RECORD_RUN spans of one series per lock and
+        // lookup: a large request never stalls the interval's drain
+        for run in c
+            .stats
+            .chunk_by(|a, b| a.service == b.service)
+            .flat_map(|r| r.chunks(RECORD_RUN))
+        {
+            let i = run[0].service as usize;
+            if let Some(name) = c.services.get(i) {
+                let pod = c.pods.get(i).and_then(Option::as_ref);
                 self.aggregate
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .record_span(name, pod, st);
+                    .record_spans(name, pod, run);
             }
         }
         self.telemetry.otlp.spans_received.inc_by(n as u64);

@@ -60,6 +60,7 @@ pub struct Fields<'a> {
 impl Iterator for Fields<'_> {
     type Item = Result<Field, ScanError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.buf.len() {
             return None;
@@ -71,6 +72,7 @@ impl Iterator for Fields<'_> {
 }
 
 impl Fields<'_> {
+    #[inline]
     fn field(&mut self) -> Result<Field, ScanError> {
         let key = varint(self.buf, &mut self.pos, self.base)?;
         let (number, wire) = (key >> 3, key & 7);
@@ -100,6 +102,7 @@ impl Fields<'_> {
     }
 }
 
+#[inline]
 fn varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, ScanError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {

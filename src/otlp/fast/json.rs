@@ -35,11 +35,8 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
 /// `s` escaped, without quotes.
 #[inline]
 pub fn escaped(out: &mut Vec<u8>, s: &[u8]) {
-    // most strings need no escape: a check the compiler vectorizes first
-    let any = s
-        .iter()
-        .fold(false, |a, &b| a | (b < 0x20) | (b == b'"') | (b == b'\\'));
-    if !any {
+    // most strings need no escape: checked eight bytes at a time first
+    if !needs_escape(s) {
         out.extend_from_slice(s);
         return;
     }
@@ -66,6 +63,27 @@ pub fn escaped(out: &mut Vec<u8>, s: &[u8]) {
         start = i + 1;
     }
     out.extend_from_slice(&s[start..]);
+}
+
+/// Whether any byte of `s` is escaped: a control character, `"` or `\\`.
+#[inline]
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    // a byte below n (n <= 128) exists iff (v - n*ONES) & !v & HIGH != 0
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let hits = below(v, 0x20) | below(v ^ (ONES * 0x22), 1) | below(v ^ (ONES * 0x5c), 1);
+        if hits != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| ESCAPE[usize::from(b)] != 0)
 }
 
 /// `bytes` as a JSON string of lowercase hex.
@@ -126,6 +144,27 @@ mod tests {
                 String::from_utf8(out).unwrap(),
                 serde_json::to_string(s).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn each_escaped_byte_is_found_wherever_it_is() {
+        for len in 1..20 {
+            for at in 0..len {
+                for b in [
+                    0x00u8, 0x08, 0x1f, 0x20, b'"', b'\\', 0x5b, 0x5d, 0x21, 0x23, 0x7f, 0xa2, 0xdc,
+                ] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    let want = ESCAPE[usize::from(b)] != 0;
+                    assert_eq!(needs_escape(&bytes), want, "{bytes:?}");
+                    if let Ok(s) = std::str::from_utf8(&bytes) {
+                        let mut out = Vec::new();
+                        string(&mut out, &bytes);
+                        assert_eq!(out, serde_json::to_vec(s).unwrap());
+                    }
+                }
+            }
         }
     }
 
