@@ -199,11 +199,8 @@ fn string(bytes: &[u8], w: &mut Walk) {
 /// are JSON text inside the JSON batch): a control character becomes
 /// `\u00XX` and then `\\u00XX`, a quote or backslash two and then three.
 fn escapes(bytes: &[u8]) -> u64 {
-    // most strings have none: a check the compiler vectorizes first
-    let any = bytes
-        .iter()
-        .fold(false, |a, &b| a | (b < 0x20) | (b == b'"') | (b == b'\\'));
-    if !any {
+    // most strings have none: checked eight bytes at a time first
+    if !wire::needs_escape(bytes) {
         return 0;
     }
     bytes

@@ -141,6 +141,27 @@ pub fn json_string(body: &[u8], start: usize) -> Result<(usize, bool, bool), Sca
     Err(ScanError::Json(start))
 }
 
+/// Whether any byte of `s` is escaped: a control character, `"` or `\\`.
+#[inline]
+pub fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    // a byte below n (n <= 128) exists iff (v - n*ONES) & !v & HIGH != 0
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let hits = below(v, 0x20) | below(v ^ (ONES * 0x22), 1) | below(v ^ (ONES * 0x5c), 1);
+        if hits != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 pub const fn size<T>() -> u64 {
     std::mem::size_of::<T>() as u64
 }

@@ -2,6 +2,8 @@
 //! escapes, integers in decimal, lowercase hex ids as strings. Appends to a
 //! `Vec<u8>`; nothing here allocates but the vector's growth.
 
+use crate::otlp::wire::needs_escape;
+
 /// `serde_json`'s escape of each byte: 0 none, `u` as `\u00XX`, else the
 /// letter after the backslash.
 static ESCAPE: [u8; 256] = {
@@ -63,27 +65,6 @@ pub fn escaped(out: &mut Vec<u8>, s: &[u8]) {
         start = i + 1;
     }
     out.extend_from_slice(&s[start..]);
-}
-
-/// Whether any byte of `s` is escaped: a control character, `"` or `\\`.
-#[inline]
-fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES * 0x80;
-    // a byte below n (n <= 128) exists iff (v - n*ONES) & !v & HIGH != 0
-    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
-    let mut chunks = s.chunks_exact(8);
-    for c in &mut chunks {
-        let v = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let hits = below(v, 0x20) | below(v ^ (ONES * 0x22), 1) | below(v ^ (ONES * 0x5c), 1);
-        if hits != 0 {
-            return true;
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| ESCAPE[usize::from(b)] != 0)
 }
 
 /// `bytes` as a JSON string of lowercase hex.
