@@ -433,6 +433,21 @@ mod tests {
         peak
     }
 
+    /// What the fast path allocates at its peak: span JSON, then the
+    /// batches of 100 the delivery queue makes of it.
+    fn measured_fast(body: &[u8]) -> u64 {
+        let ((), peak) = peak_of(|| {
+            let e = crate::otlp::fast::encode(body, CLUSTER, None).expect("fast path");
+            let slices = e.spans.slices();
+            let batches: Vec<Vec<u8>> = slices
+                .chunks(100)
+                .map(crate::sink::span_json::api_body)
+                .collect();
+            drop(batches);
+        });
+        peak
+    }
+
     /// The bound holds, and is not absurdly pessimistic for `realistic`.
     fn check(what: &str, req: &ExportTraceServiceRequest, realistic: bool) {
         let pb = req.encode_to_vec();
@@ -450,6 +465,12 @@ mod tests {
                 peak <= cost,
                 "{what} {enc:?}: peak {peak} over the bound {cost} ({shape:?})"
             );
+            if enc == Encoding::Protobuf {
+                // the fast path (body → span JSON → batches) within it too
+                let fast = measured_fast(body);
+                eprintln!("{what} fast path: peak {fast}");
+                assert!(fast <= cost, "{what}: fast path peak {fast} over {cost}");
+            }
             if realistic && enc == Encoding::Protobuf {
                 assert!(
                     cost <= 3 * peak,
