@@ -12,10 +12,12 @@ use prost::Message;
 
 use super::*;
 
-/// Each submission's spans as JSON, and which method took them.
+/// Which method took a submission, and its spans as JSON.
+type Submission = (&'static str, Vec<Vec<u8>>);
+
 #[derive(Default)]
 struct Both {
-    got: Mutex<Vec<(&'static str, Vec<Vec<u8>>)>>,
+    got: Mutex<Vec<Submission>>,
 }
 
 impl SpanSink for Both {
