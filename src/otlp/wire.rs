@@ -104,6 +104,13 @@ impl Fields<'_> {
 
 #[inline]
 fn varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, ScanError> {
+    // most keys and lengths are one byte
+    if let Some(&b) = buf.get(*pos)
+        && b < 0x80
+    {
+        *pos += 1;
+        return Ok(u64::from(b));
+    }
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *buf.get(*pos).ok_or(ScanError::Wire(base + *pos))?;

@@ -77,8 +77,9 @@ pub fn encode(
     mut pods: Option<&mut Resolver<'_>>,
 ) -> Result<Encoded, NotFast> {
     let mut out = Encoded {
-        // about 3.5 bytes of JSON a byte of protobuf for typical spans
-        spans: JsonSpans::with_capacity(body.len() / 128, body.len() * 4 + 256),
+        // about 3.5 bytes of JSON a byte of protobuf for typical spans; a
+        // large body's buffer grows instead (its bound is the scan's)
+        spans: JsonSpans::with_capacity(body.len() / 128, (body.len() * 4 + 256).min(1 << 20)),
         ..Encoded::default()
     };
     let mut cluster_json = Vec::new();
