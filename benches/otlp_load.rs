@@ -431,7 +431,8 @@ fn main() {
                 for i in 0..n {
                     let b = &bodies[i % bodies.len()];
                     let t0 = Instant::now();
-                    let e = cased_agent::otlp::fast::encode(b, "bench", None).unwrap();
+                    let e =
+                        cased_agent::otlp::fast::encode(b, "bench", None, BATCH as u64).unwrap();
                     let t1 = Instant::now();
                     let slices = e.spans.slices();
                     let mut bytes = 0;

@@ -107,7 +107,7 @@ fn both_paths_give_the_sink_and_the_aggregate_the_same() {
     let (fast, fast_sink, fast_t) = ingest();
     let (slow, slow_sink, slow_t) = ingest();
     let a = fast
-        .export_body(&body, decode::Encoding::Protobuf, None)
+        .export_body(&body, decode::Encoding::Protobuf, None, 30)
         .unwrap();
     let b = slow.export(request()).unwrap();
     assert_eq!(a, b);
@@ -146,7 +146,7 @@ fn what_the_fast_path_leaves_gets_prosts_decision() {
     let rs = [&[0x12, scope.len() as u8][..], &scope].concat();
     let body = [&[0x0a, rs.len() as u8][..], &rs].concat();
     let a = ingest
-        .export_body(&body, decode::Encoding::Protobuf, None)
+        .export_body(&body, decode::Encoding::Protobuf, None, 30)
         .unwrap();
     assert_eq!(a.spans, 1);
     let got = sink.got.lock().unwrap();
@@ -156,7 +156,12 @@ fn what_the_fast_path_leaves_gets_prosts_decision() {
     drop(got);
     // malformed: prost's refusal and message
     let e = ingest
-        .export_body(&body[..body.len() - 2], decode::Encoding::Protobuf, None)
+        .export_body(
+            &body[..body.len() - 2],
+            decode::Encoding::Protobuf,
+            None,
+            30,
+        )
         .unwrap_err();
     assert!(
         matches!(&e, Refusal::Malformed(m) if m.starts_with("invalid protobuf")),

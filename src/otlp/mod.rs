@@ -390,7 +390,7 @@ impl Ingest {
         let me = self.clone();
         let large = large || body.len() > BLOCKING_OVER || shape.spans > BLOCKING_SPANS;
         blocking_if(large, move || {
-            let r = me.export_body(&body, enc, peer);
+            let r = me.export_body(&body, enc, peer, shape.spans);
             drop(held);
             r
         })
@@ -442,10 +442,11 @@ impl Ingest {
         body: &[u8],
         enc: decode::Encoding,
         peer: Option<IpAddr>,
+        spans: u64,
     ) -> Result<Accepted, Refusal> {
         if enc == decode::Encoding::Protobuf {
             let mut resolver = self.resolver(peer);
-            if let Ok(e) = fast::encode(body, &self.cluster_id, resolver.as_mut()) {
+            if let Ok(e) = fast::encode(body, &self.cluster_id, resolver.as_mut(), spans) {
                 self.count_enrichment(resolver);
                 return self.submit_json(e);
             }

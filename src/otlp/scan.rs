@@ -435,9 +435,12 @@ mod tests {
 
     /// What the fast path allocates at its peak: span JSON, then the
     /// batches of 100 the delivery queue makes of it.
-    fn measured_fast(body: &[u8]) -> u64 {
+    fn measured_fast(body: &[u8], spans: u64) -> u64 {
         let ((), peak) = peak_of(|| {
-            let e = crate::otlp::fast::encode(body, CLUSTER, None).expect("fast path");
+            // a body left to prost costs what the fast path took before
+            let Ok(e) = crate::otlp::fast::encode(body, CLUSTER, None, spans) else {
+                return;
+            };
             let slices = e.spans.slices();
             let batches: Vec<Vec<u8>> = slices
                 .chunks(100)
@@ -467,7 +470,7 @@ mod tests {
             );
             if enc == Encoding::Protobuf {
                 // the fast path (body → span JSON → batches) within it too
-                let fast = measured_fast(body);
+                let fast = measured_fast(body, shape.spans);
                 eprintln!("{what} fast path: peak {fast}");
                 assert!(fast <= cost, "{what}: fast path peak {fast} over {cost}");
             }
@@ -478,6 +481,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_body_of_no_spans_costs_the_fast_path_nothing_much() {
+        // unknown fields only (what the otlp_bound fuzz target found: the
+        // fast path's buffer was sized from the body's length, over the bound)
+        let input = include_bytes!("../../fuzz/seeds/otlp_bound/pb-no-spans");
+        let body = &input[1..];
+        let shape = scan_protobuf(body).unwrap();
+        assert_eq!(shape.spans, 0);
+        let cost = shape.cost(CLUSTER.len());
+        let peak = measured_fast(body, shape.spans);
+        assert!(peak <= cost, "fast path peak {peak} over {cost}");
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub fn compare(
     peer: Option<IpAddr>,
 ) -> Result<Agreement, String> {
     let mut fast_pods = meta.map(|m| Resolver::new(m, peer));
-    let fast = encode(body, cluster_id, fast_pods.as_mut());
+    let spans = crate::otlp::scan::scan_protobuf(body).map_or(0, |s| s.spans);
+    let fast = encode(body, cluster_id, fast_pods.as_mut(), spans);
     let req = ExportTraceServiceRequest::decode(body);
     let (req, fast) = match (req, fast) {
         (Err(_), Err(_)) => return Ok(Agreement::BothRefused),

@@ -99,7 +99,7 @@ fn every_fixture_is_taken_and_identical() {
         assert_eq!(agree(&req.encode_to_vec()), Agreement::Same, "{rel}");
     }
     // the fixture's span, as the API gets it
-    let e = encode(&pb, "c", None).unwrap();
+    let e = encode(&pb, "c", None, 4).unwrap();
     let json = String::from_utf8(e.spans.iter().next().unwrap().to_vec()).unwrap();
     assert!(json.starts_with(r#"{"trace_id":"5b8efff798038103d269b633813fc60c","span_id":"eee19b7ec3c1b174","parent_span_id":"eee19b7ec3c1b173","#), "{json}");
 }
@@ -561,7 +561,7 @@ fn a_resource_given_twice_is_merged() {
     assert_eq!(agree(&body), Agreement::Same);
     let meta = pods();
     let mut r = Resolver::new(&meta, None);
-    let e = encode(&body, "c", Some(&mut r)).unwrap();
+    let e = encode(&body, "c", Some(&mut r), 1).unwrap();
     assert_eq!(e.services, ["one"]);
     assert_eq!(e.pods[0].as_ref().unwrap().name, "b");
     let json = String::from_utf8(e.spans.iter().next().unwrap().to_vec()).unwrap();
@@ -593,7 +593,7 @@ fn batches_are_the_sinks_bytes() {
     let mut rng = StdRng::seed_from_u64(3);
     let req = request(&mut rng);
     let body = req.encode_to_vec();
-    let fast = encode(&body, CLUSTER, None).unwrap();
+    let fast = encode(&body, CLUSTER, None, 4).unwrap();
     let stored = convert::convert(req, CLUSTER).spans;
     assert!(stored.len() > 3);
     let slices = fast.spans.slices();
