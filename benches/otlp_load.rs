@@ -426,6 +426,28 @@ fn main() {
                         t[k] += d;
                     }
                 }
+                // the fast path (issue 16): body → span JSON → batches of 100
+                let mut fast = [Duration::ZERO; 3];
+                for i in 0..n {
+                    let b = &bodies[i % bodies.len()];
+                    let t0 = Instant::now();
+                    let e =
+                        cased_agent::otlp::fast::encode(b, "bench", None, BATCH as u64).unwrap();
+                    let t1 = Instant::now();
+                    let slices = e.spans.slices();
+                    let mut bytes = 0;
+                    for chunk in slices.chunks(100) {
+                        bytes += cased_agent::sink::span_json::api_body(chunk).len();
+                    }
+                    let t2 = Instant::now();
+                    drop(slices);
+                    drop(e);
+                    let t3 = Instant::now();
+                    std::hint::black_box(bytes);
+                    for (k, d) in [t1 - t0, t2 - t1, t3 - t2].into_iter().enumerate() {
+                        fast[k] += d;
+                    }
+                }
                 let per = |d: Duration| {
                     format!("{:.3} us/span", d.as_secs_f64() * 1e6 / spans_total as f64)
                 };
@@ -434,6 +456,10 @@ fn main() {
                 report.insert("3_encode_json_batches", per(t[2]));
                 report.insert("4_drop", per(t[3]));
                 report.insert("total", per(t.iter().sum()));
+                report.insert("fast_1_body_to_span_json", per(fast[0]));
+                report.insert("fast_2_json_batches", per(fast[1]));
+                report.insert("fast_3_drop", per(fast[2]));
+                report.insert("fast_total", per(fast.iter().sum()));
             }
             "enrich" => enrich(&bodies, arg(1, 20), arg(2, 50), &mut report),
             other => panic!("unknown mode {other}: throughput, floor, steady, phases or enrich"),
@@ -465,6 +491,16 @@ impl cased_agent::otlp::SpanSink for EncodeSink {
             )
             .unwrap();
             std::hint::black_box(out.len());
+        }
+        Ok(())
+    }
+
+    fn try_submit_json(
+        &self,
+        spans: cased_agent::sink::span_json::JsonSpans,
+    ) -> Result<(), cased_agent::otlp::SpanBufferFull> {
+        for chunk in spans.slices().chunks(100) {
+            std::hint::black_box(cased_agent::sink::span_json::api_body(chunk).len());
         }
         Ok(())
     }

@@ -1,12 +1,14 @@
 //! The memory bound of an OTLP request (issue 11): whatever the body, what
 //! decoding, converting and encoding it allocate at their peak never exceeds
 //! the cost the allocation-free scan charged for it before anything was
-//! decoded. A body the scan refuses is never decoded, so it costs nothing.
+//! decoded (the protobuf fast path's too). A body the scan refuses is never
+//! decoded, so it costs nothing.
 #![no_main]
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use cased_agent::otlp::{convert, decode, scan};
+use cased_agent::otlp::{convert, decode, fast, scan};
+use cased_agent::sink::span_json;
 use cased_agent::sink::wire::SpansBatch;
 use libfuzzer_sys::fuzz_target;
 
@@ -79,4 +81,16 @@ fuzz_target!(|data: &[u8]| {
         serde_json::to_writer(&mut out, &batch).expect("spans encode");
     });
     assert!(peak <= cost, "peak {peak} over the bound {cost} ({shape:?})");
+    if enc == decode::Encoding::Protobuf {
+        // the fast path (span JSON, then the queue's batches) within it too
+        let fast = peak_of(|| {
+            let Ok(e) = fast::encode(body, CLUSTER, None, shape.spans) else {
+                return;
+            };
+            let slices = e.spans.slices();
+            let batches: Vec<Vec<u8>> = slices.chunks(100).map(span_json::api_body).collect();
+            drop(batches);
+        });
+        assert!(fast <= cost, "fast path peak {fast} over the bound {cost} ({shape:?})");
+    }
 });

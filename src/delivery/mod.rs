@@ -269,6 +269,14 @@ impl Delivery {
             .map_err(|_| SpanQueueFull)
     }
 
+    /// [`Delivery::try_submit_spans`] for spans already encoded as JSON
+    /// objects (the OTLP fast path): the same batches, the same bytes.
+    pub fn try_submit_span_json(&self, spans: &[&[u8]]) -> Result<(), SpanQueueFull> {
+        let encode = |s: &AnySink, c: &[&[u8]], z| s.encode_span_json(c, z);
+        self.enqueue(PayloadKind::Spans, spans, encode)
+            .map_err(|_| SpanQueueFull)
+    }
+
     /// The one submission path: chunk, encode, lock the lane, push. Metrics
     /// lose a chunk that cannot be encoded (counted) and evict to make
     /// room; spans are all or nothing.

@@ -94,13 +94,20 @@ impl Aggregate {
     /// Record one span of service `name` sent by `pod`: two map lookups,
     /// no allocation once the series is held.
     pub fn record_span(&mut self, name: &str, pod: Option<&Arc<PodMeta>>, st: &SpanStat) {
+        self.record_spans(name, pod, std::slice::from_ref(st));
+    }
+
+    /// Record spans of one series, as [`Aggregate::record_span`] for each
+    /// in turn would, with one lookup (the first span decides where they
+    /// go: once a series is held or the cap reached, it stays so).
+    pub fn record_spans(&mut self, name: &str, pod: Option<&Arc<PodMeta>>, sts: &[SpanStat]) {
         let uid = pod.map_or("", |p| p.uid.as_str());
         if let Some(s) = self.services.get_mut(name).and_then(|p| p.get_mut(uid)) {
-            s.add(st);
+            sts.iter().for_each(|st| s.add(st));
             return;
         }
         if self.series >= self.max_services {
-            self.overflow.add(st);
+            sts.iter().for_each(|st| self.overflow.add(st));
             return;
         }
         self.series += 1;
@@ -108,7 +115,7 @@ impl Aggregate {
             pod: pod.cloned(),
             ..Stats::default()
         };
-        stats.add(st);
+        sts.iter().for_each(|st| stats.add(st));
         self.services
             .entry(name.to_string())
             .or_default()
@@ -250,6 +257,24 @@ mod tests {
         assert!((db.p99_ms - 0.5).abs() < 1e-12);
         // drained: the next interval starts empty
         assert!(a.drain().is_empty());
+    }
+
+    #[test]
+    fn a_run_of_spans_is_recorded_as_each_in_turn() {
+        let run: Vec<SpanStat> = (0..50).map(|i| stat(0, f64::from(i), i % 7 == 0)).collect();
+        let (mut each, mut runs) = (Aggregate::new(2), Aggregate::new(2));
+        for name in ["a", "b", "c", "a"] {
+            run.iter().for_each(|st| each.record_span(name, None, st));
+            runs.record_spans(name, None, &run);
+        }
+        // "c" is past the cap of 2: the overflow bucket, both ways
+        let (e, r) = (each.drain(), runs.drain());
+        assert_eq!(e.len(), 3);
+        assert_eq!(
+            e.iter().map(|s| s.span_count).collect::<Vec<_>>(),
+            [100, 50, 50]
+        );
+        assert_eq!(e, r);
     }
 
     #[test]

@@ -137,30 +137,34 @@ pub fn convert_with(
 /// A trace id is 16 bytes, a span id 8, neither all zero; a parent span id
 /// is empty or 8 bytes (all zero means none, as some SDKs send for roots).
 pub fn check_ids(span: &mut Span) -> Result<(), String> {
+    if check_id_bytes(&span.trace_id, &span.span_id, &span.parent_span_id)? {
+        span.parent_span_id.clear();
+    }
+    Ok(())
+}
+
+/// [`check_ids`] on the ids alone: `Ok(true)` when the parent is 8 zero
+/// bytes (none).
+pub fn check_id_bytes(trace_id: &[u8], span_id: &[u8], parent: &[u8]) -> Result<bool, String> {
     let valid = |id: &[u8], n: usize| id.len() == n && id.iter().any(|&b| b != 0);
-    if !valid(&span.trace_id, 16) {
+    if !valid(trace_id, 16) {
         return Err(format!(
             "invalid trace id {:?}: 16 bytes, not all zero",
-            short_hex(&span.trace_id)
+            short_hex(trace_id)
         ));
     }
-    if !valid(&span.span_id, 8) {
+    if !valid(span_id, 8) {
         return Err(format!(
             "invalid span id {:?}: 8 bytes, not all zero",
-            short_hex(&span.span_id)
+            short_hex(span_id)
         ));
     }
-    match span.parent_span_id.len() {
-        0 => Ok(()),
-        8 => {
-            if span.parent_span_id.iter().all(|&b| b == 0) {
-                span.parent_span_id.clear();
-            }
-            Ok(())
-        }
+    match parent.len() {
+        0 => Ok(false),
+        8 => Ok(parent.iter().all(|&b| b == 0)),
         _ => Err(format!(
             "invalid parent span id {:?}: empty or 8 bytes",
-            short_hex(&span.parent_span_id)
+            short_hex(parent)
         )),
     }
 }
@@ -172,7 +176,7 @@ fn short_hex(id: &[u8]) -> String {
 
 /// A resource's `service.name` when it is a non-empty string (cut to
 /// [`MAX_SERVICE_NAME`] bytes), else [`UNKNOWN_SERVICE`].
-fn service_name(resource: Option<&Resource>) -> String {
+pub(crate) fn service_name(resource: Option<&Resource>) -> String {
     let value = resource
         .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
         .and_then(|kv| kv.value.as_ref())
@@ -193,24 +197,25 @@ fn service_name(resource: Option<&Resource>) -> String {
     s.to_string()
 }
 
+/// Where `http_method` comes from, first present first.
+pub const HTTP_METHOD: &[&str] = &["http.method", "http.request.method"];
+/// ... `http_status_code` (its value parsed as an integer).
+pub const HTTP_STATUS_CODE: &[&str] = &["http.status_code", "http.response.status_code"];
+/// ... `http_url` (old semantic conventions first).
+pub const HTTP_URL: &[&str] = &["http.url", "http.target", "url.full", "url.path"];
+
 /// One span. `duration_ns` is 0 when the end precedes the start.
 pub fn span_to_stored(span: Span, service: &str, cluster_id: &str) -> StoredSpan {
     let attributes = attributes_map(span.attributes);
-    let http_method = first_of(&attributes, &["http.method", "http.request.method"])
+    let http_method = first_of(&attributes, HTTP_METHOD)
         .unwrap_or_default()
         .to_string();
-    let http_status_code = first_of(
-        &attributes,
-        &["http.status_code", "http.response.status_code"],
-    )
-    .and_then(|s| s.trim().parse::<i64>().ok())
-    .unwrap_or(0);
-    let http_url = first_of(
-        &attributes,
-        &["http.url", "http.target", "url.full", "url.path"],
-    )
-    .unwrap_or_default()
-    .to_string();
+    let http_status_code = first_of(&attributes, HTTP_STATUS_CODE)
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    let http_url = first_of(&attributes, HTTP_URL)
+        .unwrap_or_default()
+        .to_string();
     let (status_code, status_message) = match span.status {
         Some(s) => (s.code, s.message),
         None => (0, String::new()),
@@ -332,7 +337,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Standard base64 with padding (RFC 4648 §4), as OTLP/JSON writes bytes.
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

@@ -24,8 +24,11 @@
 pub mod aggregate;
 pub mod convert;
 pub mod decode;
+pub mod fast;
 pub mod grpc;
 pub mod http;
+#[cfg(test)]
+mod ingest_tests;
 #[cfg(test)]
 mod meter;
 pub mod metrics;
@@ -44,6 +47,7 @@ pub use aggregate::{Aggregate, ServiceSummary, TraceMetrics};
 
 use crate::config::Config;
 use crate::enrich::Metadata;
+use crate::sink::span_json::JsonSpans;
 use crate::sink::wire::StoredSpan;
 use crate::telemetry::{Outcome, Telemetry, Transport};
 
@@ -57,6 +61,15 @@ pub struct SpanBufferFull;
 /// delivery's own rules), or none is and the error says so. Must not block.
 pub trait SpanSink: Send + Sync + 'static {
     fn try_submit(&self, spans: Vec<StoredSpan>) -> Result<(), SpanBufferFull>;
+
+    /// [`SpanSink::try_submit`] for spans already encoded as the API's JSON
+    /// (the protobuf fast path, [`fast`]). A sink that stores encoded bytes
+    /// (the delivery queue) takes them as they are; by default they are
+    /// read back into [`StoredSpan`]s (test and bench sinks).
+    fn try_submit_json(&self, spans: JsonSpans) -> Result<(), SpanBufferFull> {
+        let read: Result<Vec<StoredSpan>, _> = spans.iter().map(serde_json::from_slice).collect();
+        self.try_submit(read.map_err(|_| SpanBufferFull)?)
+    }
 
     /// Whether a request of about `hint_bytes` (its body as received) may
     /// fit: `false` lets the receiver refuse before decoding anything, which
@@ -182,6 +195,8 @@ pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 /// busy core, buffers allocated on one thread freed on another); see
 /// BENCHMARKS.md.
 const BLOCKING_OVER: usize = 256 << 10;
+/// Spans recorded in the aggregate per lock (a few microseconds).
+const RECORD_RUN: usize = 64;
 /// Requests of more spans than this are converted on a blocking thread.
 const BLOCKING_SPANS: u64 = 2048;
 
@@ -375,7 +390,7 @@ impl Ingest {
         let me = self.clone();
         let large = large || body.len() > BLOCKING_OVER || shape.spans > BLOCKING_SPANS;
         blocking_if(large, move || {
-            let r = me.export_body(&body, enc, peer);
+            let r = me.export_body(&body, enc, peer, shape.spans);
             drop(held);
             r
         })
@@ -420,13 +435,23 @@ impl Ingest {
         Ok(cost)
     }
 
-    /// Decode, convert, submit and count one admitted body.
+    /// Decode, convert, submit and count one admitted body: protobuf by
+    /// the fast path ([`fast`]) unless it leaves the body to prost.
     fn export_body(
         &self,
         body: &[u8],
         enc: decode::Encoding,
         peer: Option<IpAddr>,
+        spans: u64,
     ) -> Result<Accepted, Refusal> {
+        if enc == decode::Encoding::Protobuf {
+            let mut resolver = self.resolver(peer);
+            if let Ok(e) = fast::encode(body, &self.cluster_id, resolver.as_mut(), spans) {
+                self.count_enrichment(resolver);
+                return self.submit_json(e);
+            }
+            tracing::trace!("OTLP body left to prost");
+        }
         let req = decode::decode(body, enc).map_err(decode_refusal)?;
         self.export_from(req, peer)
     }
@@ -446,7 +471,38 @@ impl Ingest {
         let mut resolver = self.resolver(peer);
         let c = convert::convert_with(req, &self.cluster_id, resolver.as_mut());
         self.count_enrichment(resolver);
-        let n = c.spans.len();
+        let counts = Counts {
+            services: &c.services,
+            pods: &c.pods,
+            stats: &c.stats,
+            rejected: c.rejected,
+            reject_reason: &c.reject_reason,
+        };
+        let sink = &self.sink;
+        self.submit(counts, c.spans.len(), || sink.try_submit(c.spans))
+    }
+
+    /// [`Ingest::export_from`] for a request the fast path encoded.
+    fn submit_json(&self, e: fast::Encoded) -> Result<Accepted, Refusal> {
+        let counts = Counts {
+            services: &e.services,
+            pods: &e.pods,
+            stats: &e.stats,
+            rejected: e.rejected,
+            reject_reason: &e.reject_reason,
+        };
+        let sink = &self.sink;
+        self.submit(counts, e.spans.len(), || sink.try_submit_json(e.spans))
+    }
+
+    /// Count the rejected spans, submit the `n` others (`submit`), and only
+    /// once the sink took them count them in the aggregate.
+    fn submit(
+        &self,
+        c: Counts<'_>,
+        n: usize,
+        submit: impl FnOnce() -> Result<(), SpanBufferFull>,
+    ) -> Result<Accepted, Refusal> {
         let accepted = Accepted {
             spans: n,
             rejected: c.rejected,
@@ -458,23 +514,38 @@ impl Ingest {
         if n == 0 {
             return Ok(accepted);
         }
-        if self.sink.try_submit(c.spans).is_err() {
+        if submit().is_err() {
             self.telemetry.otlp.spans_refused.inc_by(n as u64);
             return Err(Refusal::Full);
         }
-        // one span per lock: a large request never stalls the interval's drain
-        for st in &c.stats {
-            if let Some(name) = c.services.get(st.service as usize) {
-                let pod = c.pods.get(st.service as usize).and_then(Option::as_ref);
+        // a run of at most RECORD_RUN spans of one series per lock and
+        // lookup: a large request never stalls the interval's drain
+        for run in c
+            .stats
+            .chunk_by(|a, b| a.service == b.service)
+            .flat_map(|r| r.chunks(RECORD_RUN))
+        {
+            let i = run[0].service as usize;
+            if let Some(name) = c.services.get(i) {
+                let pod = c.pods.get(i).and_then(Option::as_ref);
                 self.aggregate
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .record_span(name, pod, st);
+                    .record_spans(name, pod, run);
             }
         }
         self.telemetry.otlp.spans_received.inc_by(n as u64);
         Ok(accepted)
     }
+}
+
+/// What a converted or encoded request counts, whatever its spans' form.
+struct Counts<'a> {
+    services: &'a [String],
+    pods: &'a [Option<Arc<crate::enrich::PodMeta>>],
+    stats: &'a [convert::SpanStat],
+    rejected: u64,
+    reject_reason: &'a Option<String>,
 }
 
 fn decode_refusal(e: decode::DecodeError) -> Refusal {
@@ -579,6 +650,11 @@ pub async fn start_with(
 impl SpanSink for crate::delivery::Delivery {
     fn try_submit(&self, spans: Vec<StoredSpan>) -> Result<(), SpanBufferFull> {
         self.try_submit_spans(spans).map_err(|_| SpanBufferFull)
+    }
+
+    fn try_submit_json(&self, spans: JsonSpans) -> Result<(), SpanBufferFull> {
+        self.try_submit_span_json(&spans.slices())
+            .map_err(|_| SpanBufferFull)
     }
 
     /// Encoded JSON is larger than the protobuf it came from, so a request

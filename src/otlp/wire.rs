@@ -60,6 +60,7 @@ pub struct Fields<'a> {
 impl Iterator for Fields<'_> {
     type Item = Result<Field, ScanError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.buf.len() {
             return None;
@@ -71,6 +72,7 @@ impl Iterator for Fields<'_> {
 }
 
 impl Fields<'_> {
+    #[inline]
     fn field(&mut self) -> Result<Field, ScanError> {
         let key = varint(self.buf, &mut self.pos, self.base)?;
         let (number, wire) = (key >> 3, key & 7);
@@ -100,7 +102,15 @@ impl Fields<'_> {
     }
 }
 
+#[inline]
 fn varint(buf: &[u8], pos: &mut usize, base: usize) -> Result<u64, ScanError> {
+    // most keys and lengths are one byte
+    if let Some(&b) = buf.get(*pos)
+        && b < 0x80
+    {
+        *pos += 1;
+        return Ok(u64::from(b));
+    }
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *buf.get(*pos).ok_or(ScanError::Wire(base + *pos))?;
@@ -136,6 +146,27 @@ pub fn json_string(body: &[u8], start: usize) -> Result<(usize, bool, bool), Sca
         }
     }
     Err(ScanError::Json(start))
+}
+
+/// Whether any byte of `s` is escaped: a control character, `"` or `\\`.
+#[inline]
+pub fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    // a byte below n (n <= 128) exists iff (v - n*ONES) & !v & HIGH != 0
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let hits = below(v, 0x20) | below(v ^ (ONES * 0x22), 1) | below(v ^ (ONES * 0x5c), 1);
+        if hits != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 pub const fn size<T>() -> u64 {

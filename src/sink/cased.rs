@@ -220,6 +220,21 @@ impl CasedSink {
     }
 }
 
+/// `{"spans":[...]}` of spans already encoded ([`super::span_json`]),
+/// gzipped when asked: the bytes [`CasedSink::encode_spans`] gives.
+pub fn encode_span_json(
+    spans: &[&[u8]],
+    compression: Compression,
+) -> Result<EncodedBatch, SinkError> {
+    let (encoding, body) = compress(super::span_json::api_body(spans), compression)?;
+    Ok(EncodedBatch {
+        kind: PayloadKind::Spans,
+        items: spans.len() as u64,
+        encoding,
+        body,
+    })
+}
+
 /// 408, 429 and 5xx are worth another try; other non-2xx are not.
 pub fn is_transient_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)

@@ -11,6 +11,7 @@ pub mod cased;
 pub mod render;
 #[cfg(test)]
 pub mod scripted;
+pub mod span_json;
 pub mod stdout;
 pub mod wire;
 
@@ -155,6 +156,22 @@ impl AnySink {
             AnySink::Stdout(_) => stdout::encode_spans(spans),
             #[cfg(test)]
             AnySink::Scripted(_) => stdout::encode_spans(spans),
+        }
+    }
+
+    /// Encode one batch of spans already encoded as JSON objects
+    /// ([`span_json`]): the same bytes as [`AnySink::encode_spans`] gives
+    /// for the spans they stand for.
+    pub fn encode_span_json(
+        &self,
+        spans: &[&[u8]],
+        compression: Compression,
+    ) -> Result<EncodedBatch, SinkError> {
+        match self {
+            AnySink::Cased(_) => cased::encode_span_json(spans, compression),
+            AnySink::Stdout(_) => Ok(stdout::encode_span_json(spans)),
+            #[cfg(test)]
+            AnySink::Scripted(_) => Ok(stdout::encode_span_json(spans)),
         }
     }
 

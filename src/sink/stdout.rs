@@ -136,6 +136,17 @@ pub fn encode_spans(spans: &[StoredSpan]) -> Result<EncodedBatch, SinkError> {
     })
 }
 
+/// One batch of spans already encoded ([`super::span_json`]): the bytes
+/// [`encode_spans`] gives.
+pub fn encode_span_json(spans: &[&[u8]]) -> EncodedBatch {
+    EncodedBatch {
+        kind: PayloadKind::Spans,
+        items: spans.len() as u64,
+        encoding: ContentEncoding::Identity,
+        body: Bytes::from(super::span_json::ndjson_body(spans)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
