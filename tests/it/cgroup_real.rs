@@ -309,3 +309,43 @@ fn replaced_container_within_one_interval() {
     assert_eq!(tel.cycle.containers.get(), before);
     assert_eq!(tel.cycle.container_errors.get(), 0);
 }
+
+/// Kernel truth behind `CgFile::v1_pid_list`: v1's `cgroup.procs` re-read
+/// through a kept descriptor within a second still lists a process that
+/// left (the kernel's cached pid list); a v1 pid-list file read again that
+/// soon is opened afresh and does not, and keeps its descriptor after.
+#[test]
+fn v1_procs_read_afresh_sees_a_process_leave() {
+    use cased_agent::collect::cgroup::files::{CgFile, FdBudget};
+    if !need_root("v1 cgroup.procs") {
+        return;
+    }
+    let _g = serial();
+    let mut tree = RealTree::new("procs").expect("v1 controllers");
+    let rel = tree.add_container("besteffort", &pod_uid(11, 1), &container_id(11, 1));
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id();
+    tree.enter(&rel, pid);
+    let dir: Arc<std::path::Path> = Arc::from(tree.dir("memory", &rel).as_path());
+    let budget = FdBudget::new(16);
+    let mut kept = CgFile::new(dir.clone(), "cgroup.procs", budget.clone());
+    let mut fresh = CgFile::v1_pid_list(dir, "cgroup.procs", budget.clone());
+    let mut buf = Vec::new();
+    let pids = |f: &mut CgFile, buf: &mut Vec<u8>| -> Vec<u32> {
+        let t = f.read(buf).unwrap().unwrap_or("");
+        t.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    };
+    assert_eq!(pids(&mut kept, &mut buf), vec![pid]);
+    assert_eq!(pids(&mut fresh, &mut buf), vec![pid]);
+    assert!(kept.is_kept() && fresh.is_kept());
+    let _ = child.kill();
+    let _ = child.wait();
+    sleep(Duration::from_millis(100));
+    // the kernel's behaviour the fix rests on; if a kernel stops caching,
+    // this fails and keeping v1's file open becomes safe again
+    assert_eq!(pids(&mut kept, &mut buf), vec![pid], "kept: cached list");
+    // (a fresh open also reloads the list the kept descriptor is served)
+    assert_eq!(pids(&mut fresh, &mut buf), Vec::<u32>::new(), "fresh open");
+    assert!(fresh.is_kept(), "the reopened descriptor is kept");
+    assert_eq!(budget.open(), 2, "one descriptor each, none leaked");
+}

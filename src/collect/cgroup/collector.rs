@@ -245,8 +245,9 @@ impl Mode {
                     mem_stat: f(&memory, "memory.stat"),
                     oom: f(&memory, "memory.oom_control"),
                     blkio: f(&blkio, "blkio.throttle.io_service_bytes"),
-                    // where V1Mounts::procs looks: memory, cpuacct, cpu
-                    procs: f(&procs, "cgroup.procs"),
+                    // where V1Mounts::procs looks: memory, cpuacct, cpu;
+                    // reopened when read again within two seconds
+                    procs: procs.map(|d| CgFile::v1_pid_list(d, "cgroup.procs", budget.clone())),
                 }))
             }
             Mode::V2 { root } => {
@@ -610,9 +611,10 @@ impl CgroupCollector {
         let about = About::Container(found.identity.clone());
         emit(&stats, st, now, self.mem_total, &about, out);
         if let Some(uid) = &found.identity.pod_uid {
-            // kept open like the stats files: a pod without a process is
-            // looked at again every few cycles, and an open by path costs
-            // several times a pread (the path walk, and std's statx)
+            // kept open like the stats files (on v1 with a caveat, see
+            // CgFile::v1_pid_list): a pod without a process is looked at again
+            // every few cycles, and an open by path costs several times a
+            // pread (the path walk, and std's statx)
             let mut procs = st.files.as_mut().and_then(Files::procs);
             let buf = &mut self.buf;
             let first_pid = || first_pid(procs.as_deref_mut()?, buf);

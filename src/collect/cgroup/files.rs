@@ -14,6 +14,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Twice the kernel's pid-list lifetime (one second), for timer slack.
+pub const V1_PID_LIST_STALE: Duration = Duration::from_secs(2);
 
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit
 /// in force afterwards (unchanged on failure).
@@ -96,6 +100,10 @@ pub struct CgFile {
     dir: Arc<Path>,
     name: &'static str,
     fd: Option<File>,
+    /// Reads through the kept descriptor closer together than this may be
+    /// stale, so they open the file afresh (see [`CgFile::v1_pid_list`]).
+    stale_within: Option<Duration>,
+    last_read: Option<Instant>,
     budget: Arc<FdBudget>,
 }
 
@@ -112,8 +120,22 @@ impl CgFile {
             dir,
             name,
             fd: None,
+            stale_within: None,
+            last_read: None,
             budget,
         }
+    }
+
+    /// cgroup v1's `cgroup.procs` (or `tasks`): a kept descriptor is
+    /// answered from a pid list the kernel caches after each read and frees
+    /// a second later (`CGROUP_PIDLIST_DESTROY_DELAY`), so a re-read within
+    /// that second does not see a process leave; an open afresh reloads the
+    /// list. Reads more than [`V1_PID_LIST_STALE`] apart (every cycle at
+    /// the usual intervals) keep the cheap `pread`; closer ones reopen.
+    pub fn v1_pid_list(dir: Arc<Path>, name: &'static str, budget: Arc<FdBudget>) -> Self {
+        let mut f = CgFile::new(dir, name, budget);
+        f.stale_within = Some(V1_PID_LIST_STALE);
+        f
     }
 
     /// The file's full path (built on demand: errors, opening).
@@ -145,6 +167,9 @@ impl CgFile {
     }
 
     fn read_raw(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if self.may_be_stale() {
+            self.close();
+        }
         if let Some(f) = &self.fd {
             return read_all_at(f, buf);
         }
@@ -162,6 +187,17 @@ impl CgFile {
             self.fd = Some(f); // kept for the next cycle
         }
         Ok(n)
+    }
+
+    /// Whether a read through the kept descriptor now could be answered
+    /// from a kernel cache of the previous one; marks this read's time.
+    fn may_be_stale(&mut self) -> bool {
+        let Some(window) = self.stale_within else {
+            return false;
+        };
+        let now = Instant::now();
+        let last = self.last_read.replace(now);
+        last.is_some_and(|t| now.duration_since(t) < window)
     }
 
     /// Whether the descriptor is kept open between reads.
