@@ -7,7 +7,15 @@
 #          read/write syscalls on character devices;
 #   pipe — two processes pass one byte back and forth through two pipes,
 #          $ROUNDTRIPS times: 4 x ROUNDTRIPS read/write syscalls, each
-#          with a context switch (a small C program, compiled here).
+#          with a context switch (a small C program, compiled here);
+#   http — the other side of the question, what a traced HTTP exchange
+#          costs: one thread passes an 80-byte GET and a 38-byte response
+#          back and forth over one loopback TCP connection to itself,
+#          $ROUNDTRIPS times: 4 x ROUNDTRIPS socket read/write syscalls,
+#          each one a traced HTTP message, with no context switch and no
+#          other work, so the time added is the kernel side's per traced
+#          message (the agent drains the ring on the other CPU; pin with
+#          CPU).
 #
 # Each round runs the baseline (no agent) and every configuration once, the
 # order rotated from round to round; a configuration's agent is started
@@ -21,7 +29,7 @@
 #                 "sock=target/release/cased-agent,--ebpf-attach=sock
 #                  syscalls=target/release/cased-agent,--ebpf-attach=syscalls");
 #                 each runs BIN --enable-ebpf --sink stdout ARG...
-#        ROUNDS (7), COUNT (1000000), ROUNDTRIPS (200000), CPU (pin the
+#        WORKLOADS ("dd pipe http"), ROUNDS (7), COUNT (1000000), ROUNDTRIPS (200000), CPU (pin the
 #        workload to this CPU; empty: not pinned), SETTLE (seconds after
 #        the agent attached before the workload, 3), KEEP (1: keep outputs).
 set -euo pipefail
@@ -33,6 +41,7 @@ ROUNDS=${ROUNDS:-7}
 COUNT=${COUNT:-1000000}
 ROUNDTRIPS=${ROUNDTRIPS:-200000}
 CPU=${CPU:-}
+WORKLOADS=${WORKLOADS:-dd pipe http}
 KEEP=${KEEP:-0}
 SETTLE=${SETTLE:-3}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ebpf_tax.XXXXXX")
@@ -83,6 +92,42 @@ int main(int argc, char **argv) {
 EOF
 cc -O2 -o "$TMP/pingpong" "$TMP/pingpong.c"
 
+cat >"$TMP/httppong.c" <<'EOF'
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+static const char req[] =
+    "GET /bench/path HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: httppong\r\nAccept: */*\r\n\r\n";
+static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 100000;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    if (l < 0 || bind(l, (void *)&a, sizeof(a)) || listen(l, 1) || getsockname(l, (void *)&a, &al))
+        return 1;
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (c < 0 || connect(c, (void *)&a, sizeof(a))) return 1;
+    int s = accept(l, 0, 0);
+    if (s < 0) return 1;
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    char buf[512];
+    for (long i = 0; i < n; i++) {
+        if (write(c, req, sizeof(req) - 1) != sizeof(req) - 1) return 1;
+        if (read(s, buf, sizeof(buf)) != sizeof(req) - 1) return 1;
+        if (write(s, resp, sizeof(resp) - 1) != sizeof(resp) - 1) return 1;
+        if (read(c, buf, sizeof(buf)) != sizeof(resp) - 1) return 1;
+    }
+    return 0;
+}
+EOF
+cc -O2 -o "$TMP/httppong" "$TMP/httppong.c"
+
 for cfg in $CONFIGS; do
     bin=${cfg#*=}
     bin=${bin%%,*}
@@ -101,6 +146,7 @@ workload_ns() { # dd|pipe: wall nanoseconds of one run
     case $1 in
     dd) pin dd if=/dev/zero of=/dev/null bs=1 count="$COUNT" 2>/dev/null ;;
     pipe) pin "$TMP/pingpong" "$ROUNDTRIPS" ;;
+    http) pin "$TMP/httppong" "$ROUNDTRIPS" ;;
     esac
     t1=$(date +%s%N)
     echo $((t1 - t0))
@@ -111,7 +157,8 @@ start_agent() { # NAME=BIN[,ARG...]
     bin=${spec%%,*}
     args=()
     if [ "$spec" != "$bin" ]; then IFS=, read -r -a args <<<"${spec#*,}"; fi
-    "$bin" --enable-ebpf --sink stdout --interval 10s --health-port "$(free_port)" "${args[@]}" \
+    PORT=$(free_port)
+    "$bin" --enable-ebpf --sink stdout --interval 1s --health-port "$PORT" "${args[@]}" \
         >/dev/null 2>"$TMP/agent.$name.err" &
     AGENT=$!
     for _ in $(seq 600); do
@@ -128,6 +175,17 @@ start_agent() { # NAME=BIN[,ARG...]
     die "agent $name: tracer not attached after 60 s"
 }
 
+# the agent's ring counters after a workload (its cycle, every second,
+# reads them): a lost event is a cheap program run, so a run that lost
+# some is flagged
+events_seen() { # NAME WORKLOAD
+    sleep 1.5
+    curl -s "http://127.0.0.1:$PORT/metrics" |
+        awk -v n="$1" -v w="$2" '/^cased_agent_ebpf_events_total/ {e=$2}
+            /^cased_agent_ebpf_events_lost_total/ {l=$2}
+            END {printf "  %s %s: ring events so far %d, lost %d\n", n, w, e, l}' >&2
+}
+
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 read -r -a cfgs <<<"$CONFIGS"
@@ -140,9 +198,10 @@ for r in $(seq "$ROUNDS"); do
         c=${names[$(((k + r) % n))]}
         name=${c%%=*}
         [ "$c" = base ] || start_agent "$c"
-        for w in dd pipe; do
+        for w in $WORKLOADS; do
             ns=$(workload_ns "$w")
             printf '%s\t%s\t%s\t%s\n' "$r" "$name" "$w" "$ns" >>"$RESULTS"
+            [ "$c" = base ] || events_seen "$name" "$w"
             echo "  round $r $name $w: $((ns / 1000000)) ms" >&2
         done
         stop_agent
@@ -154,14 +213,15 @@ for f in "$TMP"/mode.*; do echo "${f##*/mode.}: $(cat "$f")"; done
 python3 - "$RESULTS" "$COUNT" "$ROUNDTRIPS" <<'EOF'
 import collections, statistics as st, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n") if l]
-syscalls = {"dd": 2 * int(sys.argv[2]), "pipe": 4 * int(sys.argv[3])}
+syscalls = {"dd": 2 * int(sys.argv[2]), "pipe": 4 * int(sys.argv[3]),
+            "http": 4 * int(sys.argv[3])}
 t = collections.defaultdict(dict)  # (workload, config) -> round -> ns
 for r, name, w, ns in rows:
     t[(w, name)][r] = int(ns)
 names = list(dict.fromkeys(name for _, name, _, _ in rows))
 print("| workload | config | median wall ms | ratio to base (median of rounds) | rounds' ratios | added ns per syscall |")
 print("|---|---|---|---|---|---|")
-for w in ("dd", "pipe"):
+for w in dict.fromkeys(w for _, _, w, _ in rows):
     base = t[(w, "base")]
     for name in names:
         runs = t[(w, name)]

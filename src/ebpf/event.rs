@@ -130,6 +130,13 @@ pub fn decode(b: &[u8]) -> Option<Event<'_>> {
     })
 }
 
+/// The events of one ring-buffer record: a record is one event, or on the
+/// socket path two (a request held back in the kernel until the next
+/// message of its connection, then both: `struct http_event[2]`).
+pub fn records(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    raw.chunks(EVENT_LEN)
+}
+
 /// The bytes of a record (tests and benches build events with it).
 pub fn encode_event(e: &Event<'_>) -> Vec<u8> {
     let mut b = vec![0u8; EVENT_LEN];
@@ -223,6 +230,21 @@ mod tests {
         long[20..22].copy_from_slice(&300u16.to_le_bytes());
         assert_eq!(decode(&long).unwrap().data.len(), MAX_BUF);
         assert!(decode(&long[..100]).is_none());
+    }
+
+    #[test]
+    fn a_paired_record_is_its_two_events_in_order() {
+        let req = encode(1, 2, 3, Kind::Read, 40, b"GET /a HTTP/1.1\r\n\r\n");
+        let resp = encode(5, 2, 3, Kind::Write, 19, b"HTTP/1.1 204 No\r\n\r\n");
+        let pair = [req.clone(), resp.clone()].concat();
+        let got: Vec<_> = records(&pair).map(|r| decode(r).unwrap()).collect();
+        assert_eq!(got, vec![decode(&req).unwrap(), decode(&resp).unwrap()]);
+        assert_eq!(records(&req).count(), 1);
+        // a short second half is no event, not a read past the record
+        let cut = &pair[..EVENT_LEN + HEADER - 1];
+        let got: Vec<_> = records(cut).map(decode).collect();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].is_some() && got[1].is_none());
     }
 
     #[test]

@@ -37,6 +37,26 @@ use crate::telemetry::ebpf::HttpDrop;
 /// The compiled program (built by `bpf/build.sh` from `bpf/http.bpf.c`).
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!("bpf/http.bpf.o");
 
+/// The object to load: the committed one, or with the `bench-bpf-object`
+/// feature the file `CASED_EBPF_OBJECT` names (kernel-side variants
+/// measured on one build of the agent).
+fn object() -> std::borrow::Cow<'static, [u8]> {
+    #[cfg(feature = "bench-bpf-object")]
+    if let Some(path) = std::env::var_os("CASED_EBPF_OBJECT") {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                tracing::info!(
+                    "eBPF object from CASED_EBPF_OBJECT: {}",
+                    Path::new(&path).display()
+                );
+                return std::borrow::Cow::Owned(bytes);
+            }
+            Err(e) => tracing::warn!("CASED_EBPF_OBJECT {}: {e}", Path::new(&path).display()),
+        }
+    }
+    std::borrow::Cow::Borrowed(OBJECT)
+}
+
 /// How often the reader thread drains the ring when nothing wakes it.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -242,7 +262,7 @@ impl HttpCollector {
             // as usual; aya only has no userspace type for it, none needed
             .allow_unsupported_maps()
             .override_global("self_tgid", &std::process::id(), true)
-            .load(OBJECT)
+            .load(&object())
             .map_err(|e| EbpfError::Load(chain(&e)))?;
         drop(kernel.relocations);
         let programs = attach_all(&mut ebpf, &kernel.tracepoints, mode)?;
@@ -306,6 +326,14 @@ impl HttpCollector {
     /// The mode loaded (never [`Attach::Auto`]).
     pub fn attach(&self) -> Attach {
         self.attach
+    }
+
+    /// Ring-buffer records and the events in them, read since start (a
+    /// record of the socket path may hold two: a request and what followed
+    /// it on its connection).
+    pub fn records_and_events(&self) -> (u64, u64) {
+        let g = lock(&self.inner);
+        (g.pipeline.records, g.pipeline.events)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::aggregate::{HttpAggregate, Summary};
-use super::event::{Kind, decode};
+use super::event::{Kind, decode, records};
 use super::owner::Owners;
 use super::track::{Dropped, Limits, Tracker};
 
@@ -12,7 +12,9 @@ pub struct Pipeline {
     tracker: Tracker,
     owners: Owners,
     agg: HttpAggregate,
-    /// Records read, since start.
+    /// Ring-buffer records read, since start.
+    pub records: u64,
+    /// Events in them (one or two a record), since start.
     pub events: u64,
     /// Requests paired with their response, since start.
     pub requests: u64,
@@ -31,13 +33,22 @@ impl Pipeline {
             tracker: Tracker::new(limits),
             owners: Owners::new(proc_path, unified, cpu),
             agg: HttpAggregate::new(max_paths),
+            records: 0,
             events: 0,
             requests: 0,
         }
     }
 
-    /// One ring-buffer record.
+    /// One ring-buffer record: one event, or two in order (the socket path
+    /// pairs a request with the message after it, see [`records`]).
     pub fn event(&mut self, raw: &[u8]) {
+        self.records += 1;
+        for one in records(raw) {
+            self.one(one);
+        }
+    }
+
+    fn one(&mut self, raw: &[u8]) {
         self.events += 1;
         let Some(e) = decode(raw) else {
             return;

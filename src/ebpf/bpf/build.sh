@@ -15,7 +15,9 @@ clang=${CLANG:-clang}
 strip=${LLVM_STRIP:-llvm-strip}
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-"$clang" -g -O2 -target bpf -D__TARGET_ARCH_x86 -fdebug-compilation-dir=. \
+# BPF_CFLAGS: extra flags for profiling builds (-DPROFILE_CUT=n)
+# shellcheck disable=SC2086
+"$clang" -g -O2 -target bpf -D__TARGET_ARCH_x86 -fdebug-compilation-dir=. ${BPF_CFLAGS:-} \
   -Wall -Werror -I. -c http.bpf.c -o "$tmp"
 "$strip" -g "$tmp"
 cp "$tmp" "$out"

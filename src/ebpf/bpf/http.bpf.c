@@ -42,6 +42,17 @@
 #include <bpf/bpf_core_read.h>
 
 #define HTTP_MAX_BUF 256
+
+// Profiling builds only (benches/ebpf_profile.sh: -DPROFILE_CUT=n) stop the
+// socket path at step n to price each step; 0, the shipped object, never.
+#ifndef PROFILE_CUT
+#define PROFILE_CUT 0
+#endif
+#define CUT(n)                          \
+	do {                            \
+		if (PROFILE_CUT == (n)) \
+			return 0;       \
+	} while (0)
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
@@ -132,15 +143,39 @@ struct {
 	__type(value, __u8);
 } conns SEC(".maps");
 
-// the socket path: sockets that carried HTTP by their struct sock, so the
-// end of the TCP connection finds the socket's id (an orphaned sock, closed
-// by its last fd, has no inode to read any more)
+// The socket path keeps per-socket state in storage of the socket's own (a
+// pointer off the struct sock, freed with it: no hashing on every message,
+// as the syscall path's LRU map costs): the socket's inode number, so the
+// end of the TCP connection finds it (an orphaned sock, closed by its last
+// fd, has no inode to read any more), and a request held back. A request
+// is not sent to userspace on its own: it waits here for the connection's
+// next HTTP message (its response, as a rule) and both go in one record,
+// so an exchange costs one ring-buffer record instead of two; userspace
+// reads a paired record as its two events in order. A connection's close
+// takes a held request along.
+struct sk_conn {
+	__u64 sock;
+	__u32 held; // 1 when `req` is a request waiting for the next message
+	__u32 pad;
+	struct http_event req;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sk_conn);
 } sk_conns SEC(".maps");
+
+// The socket path's event being built, per CPU: one slot per program
+// (send, receive), so one interrupting another on the CPU cannot clobber
+// it. Too large for the BPF stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct http_event);
+} scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -401,18 +436,16 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 }
 
 // A chunk of HTTP at `data` on socket `sock` (fd `fd` of the current
-// process, started at `start`): mark the connection seen, hand the chunk to
-// userspace. `sk`: its struct sock on the socket path (0 on the syscall one).
+// process, started at `start`), on the syscall path: mark the connection
+// seen, hand the chunk to userspace.
 static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, long ret, __u64 ts,
-				  __u8 write, __u64 sk, __u64 start)
+				  __u8 write, __u64 start)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	int fresh = !bpf_map_lookup_elem(&conns, &sock);
 	if (fresh) {
 		__u8 one = 1;
 		bpf_map_update_elem(&conns, &sock, &one, BPF_ANY);
-		if (sk)
-			bpf_map_update_elem(&sk_conns, &sk, &sock, BPF_ANY);
 	}
 	emit(ts, tgid, fd, sock, write ? EV_WRITE : EV_READ, data, cap, ret, fresh, start);
 	return 0;
@@ -443,7 +476,7 @@ static __always_inline int do_exit(long ret)
 	if (!sock)
 		return 0;
 	__u64 ts = p.write ? p.ts : bpf_ktime_get_ns();
-	return report(p.fd, sock, data, cap, ret, ts, p.write, 0, proc_start());
+	return report(p.fd, sock, data, cap, ret, ts, p.write, proc_start());
 }
 
 // --- The socket-only path (kernels with sock_send_length/sock_recv_length,
@@ -507,8 +540,43 @@ static __always_inline __u64 sock_of_fd(struct task_struct *task, struct sock *s
 	return want->f_inode->i_ino;
 }
 
+// Ring-buffer flags: wake the reader on a new connection (so it finds the
+// process while it still exists, even a short-lived client) or when the
+// ring fills up; otherwise it drains on its own clock.
+static __always_inline __u64 wake_flags(int wake)
+{
+	return wake || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > 512 * 1024 ? BPF_RB_FORCE_WAKEUP
+										 : BPF_RB_NO_WAKEUP;
+}
+
+// One record of e, or of the held request and then e (a paired record).
+static __always_inline void send_sock(struct sk_conn *c, struct http_event *e, int wake)
+{
+	if (c->held) {
+		c->held = 0;
+		struct http_event *r = bpf_ringbuf_reserve(&events, 2 * sizeof(*e), 0);
+		if (!r) {
+			count(STAT_LOST);
+			count(STAT_LOST);
+			return;
+		}
+		__builtin_memcpy(r, &c->req, sizeof(*e));
+		__builtin_memcpy(r + 1, e, sizeof(*e));
+		bpf_ringbuf_submit(r, wake_flags(wake || c->req.cgroup_v2));
+		return;
+	}
+	struct http_event *r = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!r) {
+		count(STAT_LOST);
+		return;
+	}
+	__builtin_memcpy(r, e, sizeof(*e));
+	bpf_ringbuf_submit(r, wake_flags(wake));
+}
+
 static __always_inline int on_sock(struct sock *sk, int ret, int flags, int write)
 {
+	CUT(9);
 	if (ret <= 0 || (!write && (flags & MSG_PEEK)))
 		return 0;
 	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
@@ -518,16 +586,66 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 	int src = src_of(regs->orig_ax, write);
 	if (src < 0)
 		return 0;
+	CUT(1);
 	__u64 cap = ret;
 	__u64 data = first_bytes(regs->si, src, &cap);
-	if (!looks_http(data, cap))
+	if (!data || cap < 8)
 		return 0;
+	// a socket that never carried HTTP: an 8-byte look first, the only cost
+	// to other protocols; one that did: its bytes are copied at once
+	struct sk_conn *c = bpf_sk_storage_get(&sk_conns, sk, 0, 0);
+	if (!c && !looks_http(data, cap))
+		return 0;
+	CUT(2);
 	__u32 fd = regs->di;
 	__u64 sock = sock_of_fd(task, sk, fd);
 	if (!sock)
 		return 0;
-	__u64 start = task->group_leader->start_boottime;
-	return report(fd, sock, data, cap, ret, bpf_ktime_get_ns(), write, (__u64)sk, start);
+	int fresh = !c;
+	if (fresh) {
+		c = bpf_sk_storage_get(&sk_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!c)
+			return 0;
+		c->sock = sock;
+		c->held = 0;
+	}
+	CUT(3);
+	__u32 slot = write;
+	struct http_event *e = bpf_map_lookup_elem(&scratch, &slot);
+	if (!e)
+		return 0;
+	__u64 len = bound_buf(cap);
+	if (bpf_probe_read_user(e->buf, len, (void *)data))
+		return 0;
+	int what = classify(e->buf);
+	if (!what)
+		return 0;
+	CUT(4);
+	e->ts = bpf_ktime_get_ns();
+	e->tgid = bpf_get_current_pid_tgid() >> 32;
+	e->fd = fd;
+	e->bytes = ret;
+	e->len = len;
+	e->kind = write ? EV_WRITE : EV_READ;
+	e->pad = 0;
+	e->sock = sock;
+	e->start = task->group_leader->start_boottime;
+	e->cgroup_v2 = 0;
+	e->cgroup_cpu = 0;
+	if (fresh) {
+		e->cgroup_v2 = bpf_get_current_cgroup_id();
+		e->cgroup_cpu = cpu_cgroup_id();
+	}
+	CUT(5);
+	// a request waits for what answers it, unless one already waits
+	// (pipelining: both go now, in order)
+	if (what == 1 && !c->held) {
+		__builtin_memcpy(&c->req, e, sizeof(*e));
+		c->held = 1;
+		return 0;
+	}
+	send_sock(c, e, fresh);
+	return 0;
 }
 
 // `<tracepoint>_btf` goes on tp_btf/<tracepoint> (the loader attaches by
@@ -546,6 +664,16 @@ int sock_recv_length_btf(__u64 *ctx)
 
 #define TCP_CLOSE_STATE 7 // TCP_CLOSE
 
+// A close record for socket `sock` at e.
+static __always_inline void close_event(struct http_event *e, __u64 sock)
+{
+	__builtin_memset(e, 0, offsetof(struct http_event, buf));
+	e->ts = bpf_ktime_get_ns();
+	e->tgid = bpf_get_current_pid_tgid() >> 32;
+	e->kind = EV_CLOSE;
+	e->sock = sock;
+}
+
 // The end of a TCP connection on the socket path: the connection is over
 // once it reaches TCP_CLOSE (after the last close and the FIN exchange, a
 // reset, or a failed connect), however many fds held it. A socket connected
@@ -556,13 +684,33 @@ int inet_sock_set_state_btf(__u64 *ctx)
 {
 	if ((int)ctx[2] != TCP_CLOSE_STATE)
 		return 0;
-	__u64 sk = ctx[0];
-	__u64 *sock = bpf_map_lookup_elem(&sk_conns, &sk);
-	if (!sock)
+	struct sock *sk = (struct sock *)ctx[0];
+	struct sk_conn *c = bpf_sk_storage_get(&sk_conns, sk, 0, 0);
+	if (!c)
 		return 0;
-	__u64 id = *sock;
-	bpf_map_delete_elem(&sk_conns, &sk);
-	forget_conn(bpf_get_current_pid_tgid() >> 32, 0, id);
+	// built in the ring, not in the scratch slots: this runs in softirq
+	// too, and may interrupt a program using them
+	__u64 sock = c->sock;
+	if (c->held) {
+		struct http_event *r = bpf_ringbuf_reserve(&events, 2 * sizeof(*r), 0);
+		if (r) {
+			__builtin_memcpy(r, &c->req, sizeof(*r));
+			close_event(r + 1, sock);
+			bpf_ringbuf_submit(r, 0);
+		} else {
+			count(STAT_LOST);
+			count(STAT_LOST);
+		}
+	} else {
+		struct http_event *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+		if (r) {
+			close_event(r, sock);
+			bpf_ringbuf_submit(r, 0);
+		} else {
+			count(STAT_LOST);
+		}
+	}
+	bpf_sk_storage_delete(&sk_conns, sk);
 	return 0;
 }
 
