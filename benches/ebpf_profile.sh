@@ -20,7 +20,9 @@
 # Usage: sudo benches/ebpf_profile.sh
 # Env:   BIN (target/release/cased-agent, built with
 #        `cargo build --release --features bench-bpf-object`), CUTS ("9 1 2 3 4 5 0"),
-#        and ebpf_tax.sh's ROUNDS, ROUNDTRIPS, CPU, WORKLOADS (http).
+#        and ebpf_tax.sh's ROUNDS, ROUNDTRIPS, CPU, WORKLOADS (http),
+#        COUNT_EVENTS (1), BPF_STATS (1: the programs' own time per run,
+#        the steadier figure; wall time added per syscall beside it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${BIN:-target/release/cased-agent}")
@@ -41,4 +43,5 @@ if ! CASED_EBPF_OBJECT=/nonexistent "$BIN" --help >/dev/null 2>&1 ||
     echo "$BIN was built without --features bench-bpf-object" >&2
     exit 1
 fi
-CONFIGS="${configs# }" WORKLOADS=${WORKLOADS:-http} benches/ebpf_tax.sh
+CONFIGS="${configs# }" WORKLOADS=${WORKLOADS:-http} COUNT_EVENTS=${COUNT_EVENTS:-1} \
+    BPF_STATS=${BPF_STATS:-1} benches/ebpf_tax.sh

@@ -29,7 +29,11 @@
 #                 "sock=target/release/cased-agent,--ebpf-attach=sock
 #                  syscalls=target/release/cased-agent,--ebpf-attach=syscalls");
 #                 each runs BIN --enable-ebpf --sink stdout ARG...
-#        WORKLOADS ("dd pipe http"), ROUNDS (7), COUNT (1000000), ROUNDTRIPS (200000), CPU (pin the
+#        WORKLOADS ("dd pipe http"), COUNT_EVENTS (1: the agent's ring
+#        counters after each workload, lost events flagged; its interval is
+#        then 1s), BPF_STATS (1: kernel.bpf_stats_enabled during each traced
+#        workload, and ns per run of the agent's busiest programs, from
+#        /proc/<agent>/fdinfo), ROUNDS (7), COUNT (1000000), ROUNDTRIPS (200000), CPU (pin the
 #        workload to this CPU; empty: not pinned), SETTLE (seconds after
 #        the agent attached before the workload, 3), KEEP (1: keep outputs).
 set -euo pipefail
@@ -42,6 +46,11 @@ COUNT=${COUNT:-1000000}
 ROUNDTRIPS=${ROUNDTRIPS:-200000}
 CPU=${CPU:-}
 WORKLOADS=${WORKLOADS:-dd pipe http}
+COUNT_EVENTS=${COUNT_EVENTS:-0}
+BPF_STATS=${BPF_STATS:-0}
+# the agent's cycle every second only where its counters are wanted: a
+# cycle on the other CPU during a short workload is noise of its own
+if [ "$COUNT_EVENTS" = 1 ]; then INTERVAL=1s; else INTERVAL=10s; fi
 KEEP=${KEEP:-0}
 SETTLE=${SETTLE:-3}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ebpf_tax.XXXXXX")
@@ -60,7 +69,7 @@ cleanup() {
     stop_agent
     if [ "$KEEP" = 1 ]; then echo "outputs kept in $TMP" >&2; else rm -rf "$TMP"; fi
 }
-trap cleanup EXIT
+trap 'sysctl -qw kernel.bpf_stats_enabled=0; cleanup' EXIT
 trap 'exit 130' INT TERM
 
 [ "$(id -u)" = 0 ] || die "needs root (BPF programs)"
@@ -158,7 +167,7 @@ start_agent() { # NAME=BIN[,ARG...]
     args=()
     if [ "$spec" != "$bin" ]; then IFS=, read -r -a args <<<"${spec#*,}"; fi
     PORT=$(free_port)
-    "$bin" --enable-ebpf --sink stdout --interval 1s --health-port "$PORT" "${args[@]}" \
+    "$bin" --enable-ebpf --sink stdout --interval "$INTERVAL" --health-port "$PORT" "${args[@]}" \
         >/dev/null 2>"$TMP/agent.$name.err" &
     AGENT=$!
     for _ in $(seq 600); do
@@ -186,6 +195,20 @@ events_seen() { # NAME WORKLOAD
             END {printf "  %s %s: ring events so far %d, lost %d\n", n, w, e, l}' >&2
 }
 
+# run_cnt and run_time_ns of each of the agent's BPF programs
+prog_stats() {
+    local f
+    for f in /proc/"$AGENT"/fdinfo/*; do
+        awk '/^run_time_ns/ {t=$2} /^run_cnt/ {c=$2} /^prog_id/ {i=$2}
+            END {if (c != "") print i, c, t}' "$f" 2>/dev/null
+    done | sort
+}
+# per program that ran at least once per syscall of the workload: ns/run
+stats_line() { # NAME WORKLOAD BEFORE AFTER
+    join "$3" "$4" | awk -v n="$1" -v w="$2" -v min="$ROUNDTRIPS" '$4 - $2 >= min {
+        printf "%s\t%s\t%d\t%.1f\n", n, w, $4 - $2, ($5 - $3) / ($4 - $2)}' >>"$TMP/bpf_stats.tsv"
+}
+
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 read -r -a cfgs <<<"$CONFIGS"
@@ -199,9 +222,20 @@ for r in $(seq "$ROUNDS"); do
         name=${c%%=*}
         [ "$c" = base ] || start_agent "$c"
         for w in $WORKLOADS; do
+            traced_stats=0
+            if [ "$BPF_STATS" = 1 ] && [ "$c" != base ]; then
+                traced_stats=1
+                sysctl -qw kernel.bpf_stats_enabled=1
+                prog_stats >"$TMP/stats.before"
+            fi
             ns=$(workload_ns "$w")
+            if [ "$traced_stats" = 1 ]; then
+                prog_stats >"$TMP/stats.after"
+                sysctl -qw kernel.bpf_stats_enabled=0
+                stats_line "$name" "$w" "$TMP/stats.before" "$TMP/stats.after"
+            fi
             printf '%s\t%s\t%s\t%s\n' "$r" "$name" "$w" "$ns" >>"$RESULTS"
-            [ "$c" = base ] || events_seen "$name" "$w"
+            [ "$c" = base ] || [ "$COUNT_EVENTS" != 1 ] || events_seen "$name" "$w"
             echo "  round $r $name $w: $((ns / 1000000)) ms" >&2
         done
         stop_agent
@@ -209,6 +243,19 @@ for r in $(seq "$ROUNDS"); do
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for f in "$TMP"/mode.*; do echo "${f##*/mode.}: $(cat "$f")"; done
+
+if [ -s "$TMP/bpf_stats.tsv" ]; then
+    echo "kernel BPF time (bpf_stats), per program run, median over rounds:"
+    python3 - "$TMP/bpf_stats.tsv" <<'EOF'
+import collections, statistics as st, sys
+t = collections.defaultdict(list)
+for l in open(sys.argv[1]):
+    n, w, runs, ns = l.split("\t")
+    t[(w, n)].append(float(ns))
+for (w, n), v in t.items():
+    print(f"  {w} {n}: {st.median(v):.0f} ns per run ({len(v)} program-rounds: {', '.join(f'{x:.0f}' for x in v)})")
+EOF
+fi
 
 python3 - "$RESULTS" "$COUNT" "$ROUNDTRIPS" <<'EOF'
 import collections, statistics as st, sys
