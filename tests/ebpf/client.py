@@ -5,6 +5,12 @@ is a JSON list of steps:
   ["pipeline", [PATH, ...]]        one write with all the GETs, then read
                                    every response (raw socket)
   ["msg", PATH, N]                 N one-shot GETs through sendmsg/recvmsg
+  ["pipeline_sends", [PATH, ...]]  the GETs in one send each, then read
+                                   every response (raw socket)
+  ["continue", PATH, N]            N POSTs on one raw keep-alive socket,
+                                   each with `Expect: 100-continue`: the
+                                   headers, the server's 100, the body in a
+                                   send of its own, the final response
 Exits non-zero if any response is short or unexpected.
 """
 import http.client
@@ -67,6 +73,31 @@ for step in plan:
             s.sendmsg([b"GET %s HTTP/1.1\r\nHost: t\r\n" % path.encode(), b"Connection: close\r\n\r\n"])
             read_responses(s, 1, lambda s: s.recvmsg(65536)[0])
             s.close()
+    elif kind == "pipeline_sends":
+        paths = step[1]
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for p in paths:
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % p.encode())
+        codes = read_responses(s, len(paths), lambda s: s.recv(65536))
+        print("pipeline_sends", codes, flush=True)
+        s.close()
+    elif kind == "continue":
+        _, path, n = step
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        body = b"y" * 10
+        for i in range(n):
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n"
+                      b"Expect: 100-continue\r\n\r\n" % (path.encode(), len(body)))
+            interim = s.recv(65536)
+            if not interim.startswith(b"HTTP/1.1 100"):
+                sys.exit("no 100 Continue: %r" % interim)
+            s.sendall(body)
+            codes = read_responses(s, 1, lambda s: s.recv(65536))
+            if codes != [201]:
+                sys.exit("continue: %r" % codes)
+        s.close()
     else:
         sys.exit("unknown step %r" % (kind,))
 print("done", flush=True)

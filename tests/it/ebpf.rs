@@ -335,6 +335,12 @@ fn python_server_and_clients_counted_exactly_per_container(mode: Attach) {
         ["keepalive", "GET", "/slow", 5],
         ["pipeline", ["/pipe/a", "/pipe/b", "/pipe/c"]],
         ["msg", "/msg/123e4567-e89b-12d3-a456-426614174000", 4],
+        // pipelined in sends of their own, and a 100 Continue before each
+        // final response with the body sent after it: on the socket path a
+        // request held in the kernel pairs with the next request, with the
+        // interim response, and a body sent on its own is no message
+        ["pipeline_sends", ["/pipe/a", "/pipe/b", "/pipe/c"]],
+        ["continue", "/upload", 3],
     ]);
     let out = run_in(
         &p.tree,
@@ -347,6 +353,7 @@ fn python_server_and_clients_counted_exactly_per_container(mode: Attach) {
         ],
     );
     assert!(out.contains("pipeline [200, 404, 500]"), "{out}");
+    assert!(out.contains("pipeline_sends [200, 404, 500]"), "{out}");
     // one-shot connections from short-lived processes
     for i in 0..8 {
         curl_in(
@@ -365,10 +372,11 @@ fn python_server_and_clients_counted_exactly_per_container(mode: Attach) {
             ("GET", "/fail/{id}", 5.0, 100.0),
             ("POST", "/items", 6.0, 0.0),
             ("GET", "/slow", 5.0, 0.0),
-            ("GET", "/pipe/a", 1.0, 0.0),
-            ("GET", "/pipe/b", 1.0, 100.0),
-            ("GET", "/pipe/c", 1.0, 100.0),
+            ("GET", "/pipe/a", 2.0, 0.0),
+            ("GET", "/pipe/b", 2.0, 100.0),
+            ("GET", "/pipe/c", 2.0, 100.0),
             ("GET", "/msg/{id}", 4.0, 0.0),
+            ("POST", "/upload", 3.0, 0.0),
         ];
         for (m, path, n, err) in want {
             assert_eq!(
