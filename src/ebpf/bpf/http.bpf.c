@@ -549,22 +549,9 @@ static __always_inline __u64 wake_flags(int wake)
 										 : BPF_RB_NO_WAKEUP;
 }
 
-// One record of e, or of the held request and then e (a paired record).
-static __always_inline void send_sock(struct sk_conn *c, struct http_event *e, int wake)
+// One record of e.
+static __always_inline void send_one(struct http_event *e, int wake)
 {
-	if (c->held) {
-		c->held = 0;
-		struct http_event *r = bpf_ringbuf_reserve(&events, 2 * sizeof(*e), 0);
-		if (!r) {
-			count(STAT_LOST);
-			count(STAT_LOST);
-			return;
-		}
-		__builtin_memcpy(r, &c->req, sizeof(*e));
-		__builtin_memcpy(r + 1, e, sizeof(*e));
-		bpf_ringbuf_submit(r, wake_flags(wake || c->req.cgroup_v2));
-		return;
-	}
 	struct http_event *r = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!r) {
 		count(STAT_LOST);
@@ -574,12 +561,28 @@ static __always_inline void send_sock(struct sk_conn *c, struct http_event *e, i
 	bpf_ringbuf_submit(r, wake_flags(wake));
 }
 
+// One record of the held request and then e (a paired record).
+static __always_inline void send_pair(struct sk_conn *c, struct http_event *e, int wake)
+{
+	c->held = 0;
+	struct http_event *r = bpf_ringbuf_reserve(&events, 2 * sizeof(*e), 0);
+	if (!r) {
+		count(STAT_LOST);
+		count(STAT_LOST);
+		return;
+	}
+	__builtin_memcpy(r, &c->req, sizeof(*e));
+	__builtin_memcpy(r + 1, e, sizeof(*e));
+	bpf_ringbuf_submit(r, wake_flags(wake || c->req.cgroup_v2));
+}
+
 static __always_inline int on_sock(struct sock *sk, int ret, int flags, int write)
 {
 	CUT(9);
 	if (ret <= 0 || (!write && (flags & MSG_PEEK)))
 		return 0;
-	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == self_tgid)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
@@ -610,10 +613,16 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 		c->held = 0;
 	}
 	CUT(3);
-	__u32 slot = write;
-	struct http_event *e = bpf_map_lookup_elem(&scratch, &slot);
-	if (!e)
-		return 0;
+	// built where it may stay: in the storage's slot when no request is
+	// held there (a request then stays without a copy), else per CPU
+	struct http_event *e = &c->req;
+	int held = c->held;
+	if (held) {
+		__u32 slot = write;
+		e = bpf_map_lookup_elem(&scratch, &slot);
+		if (!e)
+			return 0;
+	}
 	__u64 len = bound_buf(cap);
 	if (bpf_probe_read_user(e->buf, len, (void *)data))
 		return 0;
@@ -622,7 +631,7 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 		return 0;
 	CUT(4);
 	e->ts = bpf_ktime_get_ns();
-	e->tgid = bpf_get_current_pid_tgid() >> 32;
+	e->tgid = tgid;
 	e->fd = fd;
 	e->bytes = ret;
 	e->len = len;
@@ -639,12 +648,14 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 	CUT(5);
 	// a request waits for what answers it, unless one already waits
 	// (pipelining: both go now, in order)
-	if (what == 1 && !c->held) {
-		__builtin_memcpy(&c->req, e, sizeof(*e));
-		c->held = 1;
+	if (!held) {
+		if (what == 1)
+			c->held = 1;
+		else
+			send_one(e, fresh);
 		return 0;
 	}
-	send_sock(c, e, fresh);
+	send_pair(c, e, fresh);
 	return 0;
 }
 
