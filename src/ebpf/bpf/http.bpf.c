@@ -167,9 +167,10 @@ struct {
 	__type(value, struct sk_conn);
 } sk_conns SEC(".maps");
 
-// The socket path's event being built, per CPU: one slot per program
-// (send, receive), so one interrupting another on the CPU cannot clobber
-// it. Too large for the BPF stack.
+// The socket path's event being built while a request is held in the
+// socket's storage, per CPU: one slot per program (send, receive), so one
+// interrupting another on the CPU cannot clobber it. Too large for the BPF
+// stack.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2);
@@ -707,7 +708,7 @@ int inet_sock_set_state_btf(__u64 *ctx)
 		if (r) {
 			__builtin_memcpy(r, &c->req, sizeof(*r));
 			close_event(r + 1, sock);
-			bpf_ringbuf_submit(r, 0);
+			bpf_ringbuf_submit(r, wake_flags(0));
 		} else {
 			count(STAT_LOST);
 			count(STAT_LOST);
@@ -716,7 +717,7 @@ int inet_sock_set_state_btf(__u64 *ctx)
 		struct http_event *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 		if (r) {
 			close_event(r, sock);
-			bpf_ringbuf_submit(r, 0);
+			bpf_ringbuf_submit(r, wake_flags(0));
 		} else {
 			count(STAT_LOST);
 		}
