@@ -21,7 +21,7 @@
 # cased_agent_ebpf_events_total, cased_agent_ebpf_events_lost_total,
 # cased_agent_http_dropped_total); peak RSS (VmHWM).
 #
-# The kernel side (the BPF programs on the syscall tracepoints) runs in the
+# The kernel side (the BPF programs on the socket or the syscall tracepoints) runs in the
 # traced processes' syscalls: it shows as nginx/wrk throughput loss, not as
 # agent CPU. With BPF_STATS=1 (default) one more traced run at the rate load
 # is done with kernel.bpf_stats_enabled=1 to measure it directly (run_time_ns

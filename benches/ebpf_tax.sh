@@ -149,7 +149,7 @@ free_port() {
 
 pin() { if [ -n "$CPU" ]; then taskset -c "$CPU" "$@"; else "$@"; fi; }
 
-workload_ns() { # dd|pipe: wall nanoseconds of one run
+workload_ns() { # dd|pipe|http: wall nanoseconds of one run
     local t0 t1
     t0=$(date +%s%N)
     case $1 in
