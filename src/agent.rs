@@ -214,6 +214,7 @@ fn start_ebpf(cfg: &Config, telemetry: &Arc<Telemetry>) -> Option<Box<dyn Collec
         cgroup_path: cfg.cgroup_path.clone(),
         max_paths: crate::ebpf::aggregate::DEFAULT_MAX_PATHS,
         attach: cfg.ebpf_attach,
+        max_sock_state: crate::ebpf::DEFAULT_MAX_SOCK_STATE,
         reader_thread: true,
     };
     match crate::ebpf::HttpCollector::start(&opts, telemetry.clone()) {

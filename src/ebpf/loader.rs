@@ -112,11 +112,20 @@ pub struct HttpOptions {
     pub max_paths: usize,
     /// Where the data is seen (`--ebpf-attach`).
     pub attach: Attach,
+    /// Sockets that may keep state of their own in the kernel on the socket
+    /// path (a held request; ~0.8 KB each, charged to the agent's memory);
+    /// past it, messages go one record each ([`DEFAULT_MAX_SOCK_STATE`]).
+    pub max_sock_state: u64,
     /// Drain the ring on a thread of its own (the agent); when false only
     /// [`Collector::collect`] drains it (tests: every process they traced
     /// is gone by then, so the kernel's cgroup ids must place it).
     pub reader_thread: bool,
 }
+
+/// Sockets with kernel-side state at most, by default: about 13 MiB of
+/// kernel memory at the cap, a quarter of the connections userspace tracks
+/// (the others are traced all the same, a record per message).
+pub const DEFAULT_MAX_SOCK_STATE: u64 = 16384;
 
 /// Which hooks see the data (`--ebpf-attach`, `CASED_EBPF_ATTACH`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -262,6 +271,7 @@ impl HttpCollector {
             // as usual; aya only has no userspace type for it, none needed
             .allow_unsupported_maps()
             .override_global("self_tgid", &std::process::id(), true)
+            .override_global("max_sk_conns", &opts.max_sock_state, true)
             .load(&object())
             .map_err(|e| EbpfError::Load(chain(&e)))?;
         drop(kernel.relocations);

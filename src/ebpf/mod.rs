@@ -23,4 +23,4 @@ pub mod owner;
 pub mod pipeline;
 pub mod track;
 
-pub use loader::{Attach, EbpfError, HttpCollector, HttpOptions};
+pub use loader::{Attach, DEFAULT_MAX_SOCK_STATE, EbpfError, HttpCollector, HttpOptions};

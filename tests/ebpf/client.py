@@ -7,6 +7,8 @@ is a JSON list of steps:
   ["msg", PATH, N]                 N one-shot GETs through sendmsg/recvmsg
   ["pipeline_sends", [PATH, ...]]  the GETs in one send each, then read
                                    every response (raw socket)
+  ["parallel", PATH, C, N]         C keep-alive connections open at once,
+                                   N GETs on each, taken in turns
   ["continue", PATH, N]            N POSTs on one raw keep-alive socket,
                                    each with `Expect: 100-continue`: the
                                    headers, the server's 100, the body in a
@@ -82,6 +84,15 @@ for step in plan:
         codes = read_responses(s, len(paths), lambda s: s.recv(65536))
         print("pipeline_sends", codes, flush=True)
         s.close()
+    elif kind == "parallel":
+        _, path, conns, n = step
+        cs = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(conns)]
+        for i in range(n):
+            for c in cs:
+                c.request("GET", path.replace("{i}", str(i)))
+                c.getresponse().read()
+        for c in cs:
+            c.close()
     elif kind == "continue":
         _, path, n = step
         s = socket.create_connection(("127.0.0.1", port))

@@ -150,6 +150,18 @@ fn start_tracer(mode: Attach) -> (HttpCollector, Arc<Telemetry>) {
 }
 
 fn tracer(mode: Attach, reader_thread: bool) -> (HttpCollector, Arc<Telemetry>) {
+    tracer_capped(
+        mode,
+        reader_thread,
+        cased_agent::ebpf::DEFAULT_MAX_SOCK_STATE,
+    )
+}
+
+fn tracer_capped(
+    mode: Attach,
+    reader_thread: bool,
+    max_sock_state: u64,
+) -> (HttpCollector, Arc<Telemetry>) {
     let t = Arc::new(Telemetry::new());
     let c = HttpCollector::start(
         &HttpOptions {
@@ -157,6 +169,7 @@ fn tracer(mode: Attach, reader_thread: bool) -> (HttpCollector, Arc<Telemetry>) 
             cgroup_path: "/sys/fs/cgroup".into(),
             max_paths: 100,
             attach: mode,
+            max_sock_state,
             reader_thread,
         },
         t.clone(),
@@ -190,6 +203,7 @@ fn auto_mode_follows_the_kernel() {
         cgroup_path: "/sys/fs/cgroup".into(),
         max_paths: 100,
         attach: Attach::Auto,
+        max_sock_state: cased_agent::ebpf::DEFAULT_MAX_SOCK_STATE,
         reader_thread: false,
     };
     let c = HttpCollector::start(&opts, t).expect("the eBPF program loads");
@@ -225,6 +239,58 @@ in_both_modes!(
     a_reused_pid_counts_for_its_new_container,
     loading_peaks_little_above_the_attached_agent,
 );
+
+/// The socket path keeps kernel state for at most `max_sock_state`
+/// sockets (memory charged to the agent); past it a connection's messages
+/// go one record each, and every exchange is still counted exactly.
+#[test]
+fn past_the_socket_state_cap_messages_go_alone_and_count_exactly() {
+    if !need_bpf("eBPF socket-state cap") {
+        return;
+    }
+    let mut p = pair("ebpf-cap", 0x57, Attach::Sock);
+    let port = python_server(&mut p, 50);
+    // two sockets of the whole node may hold state; this test alone has
+    // ten (five connections, both ends)
+    let (mut tracer, telemetry) = tracer_capped(Attach::Sock, true, 2);
+    collect(&mut tracer);
+    let client = scripts().join("client.py");
+    let plan = serde_json::json!([
+        ["parallel", "/ok/{i}", 5, 8],
+        ["parallel", "/missing", 3, 5],
+        ["pipeline", ["/pipe/a", "/pipe/b", "/pipe/c"]],
+    ]);
+    let out = run_in(
+        &p.tree,
+        &p.client,
+        &[
+            "python3",
+            client.to_str().unwrap(),
+            &port.to_string(),
+            &plan.to_string(),
+        ],
+    );
+    assert!(out.contains("pipeline [200, 404, 500]"), "{out}");
+    let samples = collect(&mut tracer);
+    for (id, dir) in [(&p.server_id, "server"), (&p.client_id, "client")] {
+        let s = series_of(&samples, id);
+        assert_eq!(count_err(&s, dir, "GET", "/ok/{id}"), (40.0, 0.0), "{s:#?}");
+        assert_eq!(count_err(&s, dir, "GET", "/missing"), (15.0, 100.0));
+        assert_eq!(count_err(&s, dir, "GET", "/pipe/b"), (1.0, 100.0));
+    }
+    // two sockets at a time held state: of the five connections' ten
+    // sockets two paired their 8 exchanges, of the three's six two their 5,
+    // and the pipelined connection's two their one pair each; every other
+    // message went alone (uncapped, about half as many records as events)
+    let (records, events) = tracer.records_and_events();
+    let paired_at_most = 2 * 8 + 2 * 5 + 2;
+    assert!(
+        events >= 4 * (40 + 15) + 4 && records + paired_at_most >= events,
+        "records {records}, events {events}"
+    );
+    let m = telemetry.encode();
+    assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
+}
 
 /// Per (direction, method, path) of one container: the metrics of one
 /// interval.

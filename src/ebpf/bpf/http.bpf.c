@@ -74,6 +74,11 @@
 // would otherwise be traced too).
 const volatile __u32 self_tgid = 0;
 
+// Set by the loader: how many sockets may hold state of their own on the
+// socket path (the kernel charges it to the agent's memory, ~0.8 KB a
+// socket); past it, a connection's messages go one record each.
+const volatile __u64 max_sk_conns = 16384;
+
 struct pending {
 	__u64 ptr; // reads: the syscall's buffer/iovec/msghdr; writes: the data
 	__u64 cap; // writes: bytes at ptr
@@ -166,6 +171,15 @@ struct {
 	__type(key, int);
 	__type(value, struct sk_conn);
 } sk_conns SEC(".maps");
+
+// How many sockets hold that state now (created on a TCP socket's first
+// HTTP message, deleted at its TCP_CLOSE).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sk_live SEC(".maps");
 
 // The socket path's event being built while a request is held in the
 // socket's storage, per CPU: one slot per program (send, receive), so one
@@ -577,6 +591,57 @@ static __always_inline void send_pair(struct sk_conn *c, struct http_event *e, i
 	bpf_ringbuf_submit(r, wake_flags(wake || c->req.cgroup_v2));
 }
 
+#define TCP_CLOSE_STATE 7 // TCP_CLOSE
+#define IPPROTO_TCP_NR 6
+
+// State of its own for socket sk (inode number sock), within the cap: only
+// TCP sockets, whose TCP_CLOSE deletes it again (a Unix socket's would
+// live as long as the socket and never be counted down); 0 past the cap.
+static __always_inline struct sk_conn *sk_conn_new(struct sock *sk, __u64 sock)
+{
+	if (sk->sk_protocol != IPPROTO_TCP_NR || sk->__sk_common.skc_state == TCP_CLOSE_STATE)
+		return 0;
+	__u32 zero = 0;
+	__u64 *live = bpf_map_lookup_elem(&sk_live, &zero);
+	if (!live || *live >= max_sk_conns)
+		return 0;
+	struct sk_conn *c = bpf_sk_storage_get(&sk_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!c)
+		return 0;
+	__sync_fetch_and_add(live, 1);
+	c->sock = sock;
+	c->held = 0;
+	return c;
+}
+
+// Past the cap, or a socket that is not TCP: the message alone, as the
+// syscall path sends it, with the process's cgroups every time (its first
+// message is not known).
+static __always_inline int on_sock_alone(struct task_struct *task, __u32 tgid, __u32 fd,
+					 __u64 sock, __u64 data, __u64 cap, int ret, int write)
+{
+	__u32 slot = write;
+	struct http_event *e = bpf_map_lookup_elem(&scratch, &slot);
+	if (!e)
+		return 0;
+	__u64 len = bound_buf(cap);
+	if (bpf_probe_read_user(e->buf, len, (void *)data))
+		return 0;
+	e->ts = bpf_ktime_get_ns();
+	e->tgid = tgid;
+	e->fd = fd;
+	e->bytes = ret;
+	e->len = len;
+	e->kind = write ? EV_WRITE : EV_READ;
+	e->pad = 0;
+	e->sock = sock;
+	e->start = task->group_leader->start_boottime;
+	e->cgroup_v2 = bpf_get_current_cgroup_id();
+	e->cgroup_cpu = cpu_cgroup_id();
+	send_one(e, 0);
+	return 0;
+}
+
 static __always_inline int on_sock(struct sock *sk, int ret, int flags, int write)
 {
 	CUT(9);
@@ -607,11 +672,9 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 		return 0;
 	int fresh = !c;
 	if (fresh) {
-		c = bpf_sk_storage_get(&sk_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		c = sk_conn_new(sk, sock);
 		if (!c)
-			return 0;
-		c->sock = sock;
-		c->held = 0;
+			return on_sock_alone(task, tgid, fd, sock, data, cap, ret, write);
 	}
 	CUT(3);
 	// built where it may stay: in the storage's slot when no request is
@@ -674,8 +737,6 @@ int sock_recv_length_btf(__u64 *ctx)
 	return on_sock((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], 0);
 }
 
-#define TCP_CLOSE_STATE 7 // TCP_CLOSE
-
 // A close record for socket `sock` at e.
 static __always_inline void close_event(struct http_event *e, __u64 sock)
 {
@@ -722,7 +783,12 @@ int inet_sock_set_state_btf(__u64 *ctx)
 			count(STAT_LOST);
 		}
 	}
-	bpf_sk_storage_delete(&sk_conns, sk);
+	if (!bpf_sk_storage_delete(&sk_conns, sk)) {
+		__u32 zero = 0;
+		__u64 *live = bpf_map_lookup_elem(&sk_live, &zero);
+		if (live && *live > 0)
+			__sync_fetch_and_add(live, -1);
+	}
 	return 0;
 }
 
