@@ -113,7 +113,7 @@ pub struct HttpOptions {
     /// Where the data is seen (`--ebpf-attach`).
     pub attach: Attach,
     /// Sockets that may keep state of their own in the kernel on the socket
-    /// path (a held request; ~0.8 KB each, charged to the agent's memory);
+    /// path (a held request; ~0.7 KB each, charged to the agent's memory);
     /// past it, messages go one record each ([`DEFAULT_MAX_SOCK_STATE`]).
     pub max_sock_state: u64,
     /// Drain the ring on a thread of its own (the agent); when false only
@@ -122,7 +122,7 @@ pub struct HttpOptions {
     pub reader_thread: bool,
 }
 
-/// Sockets with kernel-side state at most, by default: about 13 MiB of
+/// Sockets with kernel-side state at most, by default: about 11 MiB of
 /// kernel memory at the cap, a quarter of the connections userspace tracks
 /// (the others are traced all the same, a record per message).
 pub const DEFAULT_MAX_SOCK_STATE: u64 = 16384;

@@ -75,7 +75,7 @@
 const volatile __u32 self_tgid = 0;
 
 // Set by the loader: how many sockets may hold state of their own on the
-// socket path (the kernel charges it to the agent's memory, ~0.8 KB a
+// socket path (the kernel charges it to the agent's memory, ~0.7 KB a
 // socket); past it, a connection's messages go one record each.
 const volatile __u64 max_sk_conns = 16384;
 
