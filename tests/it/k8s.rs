@@ -1342,8 +1342,10 @@ fn container_metrics_carry_pod_metadata_end_to_end() {
     let changed = ts - t_change;
     let t_delete = now_ms();
     api.delete("pods", "shop", "pod-0");
+    // a whole cycle: its lines arrive batch by batch, and a cycle read
+    // half-way has neither pod tag on the containers not arrived yet
     let (ts, m) = a.cycle_where(t_delete, Duration::from_secs(5), |m| {
-        !has_pod(m, 0) && !has_pod(m, 1)
+        m.len() == 6 && !has_pod(m, 0) && !has_pod(m, 1)
     });
     let deleted = ts - t_delete;
     assert_eq!(tags(&m[&id(0)])["pod_uid"], tree.ids[0].0);
