@@ -38,8 +38,7 @@ for n in $CUTS; do
     configs="$configs cut$n=$DIR/agent$n,--ebpf-attach=sock"
 done
 # the feature must be in the binary, or every cut is the shipped object
-if ! CASED_EBPF_OBJECT=/nonexistent "$BIN" --help >/dev/null 2>&1 ||
-    ! grep -q CASED_EBPF_OBJECT "$BIN"; then
+if ! grep -q CASED_EBPF_OBJECT "$BIN"; then
     echo "$BIN was built without --features bench-bpf-object" >&2
     exit 1
 fi

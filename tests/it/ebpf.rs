@@ -145,6 +145,37 @@ fn python_server(p: &mut Pair, slow_ms: u32) -> u16 {
     line.trim().parse().expect("server port")
 }
 
+/// `tests/ebpf/client.py`'s steps (`plan`) against `port`, in the client
+/// container; what it printed.
+fn run_clients(p: &Pair, port: u16, plan: &serde_json::Value) -> String {
+    let client = scripts().join("client.py");
+    run_in(
+        &p.tree,
+        &p.client,
+        &[
+            "python3",
+            client.to_str().unwrap(),
+            &port.to_string(),
+            &plan.to_string(),
+        ],
+    )
+}
+
+/// Whether the kernel has the socket path's tracepoints (6.3+); under
+/// CI=true it must.
+fn need_sock_path(what: &str) -> bool {
+    let have = Path::new("/sys/kernel/tracing/events/sock/sock_send_length").is_dir();
+    if !have && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what}: the kernel has no sock_send_length tracepoint, and CI=true requires it");
+    }
+    if !have {
+        eprintln!(
+            "{what}: no socket tracepoints (Linux 6.3+) here: not run (under CI=true this is a failure)"
+        );
+    }
+    have
+}
+
 fn start_tracer(mode: Attach) -> (HttpCollector, Arc<Telemetry>) {
     tracer(mode, true)
 }
@@ -245,7 +276,7 @@ in_both_modes!(
 /// go one record each, and every exchange is still counted exactly.
 #[test]
 fn past_the_socket_state_cap_messages_go_alone_and_count_exactly() {
-    if !need_bpf("eBPF socket-state cap") {
+    if !need_bpf("eBPF socket-state cap") || !need_sock_path("eBPF socket-state cap") {
         return;
     }
     let mut p = pair("ebpf-cap", 0x57, Attach::Sock);
@@ -254,22 +285,12 @@ fn past_the_socket_state_cap_messages_go_alone_and_count_exactly() {
     // ten (five connections, both ends)
     let (mut tracer, telemetry) = tracer_capped(Attach::Sock, true, 2);
     collect(&mut tracer);
-    let client = scripts().join("client.py");
     let plan = serde_json::json!([
         ["parallel", "/ok/{i}", 5, 8],
         ["parallel", "/missing", 3, 5],
         ["pipeline", ["/pipe/a", "/pipe/b", "/pipe/c"]],
     ]);
-    let out = run_in(
-        &p.tree,
-        &p.client,
-        &[
-            "python3",
-            client.to_str().unwrap(),
-            &port.to_string(),
-            &plan.to_string(),
-        ],
-    );
+    let out = run_clients(&p, port, &plan);
     assert!(out.contains("pipeline [200, 404, 500]"), "{out}");
     let samples = collect(&mut tracer);
     for (id, dir) in [(&p.server_id, "server"), (&p.client_id, "client")] {
@@ -283,9 +304,10 @@ fn past_the_socket_state_cap_messages_go_alone_and_count_exactly() {
     // and the pipelined connection's two their one pair each; every other
     // message went alone (uncapped, about half as many records as events)
     let (records, events) = tracer.records_and_events();
+    // (and some were: the two sockets with state paired theirs)
     let paired_at_most = 2 * 8 + 2 * 5 + 2;
     assert!(
-        events >= 4 * (40 + 15) + 4 && records + paired_at_most >= events,
+        events >= 4 * (40 + 15) + 4 && records + paired_at_most >= events && records < events,
         "records {records}, events {events}"
     );
     let m = telemetry.encode();
@@ -392,7 +414,6 @@ fn python_server_and_clients_counted_exactly_per_container(mode: Attach) {
     let (mut tracer, telemetry) = start_tracer(mode);
     collect(&mut tracer);
 
-    let client = scripts().join("client.py");
     let plan = serde_json::json!([
         ["keepalive", "GET", "/ok/{i}?page=2&q=x", 30],
         ["keepalive", "GET", "/missing", 10],
@@ -408,16 +429,7 @@ fn python_server_and_clients_counted_exactly_per_container(mode: Attach) {
         ["pipeline_sends", ["/pipe/a", "/pipe/b", "/pipe/c"]],
         ["continue", "/upload", 3],
     ]);
-    let out = run_in(
-        &p.tree,
-        &p.client,
-        &[
-            "python3",
-            client.to_str().unwrap(),
-            &port.to_string(),
-            &plan.to_string(),
-        ],
-    );
+    let out = run_clients(&p, port, &plan);
     assert!(out.contains("pipeline [200, 404, 500]"), "{out}");
     assert!(out.contains("pipeline_sends [200, 404, 500]"), "{out}");
     // one-shot connections from short-lived processes

@@ -355,15 +355,21 @@ static __always_inline __u64 bound_buf(__u64 n)
 	return n;
 }
 
-static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u8 kind, __u64 data,
-				 __u64 cap, __u64 bytes, int wake, __u64 start)
+// Ring-buffer flags: wake the reader on a new connection (so it finds the
+// process while it still exists, even a short-lived client) or when the
+// ring fills up; otherwise it drains on its own clock, so a busy keep-alive
+// server costs no wakeup per request.
+static __always_inline __u64 wake_flags(int wake)
 {
-	struct http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(STAT_LOST);
-		return;
-	}
-	__u64 len = cap;
+	return wake || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > 512 * 1024 ? BPF_RB_FORCE_WAKEUP
+										 : BPF_RB_NO_WAKEUP;
+}
+
+// Every field of e but the data and its length; the process's cgroups
+// when `cgroups` (a connection's first event), else 0.
+static __always_inline void fill(struct http_event *e, __u64 ts, __u32 tgid, __u32 fd, __u64 sock,
+				 __u8 kind, __u64 bytes, __u64 start, int cgroups)
+{
 	e->ts = ts;
 	e->tgid = tgid;
 	e->fd = fd;
@@ -374,24 +380,29 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u
 	e->start = start;
 	e->cgroup_v2 = 0;
 	e->cgroup_cpu = 0;
-	if (wake) {
+	if (cgroups) {
 		e->cgroup_v2 = bpf_get_current_cgroup_id();
 		e->cgroup_cpu = cpu_cgroup_id();
 	}
+}
+
+static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u8 kind, __u64 data,
+				 __u64 cap, __u64 bytes, int wake, __u64 start)
+{
+	struct http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_LOST);
+		return;
+	}
+	__u64 len = cap;
+	fill(e, ts, tgid, fd, sock, kind, bytes, start, wake);
 	// 6.1's verifier loses len's bound through the spills above ("R2 min
 	// value is negative"): bound it again in the register the helper takes
 	len = bound_buf(len);
 	if (!data || bpf_probe_read_user(e->buf, len, (void *)data))
 		len = 0;
 	e->len = len;
-	// wake the reader on a new connection (so it finds the process while
-	// it still exists, even a short-lived client) or when the ring fills
-	// up; otherwise it drains on its own clock, so a busy keep-alive
-	// server costs no wakeup per request
-	__u64 flags = wake || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > 512 * 1024
-			      ? BPF_RB_FORCE_WAKEUP
-			      : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(e, flags);
+	bpf_ringbuf_submit(e, wake_flags(wake));
 }
 
 // A socket that closes for good or is reused: report it when it carried
@@ -555,15 +566,6 @@ static __always_inline __u64 sock_of_fd(struct task_struct *task, struct sock *s
 	return want->f_inode->i_ino;
 }
 
-// Ring-buffer flags: wake the reader on a new connection (so it finds the
-// process while it still exists, even a short-lived client) or when the
-// ring fills up; otherwise it drains on its own clock.
-static __always_inline __u64 wake_flags(int wake)
-{
-	return wake || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > 512 * 1024 ? BPF_RB_FORCE_WAKEUP
-										 : BPF_RB_NO_WAKEUP;
-}
-
 // One record of e.
 static __always_inline void send_one(struct http_event *e, int wake)
 {
@@ -627,17 +629,9 @@ static __always_inline int on_sock_alone(struct task_struct *task, __u32 tgid, _
 	__u64 len = bound_buf(cap);
 	if (bpf_probe_read_user(e->buf, len, (void *)data))
 		return 0;
-	e->ts = bpf_ktime_get_ns();
-	e->tgid = tgid;
-	e->fd = fd;
-	e->bytes = ret;
 	e->len = len;
-	e->kind = write ? EV_WRITE : EV_READ;
-	e->pad = 0;
-	e->sock = sock;
-	e->start = task->group_leader->start_boottime;
-	e->cgroup_v2 = bpf_get_current_cgroup_id();
-	e->cgroup_cpu = cpu_cgroup_id();
+	fill(e, bpf_ktime_get_ns(), tgid, fd, sock, write ? EV_WRITE : EV_READ, ret,
+	     task->group_leader->start_boottime, 1);
 	send_one(e, 0);
 	return 0;
 }
@@ -694,21 +688,9 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 	if (!what)
 		return 0;
 	CUT(4);
-	e->ts = bpf_ktime_get_ns();
-	e->tgid = tgid;
-	e->fd = fd;
-	e->bytes = ret;
 	e->len = len;
-	e->kind = write ? EV_WRITE : EV_READ;
-	e->pad = 0;
-	e->sock = sock;
-	e->start = task->group_leader->start_boottime;
-	e->cgroup_v2 = 0;
-	e->cgroup_cpu = 0;
-	if (fresh) {
-		e->cgroup_v2 = bpf_get_current_cgroup_id();
-		e->cgroup_cpu = cpu_cgroup_id();
-	}
+	fill(e, bpf_ktime_get_ns(), tgid, fd, sock, write ? EV_WRITE : EV_READ, ret,
+	     task->group_leader->start_boottime, fresh);
 	CUT(5);
 	// a request waits for what answers it, unless one already waits
 	// (pipelining: both go now, in order)
@@ -737,16 +719,6 @@ int sock_recv_length_btf(__u64 *ctx)
 	return on_sock((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], 0);
 }
 
-// A close record for socket `sock` at e.
-static __always_inline void close_event(struct http_event *e, __u64 sock)
-{
-	__builtin_memset(e, 0, offsetof(struct http_event, buf));
-	e->ts = bpf_ktime_get_ns();
-	e->tgid = bpf_get_current_pid_tgid() >> 32;
-	e->kind = EV_CLOSE;
-	e->sock = sock;
-}
-
 // The end of a TCP connection on the socket path: the connection is over
 // once it reaches TCP_CLOSE (after the last close and the FIN exchange, a
 // reset, or a failed connect), however many fds held it. A socket connected
@@ -761,28 +733,15 @@ int inet_sock_set_state_btf(__u64 *ctx)
 	struct sk_conn *c = bpf_sk_storage_get(&sk_conns, sk, 0, 0);
 	if (!c)
 		return 0;
-	// built in the ring, not in the scratch slots: this runs in softirq
-	// too, and may interrupt a program using them
-	__u64 sock = c->sock;
-	if (c->held) {
-		struct http_event *r = bpf_ringbuf_reserve(&events, 2 * sizeof(*r), 0);
-		if (r) {
-			__builtin_memcpy(r, &c->req, sizeof(*r));
-			close_event(r + 1, sock);
-			bpf_ringbuf_submit(r, wake_flags(0));
-		} else {
-			count(STAT_LOST);
-			count(STAT_LOST);
-		}
-	} else {
-		struct http_event *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-		if (r) {
-			close_event(r, sock);
-			bpf_ringbuf_submit(r, wake_flags(0));
-		} else {
-			count(STAT_LOST);
-		}
-	}
+	// on the stack, not in the scratch slots: this runs in softirq too,
+	// and may interrupt a program using them
+	struct http_event e;
+	__builtin_memset(&e, 0, sizeof(e));
+	fill(&e, bpf_ktime_get_ns(), bpf_get_current_pid_tgid() >> 32, 0, c->sock, EV_CLOSE, 0, 0, 0);
+	if (c->held)
+		send_pair(c, &e, 0);
+	else
+		send_one(&e, 0);
 	if (!bpf_sk_storage_delete(&sk_conns, sk)) {
 		__u32 zero = 0;
 		__u64 *live = bpf_map_lookup_elem(&sk_live, &zero);
