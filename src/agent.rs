@@ -215,6 +215,7 @@ fn start_ebpf(cfg: &Config, telemetry: &Arc<Telemetry>) -> Option<Box<dyn Collec
         max_paths: crate::ebpf::aggregate::DEFAULT_MAX_PATHS,
         attach: cfg.ebpf_attach,
         max_sock_state: crate::ebpf::DEFAULT_MAX_SOCK_STATE,
+        tls: cfg.ebpf_tls,
         reader_thread: true,
     };
     match crate::ebpf::HttpCollector::start(&opts, telemetry.clone()) {

@@ -64,6 +64,11 @@ pub struct Cli {
     /// tracepoints, 6.3+), sock, syscalls (the fallback)
     #[arg(long, env = "CASED_EBPF_ATTACH", default_value = "auto")]
     pub ebpf_attach: String,
+    /// eBPF: also HTTPS, through uprobes on OpenSSL's SSL_read/SSL_write in
+    /// every libssl (or binary with OpenSSL's symbols) a process maps
+    /// (true/false/1/0)
+    #[arg(long, env = "CASED_EBPF_TLS", num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub ebpf_tls: String,
     /// OTLP receiver (true/false/1/0)
     #[arg(long, env = "ENABLE_OTEL", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub enable_otel: String,
@@ -201,6 +206,7 @@ pub struct Config {
     pub cgroup_path: PathBuf,
     pub enable_ebpf: bool,
     pub ebpf_attach: crate::ebpf::Attach,
+    pub ebpf_tls: bool,
     pub enable_otel: bool,
     pub otel_port: u16,
     pub otel_grpc_port: u16,
@@ -437,6 +443,7 @@ impl Config {
                     "expected auto, sock or syscalls",
                 )
             })?,
+            ebpf_tls: parse_bool("ebpf-tls", &cli.ebpf_tls)?,
             enable_otel: parse_bool("enable-otel", &cli.enable_otel)?,
             otel_port: parse_port("otel-port", &cli.otel_port)?,
             otel_grpc_port: parse_port("otel-grpc-port", &cli.otel_grpc_port)?,

@@ -161,6 +161,9 @@ impl HttpAggregate {
     }
 }
 
+/// The `protocol` tag of every `http.*` series (SPEC: `http/1.1`, `h2`).
+const PROTOCOL: &str = "http/1.1";
+
 impl Summary {
     /// The six samples of SPEC §4 for this series.
     pub fn samples(&self, out: &mut Vec<Sample>) {
@@ -185,6 +188,8 @@ impl Summary {
         for (name, value, u) in values {
             let mut s = Sample::new(name, value, u, about.clone());
             s.tags.push(("method", self.method.to_string()));
+            // HTTP/2 is not decoded yet: every exchange is HTTP/1.x
+            s.tags.push(("protocol", PROTOCOL.to_string()));
             s.tags.push(("path", self.path.to_string()));
             s.tags
                 .push(("direction", self.direction.as_str().to_string()));

@@ -58,6 +58,7 @@ pub(crate) const CORE_ROOTS: &[&str] = &[
     "sock",
     "socket",
     "task_struct",
+    "trace_event_raw_inet_sock_set_state",
     "trace_event_raw_sys_enter",
     "trace_event_raw_sys_exit",
     "user_msghdr",

@@ -18,6 +18,7 @@ mod at {
     pub const BYTES: usize = 16;
     pub const LEN: usize = 20;
     pub const KIND: usize = 22;
+    pub const FLAGS: usize = 23;
     pub const CGROUP_V2: usize = 24;
     pub const CGROUP_CPU: usize = 32;
     pub const SOCK: usize = 40;
@@ -26,13 +27,14 @@ mod at {
 }
 
 /// (C field name, byte offset) of every field, in order.
-pub const LAYOUT: [(&str, usize); 11] = [
+pub const LAYOUT: [(&str, usize); 12] = [
     ("ts", at::TS),
     ("tgid", at::TGID),
     ("fd", at::FD),
     ("bytes", at::BYTES),
     ("len", at::LEN),
     ("kind", at::KIND),
+    ("flags", at::FLAGS),
     ("cgroup_v2", at::CGROUP_V2),
     ("cgroup_cpu", at::CGROUP_CPU),
     ("sock", at::SOCK),
@@ -50,6 +52,32 @@ pub enum Kind {
     /// The last fd of a socket that carried HTTP was closed (or the socket
     /// became a new connection).
     Close,
+}
+
+/// `flags`: the plaintext came through a TLS library's uprobes (`F_TLS`).
+const F_TLS: u8 = 1;
+
+/// A record about a process rather than a connection: the loader finds
+/// TLS libraries with them (src/ebpf/tls.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// The process began to listen or connect over TCP (`EV_PROC`).
+    Talks(u32),
+    /// A process known to map a TLS library exited (`EV_EXIT`).
+    Exited(u32),
+}
+
+/// The [`Control`] a record is, `None` for connection events.
+pub fn control(b: &[u8]) -> Option<Control> {
+    if b.len() < HEADER {
+        return None;
+    }
+    let tgid = u32_at(b, at::TGID);
+    match b[at::KIND] {
+        4 => Some(Control::Talks(tgid)),
+        5 => Some(Control::Exited(tgid)),
+        _ => None,
+    }
 }
 
 /// One event.
@@ -74,6 +102,8 @@ pub struct Event<'a> {
     pub cgroup_cpu: u64,
     /// The first bytes of the data (empty for [`Kind::Close`]).
     pub data: &'a [u8],
+    /// The data is plaintext read off a TLS library call.
+    pub tls: bool,
 }
 
 impl Event<'_> {
@@ -127,6 +157,7 @@ pub fn decode(b: &[u8]) -> Option<Event<'_>> {
         sock: u64_at(b, at::SOCK),
         start_ns: u64_at(b, at::START),
         data,
+        tls: b[at::FLAGS] & F_TLS != 0,
     })
 }
 
@@ -148,6 +179,7 @@ pub fn encode_event(e: &Event<'_>) -> Vec<u8> {
     put(at::BYTES, &e.bytes.to_le_bytes());
     put(at::LEN, &(n as u16).to_le_bytes());
     put(at::KIND, &[kind_byte(e.kind)]);
+    put(at::FLAGS, &[if e.tls { F_TLS } else { 0 }]);
     put(at::CGROUP_V2, &e.cgroup_v2.to_le_bytes());
     put(at::CGROUP_CPU, &e.cgroup_cpu.to_le_bytes());
     put(at::SOCK, &e.sock.to_le_bytes());
@@ -177,6 +209,7 @@ pub fn event<'a>(
         cgroup_v2: 0,
         cgroup_cpu: 0,
         data,
+        tls: false,
     }
 }
 
@@ -261,5 +294,20 @@ mod tests {
         assert_eq!(&b[56..70], b"GET / HTTP/1.1");
         assert_eq!(decode(&b), Some(e));
         assert_eq!(decode(&b).unwrap().conn(), 0x1122_3344_5566_7788);
+        let t = encode_event(&Event { tls: true, ..e });
+        assert_eq!(t[23], 1);
+        assert!(decode(&t).unwrap().tls);
+        assert_eq!(control(&t), None);
+    }
+
+    #[test]
+    fn process_records_are_controls_not_events() {
+        let mut b = encode(1, 4242, 0, Kind::Read, 0, b"");
+        b[22] = 4;
+        assert_eq!(control(&b), Some(Control::Talks(4242)));
+        assert!(decode(&b).is_none());
+        b[22] = 5;
+        assert_eq!(control(&b), Some(Control::Exited(4242)));
+        assert_eq!(control(&b[..HEADER - 1]), None);
     }
 }

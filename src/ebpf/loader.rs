@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
+
+use super::event::{Control, control};
+use super::tls::TlsProbes;
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::btf_extract;
@@ -61,6 +64,7 @@ fn object() -> std::borrow::Cow<'static, [u8]> {
 const POLL: Duration = Duration::from_millis(100);
 
 const STAT_LOST: u32 = 1;
+const STAT_TLS_NO_SOCK: u32 = 2;
 
 /// The kernel's BTF.
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -116,6 +120,9 @@ pub struct HttpOptions {
     /// path (a held request; ~0.7 KB each, charged to the agent's memory);
     /// past it, messages go one record each ([`DEFAULT_MAX_SOCK_STATE`]).
     pub max_sock_state: u64,
+    /// TLS through uprobes on OpenSSL (`--ebpf-tls`): libraries found in
+    /// processes' maps ([`super::tls`]).
+    pub tls: bool,
     /// Drain the ring on a thread of its own (the agent); when false only
     /// [`Collector::collect`] drains it (tests: every process they traced
     /// is gone by then, so the kernel's cgroup ids must place it).
@@ -176,9 +183,14 @@ impl Attach {
         }
     }
 
-    /// Whether program `name` of the object runs in this (resolved) mode:
-    /// `*_btf` on the socket path, `*_tp` on the syscall one.
-    fn runs(self, name: &str) -> bool {
+    /// Whether program `name` of the object is attached at start in this
+    /// (resolved) mode: `*_btf` on the socket path, `*_tp` on the syscall
+    /// one; with TLS, `*_proc` on both (the uprobes `*_up` are attached
+    /// per library file, [`TlsProbes`]).
+    fn runs(self, name: &str, tls: bool) -> bool {
+        if name.ends_with("_proc") {
+            return tls;
+        }
         match self {
             Attach::Sock => name.ends_with("_btf"),
             _ => name.ends_with("_tp"),
@@ -199,18 +211,36 @@ fn missing_sock_tracepoint() -> Option<&'static str> {
 
 struct Inner {
     // kept alive: dropping it detaches the programs
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     ring: RingBuf<MapData>,
     stats: PerCpuArray<MapData, u64>,
     pipeline: Pipeline,
+    tls: Option<TlsProbes>,
+    /// Process records read and not acted on yet.
+    controls: Vec<Control>,
 }
 
 impl Inner {
-    /// Read everything the ring holds now.
+    /// Read everything the ring holds now; then look for TLS libraries in
+    /// the processes it named.
     fn pump(&mut self) {
         while let Some(item) = self.ring.next() {
-            self.pipeline.event(&item);
+            match control(&item) {
+                Some(c) => self.controls.push(c),
+                None => self.pipeline.event(&item),
+            }
         }
+        let Some(tls) = self.tls.as_mut() else {
+            self.controls.clear();
+            return;
+        };
+        for c in self.controls.drain(..) {
+            match c {
+                Control::Talks(pid) => tls.talks(&mut self.ebpf, pid),
+                Control::Exited(pid) => tls.exited(pid),
+            }
+        }
+        tls.tick(&mut self.ebpf);
     }
 
     fn stat(&self, slot: u32) -> u64 {
@@ -237,6 +267,16 @@ struct Seen {
     lost: u64,
     requests: u64,
     dropped: Dropped,
+    tls: Tls,
+}
+
+/// The TLS path's counters.
+#[derive(Default, Clone, Copy)]
+struct Tls {
+    events: u64,
+    no_socket: u64,
+    attach_errors: u64,
+    libraries: usize,
 }
 
 fn monotonic_ns() -> u64 {
@@ -275,7 +315,11 @@ impl HttpCollector {
             .load(&object())
             .map_err(|e| EbpfError::Load(chain(&e)))?;
         drop(kernel.relocations);
-        let programs = attach_all(&mut ebpf, &kernel.tracepoints, mode)?;
+        let programs = attach_all(&mut ebpf, &kernel.tracepoints, mode, opts.tls)?;
+        let tls = opts
+            .tls
+            .then(|| start_tls(&mut ebpf, &opts.proc_path))
+            .flatten();
         let ring = ebpf
             .take_map("events")
             .ok_or_else(|| EbpfError::Map("events", "missing".into()))
@@ -293,9 +337,11 @@ impl HttpCollector {
         unsafe { libc::malloc_trim(0) };
         let layout = read_layout(&opts.proc_path.join("self/mountinfo"), &opts.cgroup_path);
         let inner = Arc::new(Mutex::new(Inner {
-            _ebpf: ebpf,
+            ebpf,
             ring,
             stats,
+            tls,
+            controls: Vec::new(),
             pipeline: Pipeline::new(
                 opts.proc_path.clone(),
                 layout.unified,
@@ -338,12 +384,42 @@ impl HttpCollector {
         self.attach
     }
 
-    /// Ring-buffer records and the events in them, read since start (a
-    /// record of the socket path may hold two: a request and what followed
-    /// it on its connection).
+    /// Ring-buffer records and the events in them, read since start, but
+    /// for the TLS path's (a record of the socket path may hold two: a
+    /// request and what followed it on its connection).
     pub fn records_and_events(&self) -> (u64, u64) {
         let g = lock(&self.inner);
-        (g.pipeline.records, g.pipeline.events)
+        // without the TLS path's, one record per event always
+        let tls = g.pipeline.tls_events;
+        (g.pipeline.records - tls, g.pipeline.events - tls)
+    }
+
+    /// The TLS library files probed now, each with the path it was found
+    /// at (empty without TLS).
+    pub fn tls_files(&self) -> Vec<(super::tls::FileId, String)> {
+        lock(&self.inner)
+            .tls
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.files())
+    }
+}
+
+/// The TLS uprobes loaded and every process looked at once; `None` (logged)
+/// when the kernel refuses them: plaintext HTTP is traced all the same.
+fn start_tls(ebpf: &mut Ebpf, proc_path: &Path) -> Option<TlsProbes> {
+    match TlsProbes::new(ebpf, proc_path.to_path_buf()) {
+        Ok(mut t) => {
+            t.tick(ebpf);
+            tracing::info!(
+                libraries = t.libraries(),
+                "eBPF TLS: uprobes on OpenSSL's SSL_read/SSL_write(_ex)"
+            );
+            Some(t)
+        }
+        Err(e) => {
+            tracing::warn!("eBPF TLS tracing unavailable, plaintext HTTP only: {e}");
+            None
+        }
     }
 }
 
@@ -375,6 +451,7 @@ fn attach_all(
     ebpf: &mut Ebpf,
     tracepoints: &[(String, u32)],
     mode: Attach,
+    tls: bool,
 ) -> Result<usize, EbpfError> {
     // BTF holding just those typedefs at those ids, all tp_btf reads of it
     let btf = match tracepoints {
@@ -387,7 +464,7 @@ fn attach_all(
     let names: Vec<String> = ebpf
         .programs()
         .map(|(n, _)| n.to_string())
-        .filter(|n| mode.runs(n))
+        .filter(|n| mode.runs(n, tls))
         .collect();
     for name in &names {
         let prog = ebpf
@@ -412,6 +489,17 @@ fn attach_all(
                 .ok_or_else(|| EbpfError::Load(format!("no BTF id for tp_btf/{tp}")))?;
             prog.load(tp, btf).map_err(refused)?;
             prog.attach().map_err(failed(format!("tp_btf/{tp}")))?;
+        } else if let Some(tp) = name.strip_suffix("_proc") {
+            // `inet_sock_set_state_proc` goes on sock/inet_sock_set_state
+            let category = if tp.starts_with("sched_") {
+                "sched"
+            } else {
+                "sock"
+            };
+            let prog: &mut TracePoint = prog.try_into().map_err(refused)?;
+            prog.load().map_err(refused)?;
+            prog.attach(category, tp)
+                .map_err(failed(format!("{category}/{tp}")))?;
         } else {
             // program `enter_read_tp` goes on syscalls/sys_enter_read
             let prog: &mut TracePoint = prog.try_into().map_err(refused)?;
@@ -461,6 +549,12 @@ impl Collector for HttpCollector {
             g.pipeline.dropped(),
             g.pipeline.connections(),
         );
+        let tls = Tls {
+            events: g.pipeline.tls_events,
+            no_socket: g.stat(STAT_TLS_NO_SOCK),
+            attach_errors: g.tls.as_ref().map_or(0, |t| t.attach_errors),
+            libraries: g.tls.as_ref().map_or(0, |t| t.libraries()),
+        };
         drop(g);
         for s in &summaries {
             s.samples(out);
@@ -487,17 +581,23 @@ impl Collector for HttpCollector {
                 dropped.conn_limit,
                 s.dropped.conn_limit,
             ),
+            (HttpDrop::TlsNoSocket, tls.no_socket, s.tls.no_socket),
         ] {
             if now > before {
                 t.http_dropped(reason, now - before);
             }
         }
         t.connections.set(conns as i64);
+        t.tls_events.inc_by(tls.events.saturating_sub(s.tls.events));
+        t.tls_attach_errors
+            .inc_by(tls.attach_errors.saturating_sub(s.tls.attach_errors));
+        t.tls_libraries.set(tls.libraries as i64);
         *s = Seen {
             events,
             lost,
             requests,
             dropped,
+            tls,
         };
         Ok(())
     }
@@ -522,10 +622,23 @@ mod tests {
         assert!(e.contains("no sock_send_length tracepoint"), "{e}");
         // the socket path runs no syscall tracepoint, not even close
         for p in ["enter_close_tp", "exit_read_tp", "enter_write_tp"] {
-            assert!(!Attach::Sock.runs(p) && Attach::Syscalls.runs(p), "{p}");
+            assert!(
+                !Attach::Sock.runs(p, true) && Attach::Syscalls.runs(p, true),
+                "{p}"
+            );
         }
         for p in ["sock_send_length_btf", "inet_sock_set_state_btf"] {
-            assert!(Attach::Sock.runs(p) && !Attach::Syscalls.runs(p), "{p}");
+            assert!(
+                Attach::Sock.runs(p, true) && !Attach::Syscalls.runs(p, true),
+                "{p}"
+            );
+        }
+        // the TLS path's process tracepoints run in both modes, with TLS;
+        // its uprobes are attached per library, never at start
+        for mode in [Attach::Sock, Attach::Syscalls] {
+            assert!(mode.runs("inet_sock_set_state_proc", true));
+            assert!(!mode.runs("inet_sock_set_state_proc", false));
+            assert!(!mode.runs("SSL_read_up", true));
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   connection, [`owner`] finds the process's container, [`aggregate`]
 //!   keeps per-interval numbers per container, direction, method and path.
 //! - [`pipeline`] chains those for each record; [`HttpCollector`] drains it all once per cycle into samples.
+//! - [`tls`] finds OpenSSL in processes' maps and keeps the uprobes that
+//!   read TLS plaintext on each such file while a process maps it.
 
 pub mod aggregate;
 mod btf_extract;
@@ -21,6 +23,7 @@ pub mod http;
 pub mod loader;
 pub mod owner;
 pub mod pipeline;
+pub mod tls;
 pub mod track;
 
 pub use loader::{Attach, DEFAULT_MAX_SOCK_STATE, EbpfError, HttpCollector, HttpOptions};

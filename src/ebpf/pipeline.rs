@@ -18,6 +18,8 @@ pub struct Pipeline {
     pub events: u64,
     /// Requests paired with their response, since start.
     pub requests: u64,
+    /// Events read off TLS library calls, since start.
+    pub tls_events: u64,
 }
 
 impl Pipeline {
@@ -36,6 +38,7 @@ impl Pipeline {
             records: 0,
             events: 0,
             requests: 0,
+            tls_events: 0,
         }
     }
 
@@ -53,6 +56,7 @@ impl Pipeline {
         let Some(e) = decode(raw) else {
             return;
         };
+        self.tls_events += u64::from(e.tls);
         let Pipeline {
             tracker,
             owners,

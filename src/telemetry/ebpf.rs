@@ -18,6 +18,9 @@ label_values! {
         Unmatched => "unmatched",
         PendingLimit => "pending_limit",
         ConnLimit => "conn_limit",
+        /// TLS plaintext whose socket the kernel never saw (a library
+        /// doing its own I/O through a memory BIO).
+        TlsNoSocket => "tls_no_socket",
     }
 }
 
@@ -33,6 +36,9 @@ pub struct EbpfTelemetry {
     pub connections: Gauge,
     pub http_requests: Counter,
     pub http_dropped: Family<ReasonLabel, Counter>,
+    pub tls_libraries: Gauge,
+    pub tls_attach_errors: Counter,
+    pub tls_events: Counter,
 }
 
 impl EbpfTelemetry {
@@ -44,7 +50,25 @@ impl EbpfTelemetry {
             connections: Gauge::default(),
             http_requests: Counter::default(),
             http_dropped: Family::default(),
+            tls_libraries: Gauge::default(),
+            tls_attach_errors: Counter::default(),
+            tls_events: Counter::default(),
         };
+        r.register(
+            "ebpf_tls_libraries",
+            "Files (libssl, binaries with OpenSSL's symbols) with the TLS uprobes attached",
+            t.tls_libraries.clone(),
+        );
+        r.register(
+            "ebpf_tls_attach_errors",
+            "TLS library files whose uprobes could not be attached",
+            t.tls_attach_errors.clone(),
+        );
+        r.register(
+            "ebpf_tls_events",
+            "HTTP events read as plaintext off TLS library calls",
+            t.tls_events.clone(),
+        );
         r.register(
             "ebpf_up",
             "1 when the eBPF HTTP tracer is loaded and attached",

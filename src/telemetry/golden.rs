@@ -229,10 +229,14 @@ fn drive_ebpf(t: &EbpfTelemetry) {
         HttpDrop::Unmatched,
         HttpDrop::PendingLimit,
         HttpDrop::ConnLimit,
+        HttpDrop::TlsNoSocket,
     ];
     for (i, r) in (1..).zip(reasons) {
         t.http_dropped(r, i);
     }
+    t.tls_libraries.set(2);
+    t.tls_attach_errors.inc_by(1);
+    t.tls_events.inc_by(40);
 }
 
 /// Every family registered is in the golden file (so `drive` gave it a

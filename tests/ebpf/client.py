@@ -13,15 +13,37 @@ is a JSON list of steps:
                                    each with `Expect: 100-continue`: the
                                    headers, the server's 100, the body in a
                                    send of its own, the final response
+  ["oneshot", METHOD, PATH, N]     N requests, a connection each
+                                   (http.client, `Connection: close`)
 Exits non-zero if any response is short or unexpected.
+
+With CLIENT_TLS=1 every connection is HTTPS (Python's ssl module, no
+certificate check); "msg" (sendmsg has no TLS form) is refused then.
 """
 import http.client
 import json
+import os
 import socket
+import ssl
 import sys
 
 port = int(sys.argv[1])
 plan = json.loads(sys.argv[2])
+TLS = os.environ.get("CLIENT_TLS") == "1"
+CTX = ssl._create_unverified_context() if TLS else None
+
+
+def conn():
+    """A keep-alive http.client connection (HTTPS with CLIENT_TLS=1)."""
+    if TLS:
+        return http.client.HTTPSConnection("127.0.0.1", port, context=CTX)
+    return http.client.HTTPConnection("127.0.0.1", port)
+
+
+def raw():
+    """A connected socket (TLS-wrapped with CLIENT_TLS=1)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    return CTX.wrap_socket(s, server_hostname="localhost") if TLS else s
 
 
 def read_responses(sock, n, recv):
@@ -53,22 +75,34 @@ for step in plan:
     kind = step[0]
     if kind == "keepalive":
         _, method, path, n = step
-        c = http.client.HTTPConnection("127.0.0.1", port)
+        c = conn()
         for i in range(n):
             body = b"x" * 10 if method == "POST" else None
             c.request(method, path.replace("{i}", str(i)), body=body)
             r = c.getresponse()
             r.read()
         c.close()
+    elif kind == "oneshot":
+        _, method, path, n = step
+        for i in range(n):
+            c = conn()
+            body = b"x" * 10 if method == "POST" else None
+            c.request(method, path.replace("{i}", str(i)), body=body,
+                      headers={"Connection": "close"})
+            r = c.getresponse()
+            r.read()
+            c.close()
     elif kind == "pipeline":
         paths = step[1]
-        s = socket.create_connection(("127.0.0.1", port))
+        s = raw()
         req = b"".join(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % p.encode() for p in paths)
         s.sendall(req)
         codes = read_responses(s, len(paths), lambda s: s.recv(65536))
         print("pipeline", codes, flush=True)
         s.close()
     elif kind == "msg":
+        if TLS:
+            sys.exit("msg: no sendmsg over TLS")
         _, path, n = step
         for i in range(n):
             s = socket.create_connection(("127.0.0.1", port))
@@ -77,7 +111,7 @@ for step in plan:
             s.close()
     elif kind == "pipeline_sends":
         paths = step[1]
-        s = socket.create_connection(("127.0.0.1", port))
+        s = raw()
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for p in paths:
             s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % p.encode())
@@ -86,7 +120,7 @@ for step in plan:
         s.close()
     elif kind == "parallel":
         _, path, conns, n = step
-        cs = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(conns)]
+        cs = [conn() for _ in range(conns)]
         for i in range(n):
             for c in cs:
                 c.request("GET", path.replace("{i}", str(i)))
@@ -95,7 +129,7 @@ for step in plan:
             c.close()
     elif kind == "continue":
         _, path, n = step
-        s = socket.create_connection(("127.0.0.1", port))
+        s = raw()
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         body = b"y" * 10
         for i in range(n):

@@ -5,8 +5,12 @@ Routes (status by path, so a mismatched pairing shows up as a wrong
 error rate): /ok/* 200, /missing* 404, /fail* 500, /slow 200 after
 SLOW_MS, POST /items 201, /pipe/a 200, /pipe/b 404, /pipe/c 500,
 anything else 200.
+
+With CERT and KEY after SLOW_MS it serves HTTPS (Python's ssl module:
+the system's libssl, or the one LD_LIBRARY_PATH points to).
 """
 import http.server
+import ssl
 import sys
 import time
 
@@ -54,5 +58,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 3:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 print(srv.server_address[1], flush=True)
 srv.serve_forever()

@@ -181,10 +181,16 @@ fn start_tracer(mode: Attach) -> (HttpCollector, Arc<Telemetry>) {
 }
 
 fn tracer(mode: Attach, reader_thread: bool) -> (HttpCollector, Arc<Telemetry>) {
-    tracer_capped(
+    tracer_with(mode, reader_thread, true)
+}
+
+/// With TLS (`--ebpf-tls`) or without.
+fn tracer_with(mode: Attach, reader_thread: bool, tls: bool) -> (HttpCollector, Arc<Telemetry>) {
+    tracer_capped_with(
         mode,
         reader_thread,
         cased_agent::ebpf::DEFAULT_MAX_SOCK_STATE,
+        tls,
     )
 }
 
@@ -192,6 +198,15 @@ fn tracer_capped(
     mode: Attach,
     reader_thread: bool,
     max_sock_state: u64,
+) -> (HttpCollector, Arc<Telemetry>) {
+    tracer_capped_with(mode, reader_thread, max_sock_state, true)
+}
+
+fn tracer_capped_with(
+    mode: Attach,
+    reader_thread: bool,
+    max_sock_state: u64,
+    tls: bool,
 ) -> (HttpCollector, Arc<Telemetry>) {
     let t = Arc::new(Telemetry::new());
     let c = HttpCollector::start(
@@ -201,6 +216,7 @@ fn tracer_capped(
             max_paths: 100,
             attach: mode,
             max_sock_state,
+            tls,
             reader_thread,
         },
         t.clone(),
@@ -235,6 +251,7 @@ fn auto_mode_follows_the_kernel() {
         max_paths: 100,
         attach: Attach::Auto,
         max_sock_state: cased_agent::ebpf::DEFAULT_MAX_SOCK_STATE,
+        tls: true,
         reader_thread: false,
     };
     let c = HttpCollector::start(&opts, t).expect("the eBPF program loads");
@@ -916,3 +933,5 @@ fn loading_peaks_little_above_the_attached_agent(mode: Attach) {
         "VmHWM {hwm} kB against VmRSS {rss} kB just after the attach"
     );
 }
+
+mod tls;

@@ -40,6 +40,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 #define HTTP_MAX_BUF 256
 
@@ -60,6 +61,11 @@
 #define EV_READ 1
 #define EV_WRITE 2
 #define EV_CLOSE 3
+#define EV_PROC 4 // a process began to listen or connect: find its TLS libraries
+#define EV_EXIT 5 // a process known to map a TLS library exited
+
+// event flags
+#define F_TLS 1 // plaintext seen through a TLS library's uprobes
 
 // where the syscall's data is
 #define SRC_BUF 0 // a plain buffer (read, write, recvfrom, sendto)
@@ -68,7 +74,8 @@
 
 // stats slots (per CPU, summed by userspace)
 #define STAT_LOST 1 // slot 0 unused: userspace counts what it reads
-#define STAT_MAX 2
+#define STAT_TLS_NO_SOCK 2 // TLS plaintext whose socket was never seen
+#define STAT_MAX 3
 
 // Set by the loader: the agent's own tgid, never traced (its API requests
 // would otherwise be traced too).
@@ -97,7 +104,7 @@ struct http_event {
 	__u32 bytes; // what the syscall moved
 	__u16 len;   // bytes valid in buf
 	__u8 kind;
-	__u8 pad;
+	__u8 flags; // F_*
 	// on a connection's first event only (else 0): the process's cgroups,
 	// so userspace can place it even when it has exited before its
 	// /proc/<pid>/cgroup is read (a short-lived client)
@@ -118,6 +125,7 @@ AT(fd, 12);
 AT(bytes, 16);
 AT(len, 20);
 AT(kind, 22);
+AT(flags, 23);
 AT(cgroup_v2, 24);
 AT(cgroup_cpu, 32);
 AT(sock, 40);
@@ -161,7 +169,7 @@ struct {
 struct sk_conn {
 	__u64 sock;
 	__u32 held; // 1 when `req` is a request waiting for the next message
-	__u32 pad;
+	__u32 tls;  // 1: a TLS connection, its bytes are ciphertext (TLS path)
 	struct http_event req;
 };
 
@@ -203,6 +211,71 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
+
+// --- TLS state (the uprobes on OpenSSL's SSL_read/SSL_write and kin) ----
+//
+// A TLS library call in flight on a thread: its arguments at entry, and the
+// socket the call's own socket I/O went through (the read or write syscall
+// that OpenSSL issues inside SSL_read/SSL_write on the same thread names
+// the fd: no struct offsets of the library needed).
+struct tls_call {
+	__u64 ssl;  // the SSL* (a pointer in the process)
+	__u64 buf;  // the plaintext
+	__u64 out;  // SSL_*_ex: where the library puts the byte count, else 0
+	__u64 ts;   // entry
+	__u64 sock; // the socket, when the call's socket I/O was seen
+	__u32 fd;
+	__u8 active;
+	__u8 write;
+	__u8 seen; // the call did socket I/O: fd (and on the socket path sock)
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tls_call);
+} tls_calls SEC(".maps");
+
+// The socket of an SSL*, from its last call that did socket I/O: a call
+// served from the library's buffer does none.
+struct tls_key {
+	__u64 ssl;
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct tls_sock {
+	__u64 sock;
+	__u32 fd;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tls_key);
+	__type(value, struct tls_sock);
+} tls_socks SEC(".maps");
+
+// Processes userspace found mapping a TLS library (tgid -> 1): their exit
+// is reported, so the library's probes go when its last user does.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} tls_pids SEC(".maps");
+
+// Processes reported as starting to listen or connect, by tgid: when (ns),
+// so one that connects all the time is reported once a second at most.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u64);
+} procs_told SEC(".maps");
 
 static __always_inline void count(__u32 slot)
 {
@@ -375,7 +448,7 @@ static __always_inline void fill(struct http_event *e, __u64 ts, __u32 tgid, __u
 	e->fd = fd;
 	e->bytes = bytes > 0xffffffff ? 0xffffffff : bytes;
 	e->kind = kind;
-	e->pad = 0;
+	e->flags = 0;
 	e->sock = sock;
 	e->start = start;
 	e->cgroup_v2 = 0;
@@ -387,7 +460,7 @@ static __always_inline void fill(struct http_event *e, __u64 ts, __u32 tgid, __u
 }
 
 static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u8 kind, __u64 data,
-				 __u64 cap, __u64 bytes, int wake, __u64 start)
+				 __u64 cap, __u64 bytes, int wake, __u64 start, __u8 flags)
 {
 	struct http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -396,6 +469,7 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u
 	}
 	__u64 len = cap;
 	fill(e, ts, tgid, fd, sock, kind, bytes, start, wake);
+	e->flags = flags;
 	// 6.1's verifier loses len's bound through the spills above ("R2 min
 	// value is negative"): bound it again in the register the helper takes
 	len = bound_buf(len);
@@ -412,10 +486,30 @@ static __always_inline void forget_conn(__u32 tgid, __u32 fd, __u64 sock)
 	if (!sock || !bpf_map_lookup_elem(&conns, &sock))
 		return;
 	bpf_map_delete_elem(&conns, &sock);
-	emit(bpf_ktime_get_ns(), tgid, fd, sock, EV_CLOSE, 0, 0, 0, 0, 0);
+	emit(bpf_ktime_get_ns(), tgid, fd, sock, EV_CLOSE, 0, 0, 0, 0, 0, 0);
 }
 
 #define MSG_PEEK 2
+
+// The TLS library call in flight on this thread (its socket I/O carries
+// ciphertext), 0 when none.
+static __always_inline struct tls_call *tls_call_now(struct task_struct *task)
+{
+	struct tls_call *t = bpf_task_storage_get(&tls_calls, task, 0, 0);
+	return t && t->active ? t : 0;
+}
+
+// The syscall path: a read or write inside a TLS call names its fd (the
+// socket is found at the call's return); nothing else to do with it.
+static __always_inline int tls_syscall(__u32 fd)
+{
+	struct tls_call *t = tls_call_now(bpf_get_current_task_btf());
+	if (!t)
+		return 0;
+	t->fd = fd;
+	t->seen = 1;
+	return 1;
+}
 
 // Reads: nothing to look at until the data is there. A peek leaves the
 // data to be read again: not counted twice.
@@ -424,6 +518,8 @@ static __always_inline int enter_read(__u32 fd, __u64 ptr, __u8 src, __u64 flags
 	if (flags & MSG_PEEK)
 		return 0;
 	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	if (tls_syscall(fd))
 		return 0;
 	struct pending *p = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
 						 BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -442,6 +538,8 @@ static __always_inline int enter_read(__u32 fd, __u64 ptr, __u8 src, __u64 flags
 static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 count_arg)
 {
 	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	if (tls_syscall(fd))
 		return 0;
 	__u64 cap = count_arg;
 	__u64 data = first_bytes(ptr, src, &cap);
@@ -465,7 +563,7 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 // process, started at `start`), on the syscall path: mark the connection
 // seen, hand the chunk to userspace.
 static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, long ret, __u64 ts,
-				  __u8 write, __u64 start)
+				  __u8 write, __u64 start, __u8 flags)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	int fresh = !bpf_map_lookup_elem(&conns, &sock);
@@ -473,7 +571,7 @@ static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, l
 		__u8 one = 1;
 		bpf_map_update_elem(&conns, &sock, &one, BPF_ANY);
 	}
-	emit(ts, tgid, fd, sock, write ? EV_WRITE : EV_READ, data, cap, ret, fresh, start);
+	emit(ts, tgid, fd, sock, write ? EV_WRITE : EV_READ, data, cap, ret, fresh, start, flags);
 	return 0;
 }
 
@@ -502,7 +600,7 @@ static __always_inline int do_exit(long ret)
 	if (!sock)
 		return 0;
 	__u64 ts = p.write ? p.ts : bpf_ktime_get_ns();
-	return report(p.fd, sock, data, cap, ret, ts, p.write, proc_start());
+	return report(p.fd, sock, data, cap, ret, ts, p.write, proc_start(), 0);
 }
 
 // --- The socket-only path (kernels with sock_send_length/sock_recv_length,
@@ -613,6 +711,7 @@ static __always_inline struct sk_conn *sk_conn_new(struct sock *sk, __u64 sock)
 	__sync_fetch_and_add(live, 1);
 	c->sock = sock;
 	c->held = 0;
+	c->tls = 0;
 	return c;
 }
 
@@ -636,6 +735,26 @@ static __always_inline int on_sock_alone(struct task_struct *task, __u32 tgid, _
 	return 0;
 }
 
+// The socket path: socket I/O inside a TLS call. The socket's state marks
+// it TLS (its bytes are never looked at again, and its TCP_CLOSE ends the
+// connection in userspace); the call learns its socket.
+static __always_inline int tls_sock(struct tls_call *t, struct task_struct *task, struct sock *sk,
+				    struct sk_conn *c, __u32 fd)
+{
+	__u64 sock = c ? c->sock : sock_of_fd(task, sk, fd);
+	if (!sock)
+		return 0;
+	if (!c) {
+		c = sk_conn_new(sk, sock);
+		if (c)
+			c->tls = 1;
+	}
+	t->fd = fd;
+	t->sock = sock;
+	t->seen = 1;
+	return 0;
+}
+
 static __always_inline int on_sock(struct sock *sk, int ret, int flags, int write)
 {
 	CUT(9);
@@ -650,13 +769,22 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 	if (src < 0)
 		return 0;
 	CUT(1);
+	struct sk_conn *c = bpf_sk_storage_get(&sk_conns, sk, 0, 0);
+	// ciphertext: the TLS path reads the plaintext; this only names the
+	// socket of a TLS call in flight (a 5-byte record header too)
+	if (!c || c->tls) {
+		struct tls_call *t = tls_call_now(task);
+		if (t)
+			return tls_sock(t, task, sk, c, regs->di);
+		if (c)
+			return 0;
+	}
 	__u64 cap = ret;
 	__u64 data = first_bytes(regs->si, src, &cap);
 	if (!data || cap < 8)
 		return 0;
 	// a socket that never carried HTTP: an 8-byte look first, the only cost
 	// to other protocols; one that did: its bytes are copied at once
-	struct sk_conn *c = bpf_sk_storage_get(&sk_conns, sk, 0, 0);
 	if (!c && !looks_http(data, cap))
 		return 0;
 	CUT(2);
@@ -828,6 +956,162 @@ SEC("tracepoint/syscalls/sys_enter_connect")
 int enter_connect_tp(struct trace_event_raw_sys_enter *ctx)
 {
 	return new_conn(ARG(0));
+}
+
+// --- TLS: uprobes on OpenSSL (and its ABI relatives) ---------------------
+//
+// Userspace attaches these to every libssl (and binary with OpenSSL's
+// symbols) that a process maps, once per file (src/ebpf/tls.rs): entry
+// probes keep the call's arguments, return probes read the plaintext,
+// which then goes the syscall path's way (report: classification in
+// userspace, pairing and attribution per socket) with F_TLS set. Program
+// `<name>_up` is attached by the loader to the symbol it lists.
+
+static __always_inline int tls_enter(struct pt_regs *ctx, int write, int ex)
+{
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	struct tls_call *t = bpf_task_storage_get(&tls_calls, bpf_get_current_task_btf(), 0,
+						  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!t)
+		return 0;
+	t->ssl = PT_REGS_PARM1(ctx);
+	t->buf = PT_REGS_PARM2(ctx);
+	t->out = ex ? PT_REGS_PARM4(ctx) : 0;
+	t->ts = bpf_ktime_get_ns();
+	t->sock = 0;
+	t->fd = 0;
+	t->seen = 0;
+	t->write = write;
+	t->active = 1;
+	return 0;
+}
+
+// The socket of call t (of SSL* key): the one its socket I/O went through,
+// remembered for the SSL*, or the one remembered from an earlier call.
+static __always_inline int tls_socket(struct tls_call *t, struct tls_key *key)
+{
+	struct tls_sock *v = bpf_map_lookup_elem(&tls_socks, key);
+	if (t->seen) {
+		if (!t->sock)
+			t->sock = sock_id(file_at(t->fd));
+		if (!t->sock)
+			return 0;
+		if (!v || v->sock != t->sock || v->fd != t->fd) {
+			struct tls_sock n = { .sock = t->sock, .fd = t->fd };
+			bpf_map_update_elem(&tls_socks, key, &n, BPF_ANY);
+		}
+		return 1;
+	}
+	if (!v)
+		return 0;
+	t->sock = v->sock;
+	t->fd = v->fd;
+	return 1;
+}
+
+static __always_inline int tls_exit(struct pt_regs *ctx)
+{
+	struct tls_call *tp = bpf_task_storage_get(&tls_calls, bpf_get_current_task_btf(), 0, 0);
+	if (!tp || !tp->active)
+		return 0;
+	struct tls_call t = *tp;
+	tp->active = 0;
+	long ret = PT_REGS_RC(ctx);
+	__u64 n = 0;
+	if (t.out) {
+		// SSL_*_ex: 1 on success, the count behind the pointer
+		if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), (void *)t.out))
+			return 0;
+	} else {
+		if (ret <= 0)
+			return 0;
+		n = ret;
+	}
+	if (!looks_http(t.buf, n))
+		return 0;
+	struct tls_key key = { .ssl = t.ssl, .tgid = bpf_get_current_pid_tgid() >> 32 };
+	if (!tls_socket(&t, &key)) {
+		count(STAT_TLS_NO_SOCK);
+		return 0;
+	}
+	__u64 ts = t.write ? t.ts : bpf_ktime_get_ns();
+	return report(t.fd, t.sock, t.buf, n, n, ts, t.write, proc_start(), F_TLS);
+}
+
+// int SSL_write(SSL *, const void *, int); int SSL_read(SSL *, void *, int)
+SEC("uprobe")
+int SSL_write_up(struct pt_regs *ctx)
+{
+	return tls_enter(ctx, 1, 0);
+}
+
+SEC("uprobe")
+int SSL_read_up(struct pt_regs *ctx)
+{
+	return tls_enter(ctx, 0, 0);
+}
+
+// int SSL_write_ex(SSL *, const void *, size_t, size_t *written), and
+// SSL_read_ex alike
+SEC("uprobe")
+int SSL_write_ex_up(struct pt_regs *ctx)
+{
+	return tls_enter(ctx, 1, 1);
+}
+
+SEC("uprobe")
+int SSL_read_ex_up(struct pt_regs *ctx)
+{
+	return tls_enter(ctx, 0, 1);
+}
+
+// every function's return probe: the call's kind is in its state
+SEC("uretprobe")
+int SSL_ret_up(struct pt_regs *ctx)
+{
+	return tls_exit(ctx);
+}
+
+// --- Finding TLS libraries: processes that start to listen or connect,
+// and known users that exit (classic tracepoints, both paths) ------------
+
+#define TCP_SYN_SENT_STATE 2
+#define TCP_LISTEN_STATE 10
+
+// A process that starts listening or connecting over TCP is about to talk:
+// userspace reads its maps for TLS libraries (once a second at most). A
+// library is mapped by then: linked at start, or loaded before the socket.
+SEC("tracepoint/sock/inet_sock_set_state")
+int inet_sock_set_state_proc(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->newstate != TCP_LISTEN_STATE && ctx->newstate != TCP_SYN_SENT_STATE)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == self_tgid || !tgid)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *told = bpf_map_lookup_elem(&procs_told, &tgid);
+	if (told && now - *told < 1000000000ULL)
+		return 0;
+	bpf_map_update_elem(&procs_told, &tgid, &now, BPF_ANY);
+	emit(now, tgid, 0, 0, EV_PROC, 0, 0, 0, 1, proc_start(), 0);
+	return 0;
+}
+
+// A process userspace found mapping a TLS library exits (its last thread).
+SEC("tracepoint/sched/sched_process_exit")
+int sched_process_exit_proc(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if ((__u32)id != tgid)
+		return 0;
+	bpf_map_delete_elem(&procs_told, &tgid);
+	if (bpf_map_delete_elem(&tls_pids, &tgid))
+		return 0;
+	emit(bpf_ktime_get_ns(), tgid, 0, 0, EV_EXIT, 0, 0, 0, 1, proc_start(), 0);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
