@@ -19,6 +19,9 @@ command -v llvm-strip >/dev/null 2>&1 || need_apt+=(llvm)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# eBPF TLS: openssl makes the test certificates, Go builds tests/ebpf/gotls.go
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # VM tests (tests/vm/, tests/it/vm.rs): a 6.1 kernel booted by qemu (TCG)
 # from an initramfs of busybox-static, dmsetup and the agent

@@ -459,8 +459,22 @@ static __always_inline void fill(struct http_event *e, __u64 ts, __u32 tgid, __u
 	}
 }
 
-static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u8 kind, __u64 data,
-				 __u64 cap, __u64 bytes, int wake, __u64 start, __u8 flags)
+// min(n, HTTP_MAX_BUF - 1), as bound_buf
+static __always_inline __u64 bound_buf_less_one(__u64 n)
+{
+	asm volatile("if %[n] <= %[max] goto +1\n\t"
+		     "%[n] = %[max]"
+		     : [n] "+r"(n)
+		     : [max] "i"(HTTP_MAX_BUF - 1));
+	return n;
+}
+
+// A record of the data at `data` (cap bytes); with prefix >= 0, that byte
+// first and then the data (a message whose first byte came in a read of
+// its own: the TLS path of Go's HTTP server).
+static __always_inline void emit_from(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u8 kind,
+				      __u64 data, __u64 cap, __u64 bytes, int wake, __u64 start,
+				      __u8 flags, int prefix)
 {
 	struct http_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -470,6 +484,15 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u
 	__u64 len = cap;
 	fill(e, ts, tgid, fd, sock, kind, bytes, start, wake);
 	e->flags = flags;
+	if (prefix >= 0) {
+		e->buf[0] = prefix;
+		len = bound_buf_less_one(len);
+		if (!data || bpf_probe_read_user(e->buf + 1, len, (void *)data))
+			len = 0;
+		e->len = len + 1;
+		bpf_ringbuf_submit(e, wake_flags(wake));
+		return;
+	}
 	// 6.1's verifier loses len's bound through the spills above ("R2 min
 	// value is negative"): bound it again in the register the helper takes
 	len = bound_buf(len);
@@ -477,6 +500,12 @@ static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u
 		len = 0;
 	e->len = len;
 	bpf_ringbuf_submit(e, wake_flags(wake));
+}
+
+static __always_inline void emit(__u64 ts, __u32 tgid, __u32 fd, __u64 sock, __u8 kind, __u64 data,
+				 __u64 cap, __u64 bytes, int wake, __u64 start, __u8 flags)
+{
+	emit_from(ts, tgid, fd, sock, kind, data, cap, bytes, wake, start, flags, -1);
 }
 
 // A socket that closes for good or is reused: report it when it carried
@@ -562,8 +591,8 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 // A chunk of HTTP at `data` on socket `sock` (fd `fd` of the current
 // process, started at `start`), on the syscall path: mark the connection
 // seen, hand the chunk to userspace.
-static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, long ret, __u64 ts,
-				  __u8 write, __u64 start, __u8 flags)
+static __always_inline int report_from(__u32 fd, __u64 sock, __u64 data, __u64 cap, long ret,
+				       __u64 ts, __u8 write, __u64 start, __u8 flags, int prefix)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	int fresh = !bpf_map_lookup_elem(&conns, &sock);
@@ -571,8 +600,15 @@ static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, l
 		__u8 one = 1;
 		bpf_map_update_elem(&conns, &sock, &one, BPF_ANY);
 	}
-	emit(ts, tgid, fd, sock, write ? EV_WRITE : EV_READ, data, cap, ret, fresh, start, flags);
+	emit_from(ts, tgid, fd, sock, write ? EV_WRITE : EV_READ, data, cap, ret, fresh, start, flags,
+		  prefix);
 	return 0;
+}
+
+static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, long ret, __u64 ts,
+				  __u8 write, __u64 start, __u8 flags)
+{
+	return report_from(fd, sock, data, cap, ret, ts, write, start, flags, -1);
 }
 
 static __always_inline int do_exit(long ret)
@@ -1071,6 +1107,135 @@ SEC("uretprobe")
 int SSL_ret_up(struct pt_regs *ctx)
 {
 	return tls_exit(ctx);
+}
+
+// --- TLS: Go's crypto/tls ------------------------------------------------
+//
+// `crypto/tls.(*Conn).Write` and `Read` of Go binaries (Go 1.18+, register
+// ABI: receiver in ax, the []byte in bx/cx, results n in ax). Go moves
+// goroutine stacks and threads under a call, so no uretprobe: userspace
+// probes each return instruction of Read (`go_tls_ret_up`), and a call is
+// keyed by its goroutine (g, kept in r14 by Go's ABI), not by thread. The socket comes from the connection: Conn.conn (a net.Conn
+// interface, its data word at +8) -> *net.TCPConn (its *netFD at +0) ->
+// netFD.pfd.Sysfd (+16, after poll.FD's 16-byte fdMutex), unchanged since
+// Go 1.12; the file at that fd must be a socket, else nothing is reported.
+
+struct go_key {
+	__u64 g;
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct go_call {
+	__u64 conn; // the *tls.Conn
+	__u64 buf;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_key);
+	__type(value, struct go_call);
+} go_calls SEC(".maps");
+
+// Go's HTTP server reads a keep-alive connection's next byte on its own
+// while a handler runs (its background read): a one-byte read is kept
+// here, by (connection, process), and goes first in the next read's record.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct go_key);
+	__type(value, __u8);
+} go_first_byte SEC(".maps");
+
+// The socket of *tls.Conn `conn` (see above): its inode number, with its
+// fd in *fd; 0 when the chain does not lead to a socket.
+static __always_inline __u64 go_conn_sock(__u64 conn, __s64 *fd)
+{
+	__u64 data = 0, nfd = 0;
+	if (bpf_probe_read_user(&data, sizeof(data), (void *)(conn + 8)) || !data ||
+	    bpf_probe_read_user(&nfd, sizeof(nfd), (void *)data) || !nfd ||
+	    bpf_probe_read_user(fd, sizeof(*fd), (void *)(nfd + 16)) || *fd < 0 || *fd > 0x7fffffff)
+		return 0;
+	return sock_id(file_at(*fd));
+}
+
+// Write: the data is there at entry, and it is reported there (a goroutine
+// may be descheduled before it returns, after the response has come back).
+SEC("uprobe")
+int go_tls_write_up(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == self_tgid)
+		return 0;
+	__u64 buf = ctx->bx;
+	long n = ctx->cx;
+	if (n <= 0 || !looks_http(buf, n))
+		return 0;
+	__s64 fd = -1;
+	__u64 sock = go_conn_sock(ctx->ax, &fd);
+	if (!sock) {
+		count(STAT_TLS_NO_SOCK);
+		return 0;
+	}
+	return report(fd, sock, buf, n, n, bpf_ktime_get_ns(), 1, proc_start(), F_TLS);
+}
+
+// Read: the call is kept by goroutine until one of its return instructions.
+SEC("uprobe")
+int go_tls_read_up(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == self_tgid)
+		return 0;
+	struct go_key k = { .g = ctx->r14, .tgid = tgid };
+	struct go_call c = { .conn = ctx->ax, .buf = ctx->bx };
+	bpf_map_update_elem(&go_calls, &k, &c, BPF_ANY);
+	return 0;
+}
+
+// at every return instruction of Read
+SEC("uprobe")
+int go_tls_ret_up(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_key k = { .g = ctx->r14, .tgid = tgid };
+	struct go_call *cp = bpf_map_lookup_elem(&go_calls, &k);
+	if (!cp)
+		return 0;
+	struct go_call c = *cp;
+	bpf_map_delete_elem(&go_calls, &k);
+	long n = ctx->ax;
+	if (n <= 0)
+		return 0;
+	// the conn's byte read on its own, if any: it starts this read's data
+	struct go_key ck = { .g = c.conn, .tgid = tgid };
+	int prefix = -1;
+	__u8 one = 0;
+	if (n == 1) {
+		if (!bpf_probe_read_user(&one, 1, (void *)c.buf))
+			bpf_map_update_elem(&go_first_byte, &ck, &one, BPF_ANY);
+		return 0;
+	}
+	__u8 *kept = bpf_map_lookup_elem(&go_first_byte, &ck);
+	if (kept) {
+		prefix = *kept;
+		bpf_map_delete_elem(&go_first_byte, &ck);
+		__u8 head[8] = {};
+		head[0] = prefix;
+		if (n < 7 || bpf_probe_read_user(head + 1, 7, (void *)c.buf) || !classify(head))
+			return 0;
+	} else if (!looks_http(c.buf, n)) {
+		return 0;
+	}
+	__s64 fd = -1;
+	__u64 sock = go_conn_sock(c.conn, &fd);
+	if (!sock) {
+		count(STAT_TLS_NO_SOCK);
+		return 0;
+	}
+	return report_from(fd, sock, c.buf, n, n + (prefix >= 0), bpf_ktime_get_ns(), 0, proc_start(),
+			   F_TLS, prefix);
 }
 
 // --- Finding TLS libraries: processes that start to listen or connect,

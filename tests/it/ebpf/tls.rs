@@ -217,9 +217,12 @@ fn python_and_curl_over_https_counted_exactly(mode: Attach) {
         let _ = c.kill();
         let _ = c.wait();
     }
-    wait_for("the copy's probes detached", Duration::from_secs(6), || {
-        !probed(&tracer, &copy)
-    });
+    // (after a grace of 5 s: a short-lived client run again finds them on)
+    wait_for(
+        "the copy's probes detached",
+        Duration::from_secs(12),
+        || !probed(&tracer, &copy),
+    );
     collect(&mut tracer);
     let m = telemetry.encode();
     assert_eq!(
@@ -375,7 +378,137 @@ fn without_tls_https_is_not_counted(mode: Attach) {
     assert!(tracer.tls_files().is_empty());
 }
 
+/// The Go test program (`tests/ebpf/gotls.go`), built once per test run
+/// with the system's Go (stdlib only, no modules).
+fn gotls() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gotls");
+            let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gocache");
+            let ok = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(scripts().join("gotls.go"))
+                .env("GO111MODULE", "off")
+                .env("GOCACHE", &cache)
+                .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "go build tests/ebpf/gotls.go failed");
+            out
+        })
+        .clone()
+}
+
+/// A Go HTTPS server and Go clients (net/http over crypto/tls, HTTP/1.1),
+/// started after the tracer: the binary is found when the server listens
+/// (probes on both functions' entries and every return instruction), and
+/// each exchange is counted exactly on both sides; curl (OpenSSL) against
+/// the Go server too. The slow endpoint's latency within 10 %.
+fn go_server_and_client_over_https_counted_exactly(mode: Attach) {
+    if !need_bpf("eBPF Go TLS tracing") {
+        return;
+    }
+    for t in ["go", "curl", "openssl"] {
+        need_tool(t);
+    }
+    let bin = gotls();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(dir.path());
+    let mut p = pair("ebpf-gotls", 0x64, mode);
+    let (mut tracer, telemetry) = start_tracer(mode);
+    collect(&mut tracer);
+    let slow_ms = 150;
+    let mut child = spawn_in(
+        &p.tree,
+        &p.server,
+        &[
+            bin.to_str().unwrap(),
+            "server",
+            cert.0.to_str().unwrap(),
+            cert.1.to_str().unwrap(),
+            &slow_ms.to_string(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("gotls server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    p.tree.children.push(child);
+    let port = line.trim().to_string();
+    wait_for("the Go binary probed", Duration::from_secs(3), || {
+        probed(&tracer, &bin)
+    });
+    // curl's libssl may be mapped by no process yet: the first process to
+    // map a file is found when it connects, and a short-lived one can be
+    // done before its probes are on (README); one request first, in an
+    // interval of its own
+    let warm = format!("https://127.0.0.1:{port}/warm");
+    run_in(
+        &p.tree,
+        &p.client,
+        &["curl", "-sk", "-o", "/dev/null", &warm],
+    );
+    let lib = std::fs::canonicalize(system_libssl()).unwrap();
+    wait_for("curl's libssl probed", Duration::from_secs(3), || {
+        tracer
+            .tls_files()
+            .iter()
+            .any(|(_, at)| std::fs::canonicalize(at).is_ok_and(|at| at == lib))
+    });
+    collect(&mut tracer);
+    for (path, n) in [("/ok/{i}", "10"), ("/missing", "4"), ("/slow", "3")] {
+        let out = run_in(
+            &p.tree,
+            &p.client,
+            &[bin.to_str().unwrap(), "client", &port, path, n],
+        );
+        assert!(out.contains("done"), "{out}");
+    }
+    for i in 0..3 {
+        let url = format!("https://127.0.0.1:{port}/fail/{i}");
+        run_in(
+            &p.tree,
+            &p.client,
+            &["curl", "-sk", "-o", "/dev/null", &url],
+        );
+    }
+    let samples = collect(&mut tracer);
+    for (id, dir) in [(&p.server_id, "server"), (&p.client_id, "client")] {
+        let s = series_of(&samples, id);
+        let want = [
+            ("GET", "/ok/{id}", 10.0, 0.0),
+            ("GET", "/missing", 4.0, 100.0),
+            ("GET", "/slow", 3.0, 0.0),
+            ("GET", "/fail/{id}", 3.0, 100.0),
+        ];
+        for (m, path, n, err) in want {
+            assert_eq!(
+                count_err(&s, dir, m, path),
+                (n, err),
+                "{dir} {m} {path}: {s:#?}"
+            );
+        }
+        assert_eq!(s.len(), want.len(), "{dir}: unexpected series {s:#?}");
+        let p50 = s[&key(dir, "GET", "/slow")]["http.latency_p50"];
+        assert!(
+            (p50 - f64::from(slow_ms)).abs() <= 0.1 * f64::from(slow_ms),
+            "{dir} /slow p50 {p50} ms, want {slow_ms} ± 10%"
+        );
+    }
+    let m = telemetry.encode();
+    assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
+    assert!(!m.contains("reason=\"tls_no_socket\""), "{m}");
+}
+
 in_both_modes!(
+    go_server_and_client_over_https_counted_exactly,
     python_and_curl_over_https_counted_exactly,
     nginx_over_https_under_wrk_and_curl,
     without_tls_https_is_not_counted,
