@@ -92,7 +92,7 @@ pub enum EbpfError {
 
 /// An error with its sources (aya's top-level messages are terse; the
 /// verifier log is in the chain).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

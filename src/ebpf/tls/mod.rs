@@ -79,6 +79,13 @@ pub struct AttachError {
     reason: String,
 }
 
+impl AttachError {
+    /// For want of privilege (EACCES, EPERM), not because of the file.
+    fn refused(&self) -> bool {
+        self.reason.contains("Permission denied") || self.reason.contains("Operation not permitted")
+    }
+}
+
 struct Attached {
     /// Its path as the process that led to it maps it.
     path: String,
@@ -101,6 +108,9 @@ pub struct TlsProbes {
     full_due: bool,
     /// Files that could not be probed, since start.
     pub attach_errors: u64,
+    /// The kernel refused uprobes for want of privilege: no file is looked
+    /// at any more.
+    refused: bool,
 }
 
 impl TlsProbes {
@@ -124,6 +134,7 @@ impl TlsProbes {
             last_full: None,
             full_due: true,
             attach_errors: 0,
+            refused: false,
         })
     }
 
@@ -191,7 +202,7 @@ impl TlsProbes {
 
     fn scan_pid(&mut self, ebpf: &mut Ebpf, pid: u32) {
         // the agent never traces itself (self_tgid in the kernel)
-        if pid == std::process::id() {
+        if pid == std::process::id() || self.refused {
             return;
         }
         let dir = self.proc_path.join(pid.to_string());
@@ -204,10 +215,9 @@ impl TlsProbes {
             if !worth_a_look(m.path) {
                 continue;
             }
-            // the very file mapped, whatever mount namespace it is in; held
-            // open, so a process that exits meanwhile takes nothing along
-            let path = dir.join("map_files").join(m.map_file());
-            let Ok(file) = std::fs::File::open(&path) else {
+            // held open, so a process that exits meanwhile takes nothing
+            // along
+            let Some((file, path)) = open_mapped(&dir, &m) else {
                 continue;
             };
             let Some(probes) = self.verdict(m.file, &file, &path) else {
@@ -231,6 +241,16 @@ impl TlsProbes {
                             users: HashSet::new(),
                             lonely_since: None,
                         });
+                    }
+                    Err(e) if e.refused() => {
+                        self.attach_errors += 1;
+                        self.refused = true;
+                        tracing::error!(
+                            "eBPF TLS: the kernel refuses uprobes to this process ({e}); \
+                             they need CAP_SYS_ADMIN here: HTTPS is not traced \
+                             (--ebpf-tls=false stops trying)"
+                        );
+                        return;
                     }
                     Err(e) => {
                         self.attach_errors += 1;
@@ -292,6 +312,18 @@ impl TlsProbes {
     }
 }
 
+/// The file of mapping `m` of the process at `dir`, whatever mount
+/// namespace it lives in: the very file mapped through `map_files/`
+/// (CAP_SYS_ADMIN), else its path under the process's root (what
+/// CAP_SYS_PTRACE allows: the DaemonSet grants no CAP_SYS_ADMIN).
+fn open_mapped(dir: &Path, m: &maps::Mapped<'_>) -> Option<(std::fs::File, PathBuf)> {
+    let exact = dir.join("map_files").join(m.map_file());
+    let rooted = dir.join("root").join(m.path.trim_start_matches('/'));
+    [exact, rooted]
+        .into_iter()
+        .find_map(|p| Some((std::fs::File::open(&p).ok()?, p)))
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, String> {
     ebpf.program_mut(name)
         .ok_or_else(|| format!("program {name} missing"))?
@@ -323,7 +355,7 @@ fn attach_file(
         };
         let attached = program(ebpf, name).and_then(|p| {
             p.attach(at, path, UProbeScope::AllProcesses)
-                .map_err(|e| e.to_string())
+                .map_err(|e| super::loader::chain(&e))
         });
         match attached {
             Ok(link) => links.push((name, link)),

@@ -513,3 +513,147 @@ in_both_modes!(
     nginx_over_https_under_wrk_and_curl,
     without_tls_https_is_not_counted,
 );
+
+/// As the DaemonSet runs it: the agent binary in a network and mount
+/// namespace of its own, the host's `/proc` and cgroup tree read-only at
+/// other paths, uid 0 with only the capabilities of the DaemonSet's eBPF
+/// variant with TLS (deploy/kubernetes/extras/daemonset-ebpf.yaml). An
+/// HTTPS server on a libssl of its own, started after the agent, is found
+/// through those paths and counted exactly on both sides. Without
+/// CAP_SYS_ADMIN the kernel refuses the uprobes, and the agent says so.
+#[test]
+fn https_traced_as_deployed() {
+    if !need_bpf("eBPF TLS as deployed") {
+        return;
+    }
+    for t in ["curl", "openssl", "setpriv", "unshare"] {
+        need_tool(t);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(dir.path());
+    let (libdir, copy) = libssl_copy(dir.path());
+    let mut p = pair("ebpf-tls-deployed", 0x65, Attach::Auto);
+    let mut a = deployed_agent(&dir.path().join("pod"), DAEMONSET_TLS_CAPS);
+    let stdout = a.stdout.take().unwrap();
+    let stderr = a.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let err_lines = std::thread::spawn(move || {
+        std::io::BufRead::lines(std::io::BufReader::new(stderr))
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("agent output");
+    assert!(first.contains("metric_name"), "{first}");
+    let port = python_tls_server(&mut p, 10, &cert, Some(&libdir));
+    // found when it listens: give the agent a moment (it reports no files)
+    std::thread::sleep(Duration::from_millis(500));
+    let plan = serde_json::json!([
+        ["keepalive", "GET", "/ok/{i}", 12],
+        ["oneshot", "GET", "/missing", 3],
+    ]);
+    let client = scripts().join("client.py");
+    let tls_env: [(&str, &Path); 2] =
+        [("LD_LIBRARY_PATH", &libdir), ("CLIENT_TLS", Path::new("1"))];
+    client_with(
+        &p,
+        &tls_env,
+        &[
+            "python3",
+            client.to_str().unwrap(),
+            &port.to_string(),
+            &plan.to_string(),
+        ],
+    );
+    let mut counts: std::collections::HashMap<(String, String), f64> = Default::default();
+    let want = |c: &std::collections::HashMap<(String, String), f64>| {
+        let get = |d: &str, path: &str| c.get(&(d.to_string(), path.to_string())).copied();
+        ["server", "client"]
+            .iter()
+            .all(|d| get(d, "/ok/{id}") >= Some(12.0) && get(d, "/missing") >= Some(3.0))
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !want(&counts) && Instant::now() < deadline {
+        let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        let t = &v["tags"];
+        let (dir, id) = match t["direction"].as_str() {
+            Some("server") => ("server", &p.server_id),
+            Some("client") => ("client", &p.client_id),
+            _ => continue,
+        };
+        if v["metric_name"] == "http.request_count" && t["container_id"] == id.as_str() {
+            assert_eq!(t["protocol"], "http/1.1");
+            let path = t["path"].as_str().unwrap_or("").to_string();
+            *counts.entry((dir.to_string(), path)).or_default() += v["value"].as_f64().unwrap();
+        }
+    }
+    super::super::cli::unsafe_kill(a.id(), libc::SIGTERM);
+    let _ = a.wait();
+    let err = err_lines.join().unwrap().join("\n");
+    assert!(
+        err.contains("TLS uprobes attached to") && err.contains(copy.to_str().unwrap()),
+        "{err}"
+    );
+    for d in ["server", "client"] {
+        for (path, n) in [("/ok/{id}", 12.0), ("/missing", 3.0)] {
+            let got = counts.get(&(d.to_string(), path.to_string())).copied();
+            assert_eq!(got, Some(n), "{d} {path}: {counts:?}\n{err}");
+        }
+    }
+    assert!(!err.contains("TLS: attaching"), "{err}");
+
+    // without CAP_SYS_ADMIN (the chart's ebpfTls=false set, TLS asked
+    // for all the same): refused, said once, plaintext HTTP still traced
+    let no_admin = DAEMONSET_TLS_CAPS.trim_end_matches(",+sys_admin");
+    let mut a = deployed_agent(&dir.path().join("pod2"), no_admin);
+    let stderr = a.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok);
+    let said = lines.find(|l| l.contains("eBPF TLS: the kernel refuses uprobes"));
+    super::super::cli::unsafe_kill(a.id(), libc::SIGTERM);
+    let _ = a.wait();
+    let said = said.expect("the refusal is logged");
+    assert!(said.contains("CAP_SYS_ADMIN"), "{said}");
+}
+
+/// The capabilities of the DaemonSet's eBPF variant with TLS, as a
+/// `setpriv --bounding-set` list.
+const DAEMONSET_TLS_CAPS: &str =
+    "-all,+sys_ptrace,+dac_read_search,+bpf,+perfmon,+sys_resource,+sys_chroot,+sys_admin";
+
+/// The agent binary as the DaemonSet runs it (see `https_traced_as_deployed`)
+/// with the capabilities `caps`, from the mounts it makes under `root`.
+fn deployed_agent(root: &Path, caps: &str) -> std::process::Child {
+    let r = root.display();
+    let script = format!(
+        r#"set -eu
+mkdir -p {r}/host/proc {r}/host/sys/fs/cgroup
+mount --rbind /proc {r}/host/proc
+mount -o remount,bind,ro {r}/host/proc
+mount --rbind /sys/fs/cgroup {r}/host/sys/fs/cgroup
+test "$(ip -o link | wc -l)" = 1
+exec setpriv --bounding-set={caps} \
+  "$0" --enable-ebpf --interval 1s --sink stdout --node-name n-deployed \
+  --proc-path {r}/host/proc --cgroup-path {r}/host/sys/fs/cgroup
+"#
+    );
+    Command::new("unshare")
+        .args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_cased-agent"))
+        .env_remove("CASED_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare")
+}
