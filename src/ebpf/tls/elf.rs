@@ -31,7 +31,8 @@ pub enum Probes {
     /// [`SSL_ENTRIES`] it defines, by symbol.
     OpenSsl(Vec<&'static str>),
     /// Go 1.18+'s crypto/tls: file offsets of `(*Conn).Write` and `Read`,
-    /// and of every return instruction of both.
+    /// and of every return instruction of `Read` (a write is reported at
+    /// its entry, where its data is).
     Go {
         write: u64,
         read: u64,
@@ -84,6 +85,14 @@ pub fn probes_of(file: &File, path: &Path) -> Result<Option<Probes>, ElfError> {
 
 /// Bytes read at a time from a string table.
 const CHUNK: usize = 64 * 1024;
+/// String-table bytes looked at per file at most (a binary's are a few MB;
+/// a crafted file could claim any size).
+const MAX_STRINGS: u64 = 256 * 1024 * 1024;
+/// Section headers read at most (a real file has tens).
+const MAX_SECTIONS: usize = 4096;
+/// Return instructions probed in Go's `Read` at most (Go 1.19 compiles it
+/// with 7): a file with more is not probed.
+const MAX_RETS: usize = 64;
 
 /// The (offset, size) of every string table (`SHT_STRTAB`) of the ELF64
 /// little-endian object whose header is `head` and section headers
@@ -118,7 +127,7 @@ pub fn names_in_string_tables<const N: usize>(
         return Ok(found);
     }
     let shoff = u64::from_le_bytes(head[0x28..0x30].try_into().unwrap_or_default());
-    let shnum = usize::from(u16::from_le_bytes([head[0x3c], head[0x3d]]));
+    let shnum = usize::from(u16::from_le_bytes([head[0x3c], head[0x3d]])).min(MAX_SECTIONS);
     let mut shdrs = vec![0u8; shnum * 64];
     if file.read_at(&mut shdrs, shoff)? < shdrs.len() {
         return Ok(found);
@@ -129,7 +138,10 @@ pub fn names_in_string_tables<const N: usize>(
     let finders: Vec<_> = needles.iter().map(memchr::memmem::Finder::new).collect();
     let keep = needles.iter().map(|n| n.len()).max().unwrap_or(1) - 1;
     let mut buf = vec![0u8; CHUNK + keep];
+    let mut budget = MAX_STRINGS;
     for (offset, size) in tables {
+        let size = size.min(budget);
+        budget -= size;
         let (mut done, mut carry) = (0u64, 0usize);
         while done < size {
             let want = (CHUNK as u64).min(size - done) as usize;
@@ -215,22 +227,18 @@ pub fn go_probes(data: &[u8]) -> Result<Option<Probes>, String> {
     let (Some(write), Some(read)) = (func(GO_WRITE), func(GO_READ)) else {
         return Ok(None);
     };
-    let mut rets = Vec::new();
-    let mut entries = [0u64; 2];
-    for (slot, (addr, size)) in entries.iter_mut().zip([write, read]) {
-        let (offset, code) = code_at(&obj, addr, size)?;
-        *slot = offset;
-        let found = ret_offsets(code, addr);
-        if found.is_empty() {
-            return Err(format!(
-                "no return instruction in the function at {addr:#x}"
-            ));
-        }
-        rets.extend(found.into_iter().map(|r| offset + r));
+    let (write, _) = code_at(&obj, write.0, write.1)?;
+    let (read_at, code) = code_at(&obj, read.0, read.1)?;
+    let rets: Vec<u64> = ret_offsets(code, read.0)
+        .into_iter()
+        .map(|r| read_at + r)
+        .collect();
+    if rets.is_empty() || rets.len() > MAX_RETS {
+        return Err(format!("{} return instructions in {GO_READ}", rets.len()));
     }
     Ok(Some(Probes::Go {
-        write: entries[0],
-        read: entries[1],
+        write,
+        read: read_at,
         rets,
     }))
 }

@@ -43,6 +43,11 @@ const FULL_SCAN_GAP: Duration = Duration::from_secs(2);
 const GRACE: Duration = Duration::from_secs(5);
 /// Files whose verdict is kept; past it the cache starts over.
 const MAX_VERDICTS: usize = 8192;
+/// Files probed at once, at most: each costs the kernel a perf event per
+/// probe, and a pod could map any number of copies of a library (or of
+/// files that merely define OpenSSL's names). Past it a file is counted in
+/// `attach_errors` and not probed.
+pub const MAX_FILES: usize = 256;
 
 /// Where a program goes in a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +228,13 @@ impl TlsProbes {
             let Some(probes) = self.verdict(m.file, &file, &path) else {
                 continue;
             };
+            let full = self.attached.len() >= MAX_FILES;
+            if full && !self.attached.contains_key(&m.file) {
+                self.attach_errors += 1;
+                self.verdicts.insert(m.file, None);
+                tracing::warn!("TLS: {} not probed: {MAX_FILES} files are already", m.path);
+                continue;
+            }
             if let Entry::Vacant(slot) = self.attached.entry(m.file) {
                 let held = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
                 match attach_file(ebpf, &held, &probes) {
