@@ -53,13 +53,16 @@ pub enum ElfError {
 }
 
 /// The probes `file` (opened at `path`) takes, `None` when it has no TLS.
-pub fn probes_of(file: &File, path: &Path) -> Result<Option<Probes>, ElfError> {
+/// Of a shared library only the exported names are looked at (`.dynstr`:
+/// OpenSSL's are exported); of an executable every string table (a static
+/// OpenSSL's or Go's names are in `.strtab`).
+pub fn probes_of(file: &File, path: &Path, shared: bool) -> Result<Option<Probes>, ElfError> {
     let read = |source| ElfError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let [ssl, go] = names_in_string_tables(file, [b"SSL_write\0", b"crypto/tls.(*Conn).Write\0"])
-        .map_err(read)?;
+    let needles: [&[u8]; 2] = [b"SSL_write\0", b"crypto/tls.(*Conn).Write\0"];
+    let [ssl, go] = names_in_string_tables(file, needles, shared).map_err(read)?;
     if !ssl && !go {
         return Ok(None);
     }
@@ -115,11 +118,30 @@ pub fn string_tables(head: &[u8], shdrs: &[u8]) -> Option<Vec<(u64, u64)>> {
     )
 }
 
+/// The (offset, size) of the string table of the dynamic symbols
+/// (`SHT_DYNSYM`'s `sh_link`), as [`string_tables`] reads them.
+pub fn dynamic_string_table(head: &[u8], shdrs: &[u8]) -> Option<Vec<(u64, u64)>> {
+    string_tables(head, shdrs)?;
+    let u32_at =
+        |b: &[u8], at: usize| Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?));
+    let u64_at =
+        |b: &[u8], at: usize| Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?));
+    const SHT_DYNSYM: u32 = 11;
+    let link = shdrs
+        .chunks_exact(64)
+        .find(|sh| u32_at(sh, 4) == Some(SHT_DYNSYM))
+        .and_then(|sh| u32_at(sh, 40))?;
+    let sh = shdrs.chunks_exact(64).nth(usize::try_from(link).ok()?)?;
+    Some(vec![(u64_at(sh, 24)?, u64_at(sh, 32)?)])
+}
+
 /// Which of `needles` a string table of the ELF file holds (a needle ends
-/// in NUL: a whole name, or the end of one).
+/// in NUL: a whole name, or the end of one); with `dynamic_only`, the
+/// dynamic symbols' table only.
 pub fn names_in_string_tables<const N: usize>(
     file: &File,
     needles: [&[u8]; N],
+    dynamic_only: bool,
 ) -> std::io::Result<[bool; N]> {
     let mut found = [false; N];
     let mut head = [0u8; 64];
@@ -132,7 +154,12 @@ pub fn names_in_string_tables<const N: usize>(
     if file.read_at(&mut shdrs, shoff)? < shdrs.len() {
         return Ok(found);
     }
-    let Some(tables) = string_tables(&head, &shdrs) else {
+    let tables = if dynamic_only {
+        dynamic_string_table(&head, &shdrs)
+    } else {
+        string_tables(&head, &shdrs)
+    };
+    let Some(tables) = tables else {
         return Ok(found);
     };
     let finders: Vec<_> = needles.iter().map(memchr::memmem::Finder::new).collect();
@@ -314,14 +341,19 @@ mod tests {
             ("/proc/self/exe", false),
         ] {
             if let Ok(f) = File::open(lib) {
-                let [ssl, go] =
-                    names_in_string_tables(&f, [b"SSL_write\0", b"Conn).Write\0"]).unwrap();
-                assert_eq!((ssl, go), (named, false), "{lib}");
+                for dynamic_only in [false, true] {
+                    let needles: [&[u8]; 2] = [b"SSL_write\0", b"Conn).Write\0"];
+                    let [ssl, go] = names_in_string_tables(&f, needles, dynamic_only).unwrap();
+                    assert_eq!((ssl, go), (named, false), "{lib} {dynamic_only}");
+                }
             }
         }
         // not an ELF file: nothing, no error
         let f = File::open("/proc/self/status").unwrap();
-        assert_eq!(names_in_string_tables(&f, [b"x\0"]).unwrap(), [false]);
+        assert_eq!(
+            names_in_string_tables(&f, [b"x\0"], false).unwrap(),
+            [false]
+        );
     }
 
     #[test]

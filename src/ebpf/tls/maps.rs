@@ -18,6 +18,13 @@ pub struct Mapped<'a> {
 }
 
 impl Mapped<'_> {
+    /// A shared library by its name (`lib*.so`, `*.so.3`), not an
+    /// executable.
+    pub fn shared(&self) -> bool {
+        let base = self.path.rsplit('/').next().unwrap_or(self.path);
+        base.ends_with(".so") || base.contains(".so.")
+    }
+
     /// Its name under `/proc/<pid>/map_files/`: the range without maps'
     /// zero padding (`00400000-00665000` is `400000-665000` there).
     pub fn map_file(&self) -> String {

@@ -170,9 +170,15 @@ impl TlsProbes {
         for a in self.attached.values_mut() {
             a.users.clear();
         }
-        for pid in pids_of(&self.proc_path) {
-            self.scan_pid(ebpf, pid);
+        let pids = pids_of(&self.proc_path);
+        for pid in &pids {
+            self.scan_pid(ebpf, *pid);
         }
+        tracing::debug!(
+            processes = pids.len(),
+            took_us = now.elapsed().as_micros() as u64,
+            "TLS: every process looked at"
+        );
         let mut unused = Vec::new();
         for (f, a) in &mut self.attached {
             if !a.users.is_empty() {
@@ -225,7 +231,7 @@ impl TlsProbes {
             let Some((file, path)) = open_mapped(&dir, &m) else {
                 continue;
             };
-            let Some(probes) = self.verdict(m.file, &file, &path) else {
+            let Some(probes) = self.verdict(m.file, &file, &path, m.shared()) else {
                 continue;
             };
             let full = self.attached.len() >= MAX_FILES;
@@ -284,14 +290,27 @@ impl TlsProbes {
     }
 
     /// What file takes, looked at once.
-    fn verdict(&mut self, id: FileId, file: &std::fs::File, path: &Path) -> Option<Probes> {
+    fn verdict(
+        &mut self,
+        id: FileId,
+        file: &std::fs::File,
+        path: &Path,
+        shared: bool,
+    ) -> Option<Probes> {
         if let Some(v) = self.verdicts.get(&id) {
             return v.clone();
         }
         if self.verdicts.len() >= MAX_VERDICTS {
             self.verdicts.clear();
         }
-        match elf::probes_of(file, path) {
+        let started = Instant::now();
+        let found = elf::probes_of(file, path, shared);
+        tracing::trace!(
+            took_us = started.elapsed().as_micros() as u64,
+            "TLS: {} looked at",
+            path.display()
+        );
+        match found {
             Ok(v) => {
                 self.verdicts.insert(id, v.clone());
                 v
