@@ -501,6 +501,31 @@ fn python_server_and_clients_counted_exactly_per_container(mode: Attach) {
     assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
 }
 
+/// An nginx config in `dir` serving `dir/www/small.html` (100 bytes) on
+/// `port`, one worker, keep-alive; `tls` after the address (` ssl`
+/// and the certificate's lines for HTTPS). Its path.
+fn nginx_conf(dir: &Path, port: u16, tls: &str) -> PathBuf {
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("small.html"), "x".repeat(100)).unwrap();
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log off; keepalive_requests 1000000; \
+             client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; \
+             uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; \
+             server {{ listen 127.0.0.1:{port}{tls}; root {}; }} }}\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
 /// wrk's "N requests in" line.
 fn wrk_requests(out: &str) -> f64 {
     out.lines()
@@ -521,25 +546,8 @@ fn nginx_under_wrk_and_curl(mode: Attach) {
     }
     let mut p = pair("ebpf-nginx", 0x52, mode);
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("small.html"), "x".repeat(100)).unwrap();
     let port = free_port();
-    let conf = dir.path().join("nginx.conf");
-    let d = dir.path().display();
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log off; keepalive_requests 1000000; \
-             client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; \
-             uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; \
-             server {{ listen 127.0.0.1:{port}; root {}; }} }}\n",
-            root.display()
-        ),
-    )
-    .unwrap();
+    let conf = nginx_conf(dir.path(), port, "");
     let (mut tracer, telemetry) = start_tracer(mode);
     let nginx = spawn_in(
         &p.tree,

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cased_agent::ebpf::{Attach, HttpCollector};
+use cased_agent::model::Sample;
 
 use super::{
     Pair, collect, count_err, key, need_bpf, need_tool, pair, run_in, scripts, series_of, spawn_in,
@@ -167,33 +168,17 @@ fn python_and_curl_over_https_counted_exactly(mode: Attach) {
         client_with(&p, &tls_env[..1], &["curl", "-sk", "-o", "/dev/null", &url]);
     }
     let samples = collect(&mut tracer);
-    for (id, dir) in [(&p.server_id, "server"), (&p.client_id, "client")] {
-        let s = series_of(&samples, id);
-        let want = [
-            ("GET", "/ok/{id}", 20.0, 0.0),
-            ("GET", "/missing", 11.0, 100.0),
-            ("POST", "/items", 4.0, 0.0),
-            ("GET", "/slow", 5.0, 0.0),
-            ("GET", "/fail/{id}", 4.0, 100.0),
-            ("GET", "/pipe/a", 1.0, 0.0),
-            ("GET", "/pipe/b", 1.0, 100.0),
-            ("GET", "/pipe/c", 1.0, 100.0),
-        ];
-        for (m, path, n, err) in want {
-            assert_eq!(
-                count_err(&s, dir, m, path),
-                (n, err),
-                "{dir} {m} {path}: {s:#?}"
-            );
-        }
-        assert_eq!(s.len(), want.len(), "{dir}: unexpected series {s:#?}");
-        let slow = &s[&key(dir, "GET", "/slow")];
-        let p50 = slow["http.latency_p50"];
-        assert!(
-            (p50 - f64::from(slow_ms)).abs() <= 0.1 * f64::from(slow_ms),
-            "{dir} /slow p50 {p50} ms, want {slow_ms} ± 10%"
-        );
-    }
+    let want = [
+        ("GET", "/ok/{id}", 20.0, 0.0),
+        ("GET", "/missing", 11.0, 100.0),
+        ("POST", "/items", 4.0, 0.0),
+        ("GET", "/slow", 5.0, 0.0),
+        ("GET", "/fail/{id}", 4.0, 100.0),
+        ("GET", "/pipe/a", 1.0, 0.0),
+        ("GET", "/pipe/b", 1.0, 100.0),
+        ("GET", "/pipe/c", 1.0, 100.0),
+    ];
+    assert_both_sides(&samples, &p, &want, slow_ms);
     // every series says its protocol
     assert!(
         samples
@@ -232,6 +217,27 @@ fn python_and_curl_over_https_counted_exactly(mode: Attach) {
     );
 }
 
+/// On both sides of `p`: exactly the series `want` (method, path, count,
+/// error rate), and `/slow`'s median latency within 10 % of `slow_ms`.
+fn assert_both_sides(samples: &[Sample], p: &Pair, want: &[(&str, &str, f64, f64)], slow_ms: u32) {
+    for (id, dir) in [(&p.server_id, "server"), (&p.client_id, "client")] {
+        let s = series_of(samples, id);
+        for (m, path, n, err) in want {
+            assert_eq!(
+                count_err(&s, dir, m, path),
+                (*n, *err),
+                "{dir} {m} {path}: {s:#?}"
+            );
+        }
+        assert_eq!(s.len(), want.len(), "{dir}: unexpected series {s:#?}");
+        let p50 = s[&key(dir, "GET", "/slow")]["http.latency_p50"];
+        assert!(
+            (p50 - f64::from(slow_ms)).abs() <= 0.1 * f64::from(slow_ms),
+            "{dir} /slow p50 {p50} ms, want {slow_ms} ± 10%"
+        );
+    }
+}
+
 /// The value of an unlabelled metric in a Prometheus text.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -252,28 +258,13 @@ fn nginx_over_https_under_wrk_and_curl(mode: Attach) {
     let mut p = pair("ebpf-tls-nginx", 0x62, mode);
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
-    let root = dir.path().join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("small.html"), "x".repeat(100)).unwrap();
     let port = free_port();
-    let conf = dir.path().join("nginx.conf");
-    let d = dir.path().display();
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log off; keepalive_requests 1000000; \
-             client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; \
-             uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp; \
-             server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {}; ssl_certificate_key {}; \
-             root {}; }} }}\n",
-            cert.display(),
-            key.display(),
-            root.display()
-        ),
-    )
-    .unwrap();
+    let tls = format!(
+        " ssl; ssl_certificate {}; ssl_certificate_key {}",
+        cert.display(),
+        key.display()
+    );
+    let conf = super::nginx_conf(dir.path(), port, &tls);
     let nginx = spawn_in(
         &p.tree,
         &p.server,
@@ -449,18 +440,24 @@ fn go_server_and_client_over_https_counted_exactly(mode: Attach) {
     // map a file is found when it connects, and a short-lived one can be
     // done before its probes are on (README); one request first, in an
     // interval of its own
+    // (a curl gone before the agent reads its maps leaves nothing to find:
+    // the next one is looked at in turn)
     let warm = format!("https://127.0.0.1:{port}/warm");
-    run_in(
-        &p.tree,
-        &p.client,
-        &["curl", "-sk", "-o", "/dev/null", &warm],
-    );
     let lib = std::fs::canonicalize(system_libssl()).unwrap();
-    wait_for("curl's libssl probed", Duration::from_secs(3), || {
+    let libssl_probed = || {
         tracer
             .tls_files()
             .iter()
             .any(|(_, at)| std::fs::canonicalize(at).is_ok_and(|at| at == lib))
+    };
+    wait_for("curl's libssl probed", Duration::from_secs(20), || {
+        run_in(
+            &p.tree,
+            &p.client,
+            &["curl", "-sk", "-o", "/dev/null", &warm],
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        libssl_probed()
     });
     collect(&mut tracer);
     for (path, n) in [("/ok/{i}", "10"), ("/missing", "4"), ("/slow", "3")] {
@@ -480,28 +477,13 @@ fn go_server_and_client_over_https_counted_exactly(mode: Attach) {
         );
     }
     let samples = collect(&mut tracer);
-    for (id, dir) in [(&p.server_id, "server"), (&p.client_id, "client")] {
-        let s = series_of(&samples, id);
-        let want = [
-            ("GET", "/ok/{id}", 10.0, 0.0),
-            ("GET", "/missing", 4.0, 100.0),
-            ("GET", "/slow", 3.0, 0.0),
-            ("GET", "/fail/{id}", 3.0, 100.0),
-        ];
-        for (m, path, n, err) in want {
-            assert_eq!(
-                count_err(&s, dir, m, path),
-                (n, err),
-                "{dir} {m} {path}: {s:#?}"
-            );
-        }
-        assert_eq!(s.len(), want.len(), "{dir}: unexpected series {s:#?}");
-        let p50 = s[&key(dir, "GET", "/slow")]["http.latency_p50"];
-        assert!(
-            (p50 - f64::from(slow_ms)).abs() <= 0.1 * f64::from(slow_ms),
-            "{dir} /slow p50 {p50} ms, want {slow_ms} ± 10%"
-        );
-    }
+    let want = [
+        ("GET", "/ok/{id}", 10.0, 0.0),
+        ("GET", "/missing", 4.0, 100.0),
+        ("GET", "/slow", 3.0, 0.0),
+        ("GET", "/fail/{id}", 3.0, 100.0),
+    ];
+    assert_both_sides(&samples, &p, &want, slow_ms);
     let m = telemetry.encode();
     assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
     assert!(!m.contains("reason=\"tls_no_socket\""), "{m}");
