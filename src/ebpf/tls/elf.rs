@@ -274,7 +274,10 @@ pub fn go_probes(data: &[u8]) -> Result<Option<Probes>, String> {
 fn code_at<'d>(obj: &object::File<'d>, addr: u64, size: u64) -> Result<(u64, &'d [u8]), String> {
     let section = obj
         .sections()
-        .find(|s| s.address() <= addr && addr + size <= s.address() + s.size())
+        .find(|s| {
+            let end = s.address().checked_add(s.size());
+            s.address() <= addr && addr.checked_add(size).is_some_and(|e| Some(e) <= end)
+        })
         .ok_or_else(|| format!("no section holds {addr:#x}"))?;
     let (file_start, _) = section
         .file_range()
@@ -297,7 +300,8 @@ pub fn ret_offsets(code: &[u8], ip: u64) -> Vec<u64> {
     while d.can_decode() {
         let i = d.decode();
         if i.mnemonic() == Mnemonic::Ret {
-            out.push(i.ip() - ip);
+            // wrapping: code loaded near the top of the address space
+            out.push(i.ip().wrapping_sub(ip));
         }
     }
     out
@@ -383,5 +387,8 @@ mod tests {
         let code = [0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3, 0x90, 0xc3];
         assert_eq!(ret_offsets(&code, 0x1000), vec![5, 7]);
         assert!(ret_offsets(&[0x90, 0x90], 0).is_empty());
+        // loaded at the very top: the offset wraps, no overflow (found by
+        // fuzz target tls_elf)
+        assert_eq!(ret_offsets(&[0x90, 0xc3], u64::MAX), vec![1]);
     }
 }

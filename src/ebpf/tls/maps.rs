@@ -56,6 +56,12 @@ pub fn parse_maps(text: &str) -> Vec<Mapped<'_>> {
 fn parse_line(line: &str) -> Option<Mapped<'_>> {
     let mut f = line.split_ascii_whitespace();
     let range = f.next()?;
+    // hex-hex (it names a file under map_files/: nothing else may pass)
+    let (start, end) = range.split_once('-')?;
+    let hex = |h: &str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(start) || !hex(end) {
+        return None;
+    }
     let perms = f.next()?;
     let _offset = f.next()?;
     let dev = f.next()?;
@@ -142,6 +148,11 @@ mod tests {
         );
         // malformed lines are skipped, not a panic
         assert!(parse_maps("zz\n1-2 r-xp 0 zz 5 /x\n1-2 r-xp 0 08:01 notanumber /x\n").is_empty());
+        // a range that is not hex-hex (found by fuzz target tls_maps)
+        for bad in ["1-2-3", "../x-1", "1-", "-1", "g-1"] {
+            let line = format!("{bad} r-xp 0 08:01 5 /x\n");
+            assert!(parse_maps(&line).is_empty(), "{bad}");
+        }
     }
 
     #[test]
