@@ -16,7 +16,6 @@
 pub mod elf;
 pub mod maps;
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -36,11 +35,13 @@ const GO_WRITE_UP: &str = "go_tls_write_up";
 const GO_READ_UP: &str = "go_tls_read_up";
 const GO_RET_UP: &str = "go_tls_ret_up";
 
-/// How soon after a full look at every process another may run.
-const FULL_SCAN_GAP: Duration = Duration::from_secs(2);
+/// How soon after a full look at every process another may run (one
+/// reads every process's maps: a short-lived client that exits every
+/// second, a health check, must not cost that every second).
+const FULL_SCAN_GAP: Duration = Duration::from_secs(5);
 /// How long a file no process maps keeps its probes: a short-lived client
 /// run again and again (a curl in a loop) finds them still on.
-const GRACE: Duration = Duration::from_secs(5);
+const GRACE: Duration = Duration::from_secs(10);
 /// Files whose verdict is kept; past it the cache starts over.
 const MAX_VERDICTS: usize = 8192;
 /// Files probed at once, at most: each costs the kernel a perf event per
@@ -89,6 +90,14 @@ impl AttachError {
     fn refused(&self) -> bool {
         self.reason.contains("Permission denied") || self.reason.contains("Operation not permitted")
     }
+}
+
+/// How putting a file's probes on went.
+enum Probed {
+    Yes,
+    No,
+    /// For want of privilege: no file will do.
+    Refused,
 }
 
 struct Attached {
@@ -226,6 +235,16 @@ impl TlsProbes {
             if !worth_a_look(m.path) {
                 continue;
             }
+            // a file probed already, or known to hold no TLS: not opened
+            // again (a full look at every process stays cheap)
+            if let Some(a) = self.attached.get_mut(&m.file) {
+                a.users.insert(pid);
+                uses = true;
+                continue;
+            }
+            if matches!(self.verdicts.get(&m.file), Some(None)) {
+                continue;
+            }
             // held open, so a process that exits meanwhile takes nothing
             // along
             let Some((file, path)) = open_mapped(&dir, &m) else {
@@ -234,58 +253,73 @@ impl TlsProbes {
             let Some(probes) = self.verdict(m.file, &file, &path, m.shared()) else {
                 continue;
             };
-            let full = self.attached.len() >= MAX_FILES;
-            if full && !self.attached.contains_key(&m.file) {
-                self.attach_errors += 1;
-                self.verdicts.insert(m.file, None);
-                tracing::warn!("TLS: {} not probed: {MAX_FILES} files are already", m.path);
-                continue;
-            }
-            if let Entry::Vacant(slot) = self.attached.entry(m.file) {
-                let held = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-                match attach_file(ebpf, &held, &probes) {
-                    Ok(links) => {
-                        tracing::info!(
-                            pid,
-                            probes = links.len(),
-                            "TLS uprobes attached to {} (dev {:#x}, inode {})",
-                            m.path,
-                            m.file.dev,
-                            m.file.ino
-                        );
-                        slot.insert(Attached {
-                            path: m.path.to_string(),
-                            links,
-                            users: HashSet::new(),
-                            lonely_since: None,
-                        });
-                    }
-                    Err(e) if e.refused() => {
-                        self.attach_errors += 1;
-                        self.refused = true;
-                        tracing::error!(
-                            "eBPF TLS: the kernel refuses uprobes to this process ({e}); \
-                             they need CAP_SYS_ADMIN here: HTTPS is not traced \
-                             (--ebpf-tls=false stops trying)"
-                        );
-                        return;
-                    }
-                    Err(e) => {
-                        self.attach_errors += 1;
-                        // not tried again: the verdict says so
-                        self.verdicts.insert(m.file, None);
-                        tracing::warn!("TLS: {e}");
-                        continue;
+            match self.probe(ebpf, &m, &file, &probes) {
+                Probed::Yes => {
+                    tracing::info!(
+                        pid,
+                        "TLS uprobes attached to {} (dev {:#x}, inode {})",
+                        m.path,
+                        m.file.dev,
+                        m.file.ino
+                    );
+                    if let Some(a) = self.attached.get_mut(&m.file) {
+                        a.users.insert(pid);
+                        uses = true;
                     }
                 }
-            }
-            if let Some(a) = self.attached.get_mut(&m.file) {
-                a.users.insert(pid);
-                uses = true;
+                Probed::No => {}
+                Probed::Refused => return,
             }
         }
         if uses && let Err(e) = self.pids.insert(pid, 1, 0) {
             tracing::debug!(pid, "TLS: tls_pids: {e}");
+        }
+    }
+
+    /// Put the probes of `probes` on the file of mapping `m`, open as
+    /// `file`, within [`MAX_FILES`].
+    fn probe(
+        &mut self,
+        ebpf: &mut Ebpf,
+        m: &maps::Mapped<'_>,
+        file: &std::fs::File,
+        probes: &Probes,
+    ) -> Probed {
+        if self.attached.len() >= MAX_FILES {
+            self.attach_errors += 1;
+            self.verdicts.insert(m.file, None);
+            tracing::warn!("TLS: {} not probed: {MAX_FILES} files are already", m.path);
+            return Probed::No;
+        }
+        let held = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        match attach_file(ebpf, &held, probes) {
+            Ok(links) => {
+                let a = Attached {
+                    path: m.path.to_string(),
+                    links,
+                    users: HashSet::new(),
+                    lonely_since: None,
+                };
+                self.attached.insert(m.file, a);
+                Probed::Yes
+            }
+            Err(e) if e.refused() => {
+                self.attach_errors += 1;
+                self.refused = true;
+                tracing::error!(
+                    "eBPF TLS: the kernel refuses uprobes to this process ({e}); \
+                     they need CAP_SYS_ADMIN here: HTTPS is not traced \
+                     (--ebpf-tls=false stops trying)"
+                );
+                Probed::Refused
+            }
+            Err(e) => {
+                self.attach_errors += 1;
+                // not tried again: the verdict says so
+                self.verdicts.insert(m.file, None);
+                tracing::warn!("TLS: {e}");
+                Probed::No
+            }
         }
     }
 

@@ -202,10 +202,10 @@ fn python_and_curl_over_https_counted_exactly(mode: Attach) {
         let _ = c.kill();
         let _ = c.wait();
     }
-    // (after a grace of 5 s: a short-lived client run again finds them on)
+    // (after a grace of 10 s: a short-lived client run again finds them on)
     wait_for(
         "the copy's probes detached",
-        Duration::from_secs(12),
+        Duration::from_secs(30),
         || !probed(&tracer, &copy),
     );
     collect(&mut tracer);
