@@ -36,8 +36,7 @@ const GO_READ_UP: &str = "go_tls_read_up";
 const GO_RET_UP: &str = "go_tls_ret_up";
 
 /// How soon after a full look at every process another may run (one
-/// reads every process's maps: a short-lived client that exits every
-/// second, a health check, must not cost that every second).
+/// reads every process's maps).
 const FULL_SCAN_GAP: Duration = Duration::from_secs(5);
 /// How long a file no process maps keeps its probes: a short-lived client
 /// run again and again (a curl in a loop) finds them still on.
@@ -165,15 +164,24 @@ impl TlsProbes {
             .collect()
     }
 
-    /// Look at every process (at start, and while a file has lost its
-    /// last known user, at most every [`FULL_SCAN_GAP`]); a file no process
-    /// has mapped for [`GRACE`] loses its probes.
+    /// Look at every process: at start, and once a file has had no known
+    /// user for [`GRACE`] (at most every [`FULL_SCAN_GAP`]); a file that
+    /// no process maps then loses its probes. A short-lived client that
+    /// comes back within the grace (a health check) makes it a user again,
+    /// and costs no such look.
     pub fn tick(&mut self, ebpf: &mut Ebpf) {
-        let due = self.full_due && self.last_full.is_none_or(|t| t.elapsed() >= FULL_SCAN_GAP);
-        if !due {
+        let now = Instant::now();
+        let lonely = self.attached.values().any(|a| {
+            a.users.is_empty()
+                && a.lonely_since
+                    .is_some_and(|t| now.duration_since(t) >= GRACE)
+        });
+        let gap = self
+            .last_full
+            .is_none_or(|t| now.duration_since(t) >= FULL_SCAN_GAP);
+        if !(self.full_due || lonely) || !gap {
             return;
         }
-        let now = Instant::now();
         self.full_due = false;
         self.last_full = Some(now);
         for a in self.attached.values_mut() {
@@ -194,11 +202,10 @@ impl TlsProbes {
                 a.lonely_since = None;
                 continue;
             }
+            // a file no process was seen mapping at all starts its grace now
             let since = *a.lonely_since.get_or_insert(now);
             if now.duration_since(since) >= GRACE {
                 unused.push(*f);
-            } else {
-                self.full_due = true;
             }
         }
         for f in unused {
@@ -211,11 +218,13 @@ impl TlsProbes {
         self.scan_pid(ebpf, pid);
     }
 
-    /// A process known to map a TLS file exited.
+    /// A process known to map a TLS file exited: a file left with no known
+    /// user starts its grace.
     pub fn exited(&mut self, pid: u32) {
+        let now = Instant::now();
         for a in self.attached.values_mut() {
             if a.users.remove(&pid) && a.users.is_empty() {
-                self.full_due = true;
+                a.lonely_since.get_or_insert(now);
             }
         }
     }
@@ -239,6 +248,7 @@ impl TlsProbes {
             // again (a full look at every process stays cheap)
             if let Some(a) = self.attached.get_mut(&m.file) {
                 a.users.insert(pid);
+                a.lonely_since = None;
                 uses = true;
                 continue;
             }
