@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import helm
-from conftest import PLAIN, ROOT, container, plain_objects, rendered
+from conftest import PLAIN, ROOT, container, only, plain_objects, rendered
 
 # Findings that are the job of a node agent, each skipped with its reason in a
 # `checkov.io/skipN` annotation of the DaemonSet (read by the test below).
@@ -119,6 +119,19 @@ def test_security_checks_pass_on_every_daemonset(results):
     for path, ids in passed.items():
         missing = {k: why for k, why in MUST_PASS.items() if k not in ids}
         assert not missing, f"{path}: {missing}"
+
+
+def test_sys_admin_only_with_ebpf_tls_and_said_why():
+    """SYS_ADMIN (which CKV_K8S_39 fails) is added only when both eBPF and
+    its TLS tracing are asked for, with a skip annotation giving the reason."""
+    for values in ({"config": {"enableEbpf": True}}, {"config": {"ebpfTls": True}}):
+        sc = container(rendered(values))["securityContext"]
+        assert "SYS_ADMIN" not in sc["capabilities"].get("add", []), values
+    ds = only(rendered({"config": {"enableEbpf": True, "ebpfTls": True}}), "DaemonSet")
+    caps = ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]
+    assert "SYS_ADMIN" in caps["add"] and caps["drop"] == ["ALL"]
+    skips = [v for k, v in ds["metadata"]["annotations"].items() if k.startswith("checkov.io/skip")]
+    assert any(v.startswith("CKV_K8S_39=") and "uprobe" in v for v in skips), skips
 
 
 def test_capabilities_are_the_named_ones_only():

@@ -24,6 +24,7 @@ DEPLOY_DEFAULTS = {
     "proc-path": "/host/proc",  # the host's /proc is mounted there
     "cgroup-path": "/host/sys/fs/cgroup",  # the host's cgroup tree is mounted there
     "namespace": "",  # empty: the pod's own namespace, from the downward API
+    "ebpf-tls": False,  # opt-in in the chart: it adds CAP_SYS_ADMIN (docs/deploy.md)
 }
 
 

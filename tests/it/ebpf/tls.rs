@@ -498,8 +498,8 @@ in_both_modes!(
 
 /// As the DaemonSet runs it: the agent binary in a network and mount
 /// namespace of its own, the host's `/proc` and cgroup tree read-only at
-/// other paths, uid 0 with only the capabilities of the DaemonSet's eBPF
-/// variant with TLS (deploy/kubernetes/extras/daemonset-ebpf.yaml). An
+/// other paths, uid 0 with only the capabilities the chart gives with
+/// `enableEbpf` and `ebpfTls` (its eBPF set plus SYS_ADMIN). An
 /// HTTPS server on a libssl of its own, started after the agent, is found
 /// through those paths and counted exactly on both sides. Without
 /// CAP_SYS_ADMIN the kernel refuses the uprobes, and the agent says so.
@@ -608,8 +608,8 @@ fn https_traced_as_deployed() {
     assert!(said.contains("CAP_SYS_ADMIN"), "{said}");
 }
 
-/// The capabilities of the DaemonSet's eBPF variant with TLS, as a
-/// `setpriv --bounding-set` list.
+/// The capabilities of the chart's DaemonSet with `enableEbpf` and
+/// `ebpfTls`, as a `setpriv --bounding-set` list.
 const DAEMONSET_TLS_CAPS: &str =
     "-all,+sys_ptrace,+dac_read_search,+bpf,+perfmon,+sys_resource,+sys_chroot,+sys_admin";
 
