@@ -320,16 +320,7 @@ impl HttpCollector {
             .tls
             .then(|| start_tls(&mut ebpf, &opts.proc_path))
             .flatten();
-        let ring = ebpf
-            .take_map("events")
-            .ok_or_else(|| EbpfError::Map("events", "missing".into()))
-            .and_then(|m| RingBuf::try_from(m).map_err(|e| EbpfError::Map("events", chain(&e))))?;
-        let stats = ebpf
-            .take_map("stats")
-            .ok_or_else(|| EbpfError::Map("stats", "missing".into()))
-            .and_then(|m| {
-                PerCpuArray::try_from(m).map_err(|e| EbpfError::Map("stats", chain(&e)))
-            })?;
+        let (ring, stats) = take_maps(&mut ebpf)?;
         let ring_fd = ring.as_raw_fd();
         // loading read the kernel's BTF (megabytes, freed now): give that
         // memory back rather than carry it as RSS for the agent's lifetime
@@ -402,6 +393,19 @@ impl HttpCollector {
             .as_ref()
             .map_or_else(Vec::new, |t| t.files())
     }
+}
+
+/// The ring buffer and the per-CPU stats, owned apart from the object.
+fn take_maps(ebpf: &mut Ebpf) -> Result<(RingBuf<MapData>, PerCpuArray<MapData, u64>), EbpfError> {
+    let ring = ebpf
+        .take_map("events")
+        .ok_or_else(|| EbpfError::Map("events", "missing".into()))
+        .and_then(|m| RingBuf::try_from(m).map_err(|e| EbpfError::Map("events", chain(&e))))?;
+    let stats = ebpf
+        .take_map("stats")
+        .ok_or_else(|| EbpfError::Map("stats", "missing".into()))
+        .and_then(|m| PerCpuArray::try_from(m).map_err(|e| EbpfError::Map("stats", chain(&e))))?;
+    Ok((ring, stats))
 }
 
 /// The TLS uprobes loaded and every process looked at once; `None` (logged)
