@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
     // byte picks kind and fd, the rest is its data
     let mut t = Tracker::new(Limits {
         max_conns: 4,
+        max_h2_conns: 4,
         idle_ns: 1_000,
     });
     let mut n = 0u64;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::http::METHODS;
+use super::http::method_name;
 use super::owner::Owner;
-use super::track::{Direction, Exchange};
+use super::track::{Direction, Exchange, Protocol};
 use crate::model::{About, Sample, unit};
 use crate::sketch::Sketch;
 
@@ -36,6 +36,7 @@ struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SeriesKey {
     direction: Direction,
+    protocol: Protocol,
     method: u8,
     path: Arc<str>,
 }
@@ -54,6 +55,7 @@ struct OwnerState {
 pub struct Summary {
     pub owner: Arc<Owner>,
     pub direction: Direction,
+    pub protocol: Protocol,
     pub method: &'static str,
     pub path: Arc<str>,
     pub count: u64,
@@ -119,13 +121,14 @@ impl HttpAggregate {
             .series
             .entry(SeriesKey {
                 direction: x.direction,
+                protocol: x.protocol,
                 method: x.method,
                 path,
             })
             .or_default();
         let ms = x.latency_ns as f64 / 1e6;
         s.count += 1;
-        s.errors += u64::from(x.status >= 400);
+        s.errors += u64::from(x.error);
         s.sum_ms += ms;
         s.sketch.add(ms);
     }
@@ -142,7 +145,8 @@ impl HttpAggregate {
                 out.push(Summary {
                     owner: owner.clone(),
                     direction: k.direction,
-                    method: METHODS[usize::from(k.method) % METHODS.len()],
+                    protocol: k.protocol,
+                    method: method_name(k.method),
                     path: k.path,
                     count: s.count,
                     errors: s.errors,
@@ -156,13 +160,17 @@ impl HttpAggregate {
         self.owners
             .retain(|_, st| interval - st.last_interval < PATH_IDLE_INTERVALS);
         self.interval += 1;
-        out.sort_by(|a, b| (a.direction, a.method, &a.path).cmp(&(b.direction, b.method, &b.path)));
+        out.sort_by(|a, b| {
+            (a.direction, a.protocol, a.method, &a.path).cmp(&(
+                b.direction,
+                b.protocol,
+                b.method,
+                &b.path,
+            ))
+        });
         out
     }
 }
-
-/// The `protocol` tag of every `http.*` series (SPEC: `http/1.1`, `h2`).
-const PROTOCOL: &str = "http/1.1";
 
 impl Summary {
     /// The six samples of SPEC §4 for this series.
@@ -188,8 +196,8 @@ impl Summary {
         for (name, value, u) in values {
             let mut s = Sample::new(name, value, u, about.clone());
             s.tags.push(("method", self.method.to_string()));
-            // HTTP/2 is not decoded yet: every exchange is HTTP/1.x
-            s.tags.push(("protocol", PROTOCOL.to_string()));
+            s.tags
+                .push(("protocol", self.protocol.as_str().to_string()));
             s.tags.push(("path", self.path.to_string()));
             s.tags
                 .push(("direction", self.direction.as_str().to_string()));
@@ -209,9 +217,11 @@ mod tests {
         Exchange {
             tgid: 1,
             direction: dir,
+            protocol: Protocol::Http1,
             method: 0,
             path: Arc::from(path),
             status,
+            error: status >= 400,
             latency_ns: ms * 1_000_000,
         }
     }

@@ -42,6 +42,9 @@ pub const LAYOUT: [(&str, usize); 12] = [
     ("buf", at::BUF),
 ];
 
+/// Bytes of items an HTTP/2 record carries at most (`H2_BUF`).
+pub const MAX_H2_BUF: usize = 1024;
+
 /// What the syscall did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -104,6 +107,9 @@ pub struct Event<'a> {
     pub data: &'a [u8],
     /// The data is plaintext read off a TLS library call.
     pub tls: bool,
+    /// The data is HTTP/2 items (`EV_H2_*`, see [`super::h2::wire`]), not
+    /// the first bytes of the data.
+    pub h2: bool,
 }
 
 impl Event<'_> {
@@ -139,13 +145,16 @@ pub fn decode(b: &[u8]) -> Option<Event<'_>> {
         return None;
     }
     let len = usize::from(u16::from_le_bytes([b[at::LEN], b[at::LEN + 1]]));
-    let kind = match b[at::KIND] {
-        1 => Kind::Read,
-        2 => Kind::Write,
-        3 => Kind::Close,
+    let (kind, h2) = match b[at::KIND] {
+        1 => (Kind::Read, false),
+        2 => (Kind::Write, false),
+        3 => (Kind::Close, false),
+        6 => (Kind::Read, true),
+        7 => (Kind::Write, true),
         _ => return None,
     };
-    let data = b.get(HEADER..HEADER + len.min(MAX_BUF))?;
+    let max = if h2 { MAX_H2_BUF } else { MAX_BUF };
+    let data = b.get(HEADER..HEADER + len.min(max))?;
     Some(Event {
         ts_ns: u64_at(b, at::TS),
         tgid: u32_at(b, at::TGID),
@@ -158,27 +167,30 @@ pub fn decode(b: &[u8]) -> Option<Event<'_>> {
         start_ns: u64_at(b, at::START),
         data,
         tls: b[at::FLAGS] & F_TLS != 0,
+        h2,
     })
 }
 
 /// The events of one ring-buffer record: a record is one event, or on the
 /// socket path two (a request held back in the kernel until the next
 /// message of its connection, then both: `struct http_event[2]`).
+/// An HTTP/2 record is one event of its own length.
 pub fn records(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
-    raw.chunks(EVENT_LEN)
+    let whole = matches!(raw.get(at::KIND), Some(6 | 7));
+    raw.chunks(if whole { raw.len().max(1) } else { EVENT_LEN })
 }
 
 /// The bytes of a record (tests and benches build events with it).
 pub fn encode_event(e: &Event<'_>) -> Vec<u8> {
-    let mut b = vec![0u8; EVENT_LEN];
-    let n = e.data.len().min(MAX_BUF);
+    let n = e.data.len().min(if e.h2 { MAX_H2_BUF } else { MAX_BUF });
+    let mut b = vec![0u8; if e.h2 { HEADER + n } else { EVENT_LEN }];
     let mut put = |at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
     put(at::TS, &e.ts_ns.to_le_bytes());
     put(at::TGID, &e.tgid.to_le_bytes());
     put(at::FD, &e.fd.to_le_bytes());
     put(at::BYTES, &e.bytes.to_le_bytes());
     put(at::LEN, &(n as u16).to_le_bytes());
-    put(at::KIND, &[kind_byte(e.kind)]);
+    put(at::KIND, &[kind_byte(e.kind) + if e.h2 { 5 } else { 0 }]);
     put(at::FLAGS, &[if e.tls { F_TLS } else { 0 }]);
     put(at::CGROUP_V2, &e.cgroup_v2.to_le_bytes());
     put(at::CGROUP_CPU, &e.cgroup_cpu.to_le_bytes());
@@ -210,6 +222,7 @@ pub fn event<'a>(
         cgroup_cpu: 0,
         data,
         tls: false,
+        h2: false,
     }
 }
 

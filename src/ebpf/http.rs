@@ -17,6 +17,15 @@
 /// Methods traced (the kernel side recognises the same ones).
 pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "HEAD", "DELETE", "PATCH", "OPTIONS"];
 
+/// The method index of an HTTP/2 request whose method is none of
+/// [`METHODS`] (named [`method_name`] `OTHER`).
+pub const METHOD_OTHER: u8 = METHODS.len() as u8;
+
+/// The name of method index `i`.
+pub fn method_name(i: u8) -> &'static str {
+    METHODS.get(usize::from(i)).copied().unwrap_or("OTHER")
+}
+
 /// Longest path kept (bytes), before `…`.
 pub const MAX_PATH: usize = 128;
 

@@ -65,6 +65,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 const STAT_LOST: u32 = 1;
 const STAT_TLS_NO_SOCK: u32 = 2;
+const STAT_H2_LOST: u32 = 3;
 
 /// The kernel's BTF.
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -275,6 +276,8 @@ struct Seen {
 struct Tls {
     events: u64,
     no_socket: u64,
+    /// HTTP/2 directions the kernel lost (`STAT_H2_LOST`).
+    h2_lost: u64,
     attach_errors: u64,
     libraries: usize,
 }
@@ -556,6 +559,7 @@ impl Collector for HttpCollector {
         let tls = Tls {
             events: g.pipeline.tls_events,
             no_socket: g.stat(STAT_TLS_NO_SOCK),
+            h2_lost: g.stat(STAT_H2_LOST),
             attach_errors: g.tls.as_ref().map_or(0, |t| t.attach_errors),
             libraries: g.tls.as_ref().map_or(0, |t| t.libraries()),
         };
@@ -586,6 +590,12 @@ impl Collector for HttpCollector {
                 s.dropped.conn_limit,
             ),
             (HttpDrop::TlsNoSocket, tls.no_socket, s.tls.no_socket),
+            (
+                HttpDrop::H2Unknown,
+                dropped.h2_unknown,
+                s.dropped.h2_unknown,
+            ),
+            (HttpDrop::H2Lost, tls.h2_lost, s.tls.h2_lost),
         ] {
             if now > before {
                 t.http_dropped(reason, now - before);

@@ -11,6 +11,8 @@
 //!   connection, [`owner`] finds the process's container, [`aggregate`]
 //!   keeps per-interval numbers per container, direction, method and path.
 //! - [`pipeline`] chains those for each record; [`HttpCollector`] drains it all once per cycle into samples.
+//! - [`h2`] decodes HTTP/2 (and gRPC) from the kernel's frame walk: one
+//!   HPACK decoder per connection and direction, streams paired by id.
 //! - [`tls`] finds OpenSSL in processes' maps and keeps the uprobes that
 //!   read TLS plaintext on each such file while a process maps it.
 
@@ -19,6 +21,7 @@ mod btf_extract;
 #[cfg(test)]
 mod btf_layout;
 pub mod event;
+pub mod h2;
 pub mod http;
 pub mod loader;
 pub mod owner;

@@ -25,6 +25,7 @@ use lru::LruCache;
 use rustc_hash::FxBuildHasher;
 
 use super::event::{Event, Kind};
+use super::h2::{H2Conn, Sink};
 use super::http::{normalize_path, requests, statuses};
 
 /// Requests waiting on one connection, at most.
@@ -48,16 +49,36 @@ impl Direction {
     }
 }
 
+/// The protocol an exchange went over (the `protocol` tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Http1,
+    H2,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http/1.1",
+            Protocol::H2 => "h2",
+        }
+    }
+}
+
 /// One request and its response.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exchange {
     pub tgid: u32,
     pub direction: Direction,
-    /// Index into [`super::http::METHODS`].
+    pub protocol: Protocol,
+    /// Index into [`super::http::METHODS`] ([`super::http::METHOD_OTHER`]
+    /// for any other HTTP/2 method).
     pub method: u8,
-    /// Normalized path.
+    /// Normalized path (a gRPC call's: its method, whole).
     pub path: Arc<str>,
     pub status: u16,
+    /// A 4xx or 5xx status, or a gRPC call whose `grpc-status` is not 0.
+    pub error: bool,
     pub latency_ns: u64,
 }
 
@@ -75,11 +96,16 @@ pub struct Dropped {
     /// full (the least recently active one goes; its waiting requests also
     /// count as unanswered).
     pub conn_limit: u64,
+    /// HTTP/2 requests that could not be decoded: on a connection whose
+    /// start was not seen, or whose frames or HPACK state were lost.
+    pub h2_unknown: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_conns: usize,
+    /// HTTP/2 connections decoded at once (each holds two HPACK tables).
+    pub max_h2_conns: usize,
     /// A connection with no event for this long is forgotten.
     pub idle_ns: u64,
 }
@@ -88,6 +114,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_conns: 65536,
+            max_h2_conns: 1024,
             idle_ns: 300 * 1_000_000_000,
         }
     }
@@ -127,6 +154,8 @@ impl Conn {
 pub struct Tracker {
     /// Least recently active first.
     conns: LruCache<u64, Conn, FxBuildHasher>,
+    /// HTTP/2 connections, apart: their state is per stream.
+    h2: LruCache<u64, H2Conn, FxBuildHasher>,
     limits: Limits,
     pub dropped: Dropped,
     /// Connections looked at to find what to forget, since start (its
@@ -153,6 +182,7 @@ impl Tracker {
     pub fn new(limits: Limits) -> Self {
         Tracker {
             conns: LruCache::unbounded_with_hasher(FxBuildHasher),
+            h2: LruCache::unbounded_with_hasher(FxBuildHasher),
             limits,
             dropped: Dropped::default(),
             visited: 0,
@@ -161,7 +191,7 @@ impl Tracker {
 
     /// Connections tracked now.
     pub fn conns(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + self.h2.len()
     }
 
     /// Connections looked at by eviction and expiry, since start.
@@ -176,7 +206,13 @@ impl Tracker {
             if let Some(c) = self.conns.pop(&key) {
                 self.dropped.unanswered += c.pending.len() as u64;
             }
+            if let Some(c) = self.h2.pop(&key) {
+                self.dropped.unanswered += c.waiting() as u64;
+            }
             return;
+        }
+        if e.h2 {
+            return self.handle_h2(e, out);
         }
         let reqs = requests(e.data, MAX_PER_CHUNK);
         if !reqs.is_empty() {
@@ -229,15 +265,42 @@ impl Tracker {
                     out(Exchange {
                         tgid: e.tgid,
                         direction,
+                        protocol: Protocol::Http1,
                         method: p.method,
                         path: p.path,
                         status: code,
+                        error: code >= 400,
                         latency_ns: e.ts_ns.saturating_sub(p.ts_ns),
                     });
                 }
                 _ => self.dropped.unmatched += 1,
             }
         }
+    }
+
+    /// An HTTP/2 record: to its connection's decoder (made room for in a
+    /// full table as [`Tracker::conn`] does).
+    fn handle_h2(&mut self, e: &Event<'_>, out: &mut impl FnMut(Exchange)) {
+        let key = e.conn();
+        if !self.h2.contains(&key) {
+            while self.h2.len() >= self.limits.max_h2_conns.max(1) {
+                let Some((_, c)) = self.h2.pop_lru() else {
+                    break;
+                };
+                self.visited += 1;
+                self.dropped.unanswered += c.waiting() as u64;
+                if e.ts_ns.saturating_sub(c.last_ns) < self.limits.idle_ns {
+                    self.dropped.conn_limit += 1;
+                }
+            }
+        }
+        let c = self.h2.get_or_insert_mut(key, || H2Conn::new(e.ts_ns));
+        let mut sink = Sink {
+            tgid: e.tgid,
+            out,
+            dropped: &mut self.dropped,
+        };
+        c.feed(e.kind == Kind::Write, e.ts_ns, e.data, &mut sink);
     }
 
     /// The connection for a new request, created if it is new: in a full
@@ -274,6 +337,15 @@ impl Tracker {
             let pending = c.pending.len() as u64;
             self.conns.pop_lru();
             self.dropped.unanswered += pending;
+        }
+        while let Some((_, c)) = self.h2.peek_lru() {
+            self.visited += 1;
+            if now_ns.saturating_sub(c.last_ns) < idle {
+                break;
+            }
+            let waiting = c.waiting() as u64;
+            self.h2.pop_lru();
+            self.dropped.unanswered += waiting;
         }
     }
 }
@@ -366,6 +438,7 @@ mod tests {
     fn close_expiry_and_limits_count() {
         let mut t = Tracker::new(Limits {
             max_conns: 2,
+            max_h2_conns: 2,
             idle_ns: 1_000,
         });
         feed(&mut t, 0, 1, Kind::Read, b"GET /a HTTP/1.1\r\n\r\n");

@@ -21,6 +21,13 @@ label_values! {
         /// TLS plaintext whose socket the kernel never saw (a library
         /// doing its own I/O through a memory BIO).
         TlsNoSocket => "tls_no_socket",
+        /// HTTP/2 requests that could not be decoded (the connection's
+        /// start was not seen, or its frames or HPACK state were lost).
+        H2Unknown => "h2_unknown",
+        /// HTTP/2 connection directions whose frame boundaries the kernel
+        /// lost (a record the ring had no room for, or too many frames in
+        /// one buffer): their later requests count as `h2_unknown`.
+        H2Lost => "h2_lost",
     }
 }
 

@@ -63,6 +63,8 @@
 #define EV_CLOSE 3
 #define EV_PROC 4 // a process began to listen or connect: find its TLS libraries
 #define EV_EXIT 5 // a process known to map a TLS library exited
+#define EV_H2_READ 6  // HTTP/2 frames read: a list of items, not bytes (see h2_walk)
+#define EV_H2_WRITE 7 // HTTP/2 frames written
 
 // event flags
 #define F_TLS 1 // plaintext seen through a TLS library's uprobes
@@ -75,7 +77,8 @@
 // stats slots (per CPU, summed by userspace)
 #define STAT_LOST 1 // slot 0 unused: userspace counts what it reads
 #define STAT_TLS_NO_SOCK 2 // TLS plaintext whose socket was never seen
-#define STAT_MAX 3
+#define STAT_H2_LOST 3 // an HTTP/2 direction whose frame boundaries were lost
+#define STAT_MAX 4
 
 // Set by the loader: the agent's own tgid, never traced (its API requests
 // would otherwise be traced too).
@@ -169,7 +172,8 @@ struct {
 struct sk_conn {
 	__u64 sock;
 	__u32 held; // 1 when `req` is a request waiting for the next message
-	__u32 tls;  // 1: a TLS connection, its bytes are ciphertext (TLS path)
+	__u16 tls;  // 1: a TLS connection, its bytes are ciphertext (TLS path)
+	__u16 h2;   // 1: an HTTP/2 connection in cleartext (h2c): walked (h2_walk)
 	struct http_event req;
 };
 
@@ -277,6 +281,64 @@ struct {
 	__type(value, __u64);
 } procs_told SEC(".maps");
 
+
+// --- HTTP/2 state (h2 over TLS, and h2c on the socket path) -------------
+//
+// A connection is HTTP/2 once its preface is seen; from then on each read
+// and write of it is walked frame by frame (h2_walk) and userspace gets
+// the frame headers of HEADERS, CONTINUATION, RST_STREAM and of DATA that
+// ends a stream, and the payload bytes of HEADERS and CONTINUATION (the
+// HPACK blocks; userspace decodes them), not the DATA. A frame may span
+// reads: where the walk stopped is kept per connection and direction.
+struct h2_dir {
+	__u64 a1;  // a frame header split across buffers: its first 5 bytes...
+	__u32 a2;  // ...and the last 4, as they arrive
+	__u32 rem; // payload bytes of the current frame still to come
+	__u8 copy; // they are copied (HEADERS, CONTINUATION), else skipped
+	__u8 have; // bytes of the split frame header held in a1/a2
+	__u8 lost; // the walk lost the frame boundaries: nothing more is sent
+	__u8 pad[5];
+};
+
+struct h2_conn {
+	struct h2_dir d[2]; // [0] read, [1] write
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); // the socket's inode number
+	__type(value, struct h2_conn);
+} h2_conns SEC(".maps");
+
+// An HTTP/2 record being built, per CPU and direction: the event's fields,
+// then H2_BUF bytes of items (twice that room, so a masked offset plus a
+// masked length stays inside for the verifier).
+#define H2_BUF 1024
+#define H2_HEAD 56 // offsetof(struct http_event, buf)
+// Where a walk is (in the map, not on the stack: the verifier then takes its
+// counters as any value, and the walk's steps converge).
+struct h2_walk {
+	__u64 data; // this segment of the buffer (user address) and its length
+	__u32 len;
+	__u32 off;  // walked so far
+	__u32 pos;  // item bytes in the record being built
+	__u64 wake; // the record's ring-buffer wakeup (a connection's first)
+	struct h2_dir d;
+};
+
+struct h2_out {
+	struct h2_walk w;
+	__u8 raw[H2_HEAD + 2 * H2_BUF];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct h2_out);
+} h2_out SEC(".maps");
+
 static __always_inline void count(__u32 slot)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &slot);
@@ -284,7 +346,8 @@ static __always_inline void count(__u32 slot)
 		*v += 1;
 }
 
-// 1 = request line start, 2 = status line start, 0 = neither
+// 1 = request line start, 2 = status line start, 3 = HTTP/2 preface, 0 =
+// none of them
 static __always_inline int classify(const __u8 *h)
 {
 	if (h[0] == 'H' && h[1] == 'T' && h[2] == 'T' && h[3] == 'P' && h[4] == '/' &&
@@ -306,6 +369,10 @@ static __always_inline int classify(const __u8 *h)
 	if (h[0] == 'O' && h[1] == 'P' && h[2] == 'T' && h[3] == 'I' && h[4] == 'O' && h[5] == 'N' &&
 	    h[6] == 'S')
 		return 1;
+	// HTTP/2's connection preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	if (h[0] == 'P' && h[1] == 'R' && h[2] == 'I' && h[3] == ' ' && h[4] == '*' && h[5] == ' ' &&
+	    h[6] == 'H' && h[7] == 'T')
+		return 3;
 	return 0;
 }
 
@@ -316,6 +383,14 @@ static __always_inline int looks_http(__u64 data, __u64 cap)
 	if (!data || cap < 8 || bpf_probe_read_user(head, sizeof(head), (void *)data))
 		return 0;
 	return classify(head);
+}
+
+// Whether they start an HTTP/1.x message (the syscall path's test: HTTP/2
+// is walked on the socket and TLS paths only).
+static __always_inline int looks_h1(__u64 data, __u64 cap)
+{
+	int what = looks_http(data, cap);
+	return what == 1 || what == 2;
 }
 
 // The user address of the first bytes and how many there are at most.
@@ -417,6 +492,15 @@ static __always_inline __u64 cpu_cgroup_id(void)
 	return BPF_CORE_READ(css, cgroup, kn, id);
 }
 
+// n = min(n, max) for a constant max, in n's own register: the verifier
+// then knows the bound of the register a helper takes (clang would
+// otherwise test one copy and pass another)
+#define BOUND(n, max)                                                  \
+	asm volatile("if %[v] <= %[m] goto +1\n\t"                      \
+		     "%[v] = %[m]"                                      \
+		     : [v] "+r"(n)                                      \
+		     : [m] "i"(max))
+
 // min(n, HTTP_MAX_BUF) in one register, written so clang cannot fold it
 // into a copy the verifier has no bound for
 static __always_inline __u64 bound_buf(__u64 n)
@@ -515,6 +599,7 @@ static __always_inline void forget_conn(__u32 tgid, __u32 fd, __u64 sock)
 	if (!sock || !bpf_map_lookup_elem(&conns, &sock))
 		return;
 	bpf_map_delete_elem(&conns, &sock);
+	bpf_map_delete_elem(&h2_conns, &sock);
 	emit(bpf_ktime_get_ns(), tgid, fd, sock, EV_CLOSE, 0, 0, 0, 0, 0, 0);
 }
 
@@ -572,7 +657,7 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 		return 0;
 	__u64 cap = count_arg;
 	__u64 data = first_bytes(ptr, src, &cap);
-	if (!looks_http(data, cap))
+	if (!looks_h1(data, cap))
 		return 0;
 	struct pending *p = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
 						 BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -611,6 +696,249 @@ static __always_inline int report(__u32 fd, __u64 sock, __u64 data, __u64 cap, l
 	return report_from(fd, sock, data, cap, ret, ts, write, start, flags, -1);
 }
 
+
+// Whether socket `sock` is new to the syscall path's table (which reports
+// its last close): it is added. A connection's first record carries the
+// process's cgroups.
+static __always_inline int conn_fresh(__u64 sock)
+{
+	if (bpf_map_lookup_elem(&conns, &sock))
+		return 0;
+	__u8 one = 1;
+	bpf_map_update_elem(&conns, &sock, &one, BPF_ANY);
+	return 1;
+}
+
+// --- HTTP/2: walking the frames of a read or write ----------------------
+//
+// A record (EV_H2_READ/EV_H2_WRITE) holds the event's fields and then
+// items, in order (userspace: src/ebpf/h2/wire.rs):
+//   T_PREFACE                the connection's preface went this way
+//   T_FRAME + 9 bytes        a frame header, as sent
+//   T_BYTES + u16 n + n      payload bytes of the current HEADERS or
+//                            CONTINUATION frame (a frame may take several)
+//   T_LOST                   the frame boundaries were lost (too many frames
+//                            in one buffer, or a record the ring had no
+//                            room for): nothing more comes this way
+#define T_FRAME 1
+#define T_BYTES 2
+#define T_LOST 3
+#define T_PREFACE 4
+#define H2_STEPS 512 // frames (or frame pieces) walked in one buffer, at most
+#define H2_IOVS 8    // iovec entries walked, at most
+#define H2_DATA 0
+#define H2_HEADERS 1
+#define H2_RST_STREAM 3
+#define H2_CONTINUATION 9
+#define H2_END_STREAM 1
+
+
+// Send the record built so far; 0 when the ring had no room (the
+// direction is then lost: a frame userspace never sees breaks its HPACK).
+static __always_inline int h2_flush(struct h2_out *o)
+{
+	struct h2_walk *w = &o->w;
+	if (!w->pos)
+		return 1;
+	((struct http_event *)o->raw)->len = w->pos;
+	__u64 size = H2_HEAD + (w->pos & (2 * H2_BUF - 1));
+	long err = bpf_ringbuf_output(&events, o->raw, size, wake_flags(w->wake));
+	w->pos = 0;
+	w->wake = 0;
+	if (err) {
+		count(STAT_LOST);
+		w->d.lost = 1;
+		return 0;
+	}
+	return 1;
+}
+
+// Room for n more item bytes (flushing the record when it is full).
+static __always_inline int h2_room(struct h2_out *o, __u32 n)
+{
+	return o->w.pos + n <= H2_BUF || h2_flush(o);
+}
+
+// One step of the walk (arg: the h2_out slot): a piece of the current
+// frame's payload, or the next frame header. 1 ends the walk of this
+// segment.
+static long h2_step(__u32 i, void *arg)
+{
+	struct h2_out *o = bpf_map_lookup_elem(&h2_out, arg);
+	if (!o)
+		return 1;
+	struct h2_walk *w = &o->w;
+	if (w->off >= w->len || w->d.lost)
+		return 1;
+	__u8 *buf = o->raw + H2_HEAD;
+	__u32 avail = w->len - w->off;
+	if (w->d.rem) {
+		__u32 n = w->d.rem < avail ? w->d.rem : avail;
+		if (w->d.copy) {
+			if (!h2_room(o, 4))
+				return 1;
+			__u32 room = H2_BUF - w->pos - 3;
+			if (n > room)
+				n = room;
+			__u32 p = w->pos & (H2_BUF - 1);
+			buf[p] = T_BYTES;
+			buf[(p + 1) & (2 * H2_BUF - 1)] = n;
+			buf[(p + 2) & (2 * H2_BUF - 1)] = n >> 8;
+			__u64 m = n;
+			BOUND(m, H2_BUF - 1);
+			if (bpf_probe_read_user(buf + ((p + 3) & (H2_BUF - 1)), m,
+						(void *)(w->data + w->off))) {
+				w->d.lost = 1;
+				return 1;
+			}
+			w->pos += 3 + n;
+		}
+		w->off += n;
+		w->d.rem -= n;
+		return 0;
+	}
+	// a frame header: 9 bytes, maybe split across buffers (then kept in
+	// a1/a2 a byte at a time until whole)
+	__u8 t[9] = {};
+	if (w->d.have > 8) {
+		w->d.lost = 1;
+		return 1;
+	}
+	__u64 k = 9 - w->d.have;
+	if (k > avail)
+		k = avail;
+	BOUND(k, 9);
+	if (bpf_probe_read_user(t, k, (void *)(w->data + w->off))) {
+		w->d.lost = 1;
+		return 1;
+	}
+	// the header as a 72-bit number, a byte at a time: a1 keeps its first
+	// 5 bytes (the low 40 bits, once whole), a2 the last 4
+	__u64 a1 = w->d.a1;
+	__u32 a2 = w->d.a2;
+#pragma unroll
+	for (int j = 0; j < 9; j++) {
+		if (j >= k)
+			break;
+		a1 = (a1 << 8) | (a2 >> 24);
+		a2 = (a2 << 8) | t[j];
+	}
+	w->off += k;
+	w->d.have += k;
+	if (w->d.have < 9) {
+		w->d.a1 = a1;
+		w->d.a2 = a2;
+		return 1;
+	}
+	w->d.a1 = 0;
+	w->d.a2 = 0;
+	w->d.have = 0;
+	__u32 len = (a1 >> 16) & 0xffffff;
+	__u8 type = a1 >> 8, flags = a1;
+	w->d.rem = len;
+	w->d.copy = type == H2_HEADERS || type == H2_CONTINUATION;
+	if (!w->d.copy && type != H2_RST_STREAM && !(type == H2_DATA && (flags & H2_END_STREAM)))
+		return 0;
+	if (!h2_room(o, 10))
+		return 1;
+	__u32 p = w->pos & (H2_BUF - 1);
+	buf[p] = T_FRAME;
+	buf[(p + 1) & (2 * H2_BUF - 1)] = a1 >> 32;
+	buf[(p + 2) & (2 * H2_BUF - 1)] = a1 >> 24;
+	buf[(p + 3) & (2 * H2_BUF - 1)] = a1 >> 16;
+	buf[(p + 4) & (2 * H2_BUF - 1)] = a1 >> 8;
+	buf[(p + 5) & (2 * H2_BUF - 1)] = a1;
+	buf[(p + 6) & (2 * H2_BUF - 1)] = a2 >> 24;
+	buf[(p + 7) & (2 * H2_BUF - 1)] = a2 >> 16;
+	buf[(p + 8) & (2 * H2_BUF - 1)] = a2 >> 8;
+	buf[(p + 9) & (2 * H2_BUF - 1)] = a2;
+	w->pos += 10;
+	return 0;
+}
+
+// Walk `total` bytes an HTTP/2 connection (socket `sock`) moved, in the
+// buffer at ptr (SRC_BUF, SRC_IOV or SRC_MSG), in direction `write`, and
+// hand userspace its items. `preface`: the buffer starts with the
+// connection's preface (24 bytes, skipped), which makes it HTTP/2.
+static __always_inline void h2_walk(__u64 sock, __u32 fd, __u64 start, int write, __u64 ptr,
+				    __u8 src, __u64 total, __u64 ts, __u8 flags, int fresh,
+				    int preface)
+{
+	if (preface) {
+		struct h2_conn z = {};
+		bpf_map_update_elem(&h2_conns, &sock, &z, BPF_ANY);
+	}
+	struct h2_conn *hc = bpf_map_lookup_elem(&h2_conns, &sock);
+	if (!hc)
+		return;
+	struct h2_dir *dp = write ? &hc->d[1] : &hc->d[0];
+	if (dp->lost)
+		return;
+	__u32 slot = write ? 1 : 0;
+	struct h2_out *o = bpf_map_lookup_elem(&h2_out, &slot);
+	if (!o)
+		return;
+	struct http_event *e = (struct http_event *)o->raw;
+	fill(e, ts, bpf_get_current_pid_tgid() >> 32, fd, sock, write ? EV_H2_WRITE : EV_H2_READ,
+	     total, start, fresh);
+	e->flags = flags;
+	struct h2_walk *w = &o->w;
+	w->wake = fresh;
+	w->d = *dp;
+	w->pos = 0;
+	if (preface) {
+		o->raw[H2_HEAD] = T_PREFACE;
+		w->pos = 1;
+	}
+	__u64 iov = ptr;
+	__u64 iovs = 1;
+	if (src == SRC_MSG) {
+		struct user_msghdr m;
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)ptr))
+			return;
+		iov = (__u64)m.msg_iov;
+		iovs = m.msg_iovlen;
+		src = SRC_IOV;
+	}
+	__u64 skip = preface ? 24 : 0;
+	for (int i = 0; i < H2_IOVS; i++) {
+		if (!total || w->d.lost)
+			break;
+		__u64 base = ptr, n = total;
+		if (src == SRC_IOV) {
+			struct iovec v;
+			if (i >= iovs || bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))))
+				break;
+			base = (__u64)v.iov_base;
+			if (v.iov_len < n)
+				n = v.iov_len;
+		} else if (i) {
+			break;
+		}
+		total -= n;
+		__u64 s = skip < n ? skip : n;
+		skip -= s;
+		w->data = base + s;
+		w->len = n - s;
+		w->off = 0;
+		bpf_loop(H2_STEPS, h2_step, &slot, 0);
+		if (w->off < w->len)
+			w->d.lost = 1;
+	}
+	if (total)
+		w->d.lost = 1;
+	if (w->d.lost) {
+		count(STAT_H2_LOST);
+		// say so, in the record or one of its own
+		if (w->pos + 1 > H2_BUF)
+			h2_flush(o);
+		o->raw[H2_HEAD + (w->pos & (H2_BUF - 1))] = T_LOST;
+		w->pos += 1;
+	}
+	h2_flush(o);
+	*dp = w->d;
+}
+
 static __always_inline int do_exit(long ret)
 {
 	struct pending *pp = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
@@ -629,7 +957,7 @@ static __always_inline int do_exit(long ret)
 			cap = p.cap;
 	} else {
 		data = first_bytes(p.ptr, p.src, &cap);
-		if (!looks_http(data, cap))
+		if (!looks_h1(data, cap))
 			return 0;
 	}
 	__u64 sock = sock_id(file_at(p.fd));
@@ -748,6 +1076,7 @@ static __always_inline struct sk_conn *sk_conn_new(struct sock *sk, __u64 sock)
 	c->sock = sock;
 	c->held = 0;
 	c->tls = 0;
+	c->h2 = 0;
 	return c;
 }
 
@@ -815,6 +1144,11 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 		if (c)
 			return 0;
 	}
+	if (c && c->h2) {
+		h2_walk(c->sock, regs->di, task->group_leader->start_boottime, write, regs->si, src,
+			ret, bpf_ktime_get_ns(), 0, 0, 0);
+		return 0;
+	}
 	__u64 cap = ret;
 	__u64 data = first_bytes(regs->si, src, &cap);
 	if (!data || cap < 8)
@@ -851,6 +1185,12 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 	int what = classify(e->buf);
 	if (!what)
 		return 0;
+	if (what == 3) {
+		c->h2 = 1;
+		h2_walk(sock, fd, task->group_leader->start_boottime, write, regs->si, src, ret,
+			bpf_ktime_get_ns(), 0, fresh, 1);
+		return 0;
+	}
 	CUT(4);
 	e->len = len;
 	fill(e, bpf_ktime_get_ns(), tgid, fd, sock, write ? EV_WRITE : EV_READ, ret,
@@ -897,6 +1237,8 @@ int inet_sock_set_state_btf(__u64 *ctx)
 	struct sk_conn *c = bpf_sk_storage_get(&sk_conns, sk, 0, 0);
 	if (!c)
 		return 0;
+	if (c->h2 || c->tls)
+		bpf_map_delete_elem(&h2_conns, &c->sock);
 	// on the stack, not in the scratch slots: this runs in softirq too,
 	// and may interrupt a program using them
 	struct http_event e;
@@ -1053,7 +1395,9 @@ static __always_inline int tls_exit(struct pt_regs *ctx)
 		return 0;
 	struct tls_call t = *tp;
 	tp->active = 0;
-	long ret = PT_REGS_RC(ctx);
+	// an int: -1 (SSL_ERROR_WANT_READ and kin) is 0xffffffff in rax, with
+	// the buffer holding what an earlier call left there
+	long ret = (int)PT_REGS_RC(ctx);
 	__u64 n = 0;
 	if (t.out) {
 		// SSL_*_ex: 1 on success, the count behind the pointer
@@ -1064,15 +1408,20 @@ static __always_inline int tls_exit(struct pt_regs *ctx)
 			return 0;
 		n = ret;
 	}
-	if (!looks_http(t.buf, n))
-		return 0;
+	int what = looks_http(t.buf, n);
 	struct tls_key key = { .ssl = t.ssl, .tgid = bpf_get_current_pid_tgid() >> 32 };
 	if (!tls_socket(&t, &key)) {
-		count(STAT_TLS_NO_SOCK);
+		if (what)
+			count(STAT_TLS_NO_SOCK);
 		return 0;
 	}
 	__u64 ts = t.write ? t.ts : bpf_ktime_get_ns();
-	return report(t.fd, t.sock, t.buf, n, n, ts, t.write, proc_start(), F_TLS);
+	if (what == 1 || what == 2)
+		return report(t.fd, t.sock, t.buf, n, n, ts, t.write, proc_start(), F_TLS);
+	// HTTP/2 (ALPN h2) from its preface on; anything else goes nowhere
+	h2_walk(t.sock, t.fd, proc_start(), t.write, t.buf, SRC_BUF, n, ts, F_TLS,
+		what == 3 && conn_fresh(t.sock), what == 3);
+	return 0;
 }
 
 // int SSL_write(SSL *, const void *, int); int SSL_read(SSL *, void *, int)
@@ -1170,15 +1519,21 @@ int go_tls_write_up(struct pt_regs *ctx)
 		return 0;
 	__u64 buf = ctx->bx;
 	long n = ctx->cx;
-	if (n <= 0 || !looks_http(buf, n))
+	if (n <= 0)
 		return 0;
+	int what = looks_http(buf, n);
 	__s64 fd = -1;
 	__u64 sock = go_conn_sock(ctx->ax, &fd);
 	if (!sock) {
-		count(STAT_TLS_NO_SOCK);
+		if (what)
+			count(STAT_TLS_NO_SOCK);
 		return 0;
 	}
-	return report(fd, sock, buf, n, n, bpf_ktime_get_ns(), 1, proc_start(), F_TLS);
+	if (what == 1 || what == 2)
+		return report(fd, sock, buf, n, n, bpf_ktime_get_ns(), 1, proc_start(), F_TLS);
+	h2_walk(sock, fd, proc_start(), 1, buf, SRC_BUF, n, bpf_ktime_get_ns(), F_TLS,
+		what == 3 && conn_fresh(sock), what == 3);
+	return 0;
 }
 
 // Read: the call is kept by goroutine until one of its return instructions.
@@ -1209,29 +1564,47 @@ int go_tls_ret_up(struct pt_regs *ctx)
 	if (n <= 0)
 		return 0;
 	// the conn's byte read on its own, if any: it starts this read's data
+	// (HTTP/1 only: an HTTP/2 connection's reads are all walked)
 	struct go_key ck = { .g = c.conn, .tgid = tgid };
 	int prefix = -1;
 	__u8 one = 0;
+	__s64 fd = -1;
+	__u64 sock = 0;
 	if (n == 1) {
+		sock = go_conn_sock(c.conn, &fd);
+		if (sock && bpf_map_lookup_elem(&h2_conns, &sock)) {
+			h2_walk(sock, fd, proc_start(), 0, c.buf, SRC_BUF, n, bpf_ktime_get_ns(), F_TLS,
+				0, 0);
+			return 0;
+		}
 		if (!bpf_probe_read_user(&one, 1, (void *)c.buf))
 			bpf_map_update_elem(&go_first_byte, &ck, &one, BPF_ANY);
 		return 0;
 	}
+	int what = 0;
 	__u8 *kept = bpf_map_lookup_elem(&go_first_byte, &ck);
 	if (kept) {
 		prefix = *kept;
 		bpf_map_delete_elem(&go_first_byte, &ck);
 		__u8 head[8] = {};
 		head[0] = prefix;
-		if (n < 7 || bpf_probe_read_user(head + 1, 7, (void *)c.buf) || !classify(head))
+		if (n < 7 || bpf_probe_read_user(head + 1, 7, (void *)c.buf))
 			return 0;
-	} else if (!looks_http(c.buf, n)) {
+		what = classify(head);
+		if (what != 1 && what != 2)
+			return 0;
+	} else {
+		what = looks_http(c.buf, n);
+	}
+	sock = go_conn_sock(c.conn, &fd);
+	if (!sock) {
+		if (what)
+			count(STAT_TLS_NO_SOCK);
 		return 0;
 	}
-	__s64 fd = -1;
-	__u64 sock = go_conn_sock(c.conn, &fd);
-	if (!sock) {
-		count(STAT_TLS_NO_SOCK);
+	if (what != 1 && what != 2) {
+		h2_walk(sock, fd, proc_start(), 0, c.buf, SRC_BUF, n, bpf_ktime_get_ns(), F_TLS,
+			what == 3 && conn_fresh(sock), what == 3);
 		return 0;
 	}
 	return report_from(fd, sock, c.buf, n, n + (prefix >= 0), bpf_ktime_get_ns(), 0, proc_start(),
