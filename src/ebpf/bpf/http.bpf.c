@@ -319,6 +319,11 @@ struct {
 // Where a walk is (in the map, not on the stack: the verifier then takes its
 // counters as any value, and the walk's steps converge).
 struct h2_walk {
+	__u64 iov;   // the buffer (vec 0) or its iovec array (vec 1, iovs entries)
+	__u64 iovs;
+	__u64 total; // bytes of it not walked yet
+	__u64 skip;  // bytes still to skip (the preface)
+	__u64 vec;
 	__u64 data; // this segment of the buffer (user address) and its length
 	__u32 len;
 	__u32 off;  // walked so far
@@ -725,7 +730,8 @@ static __always_inline int conn_fresh(__u64 sock)
 #define T_LOST 3
 #define T_PREFACE 4
 #define H2_STEPS 512 // frames (or frame pieces) walked in one buffer, at most
-#define H2_IOVS 8    // iovec entries walked, at most
+#define H2_IOVS 256  // iovec entries walked, at most (gRPC's C core writes
+		     // a header block in pieces, one iovec each)
 #define H2_DATA 0
 #define H2_HEADERS 1
 #define H2_RST_STREAM 3
@@ -856,6 +862,40 @@ static long h2_step(__u32 i, void *arg)
 	return 0;
 }
 
+// One segment of the buffer (arg: the h2_out slot): the buffer, or its
+// iovec number i; its frames walked. 1 ends the walk.
+static long h2_seg(__u32 i, void *arg)
+{
+	struct h2_out *o = bpf_map_lookup_elem(&h2_out, arg);
+	if (!o)
+		return 1;
+	struct h2_walk *w = &o->w;
+	if (!w->total || w->d.lost)
+		return 1;
+	__u64 base = w->iov, n = w->total;
+	if (w->vec) {
+		struct iovec v;
+		if (i >= w->iovs ||
+		    bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + i * sizeof(v))))
+			return 1;
+		base = (__u64)v.iov_base;
+		if (v.iov_len < n)
+			n = v.iov_len;
+	} else if (i) {
+		return 1;
+	}
+	w->total -= n;
+	__u64 s = w->skip < n ? w->skip : n;
+	w->skip -= s;
+	w->data = base + s;
+	w->len = n - s;
+	w->off = 0;
+	bpf_loop(H2_STEPS, h2_step, arg, 0);
+	if (w->off < w->len)
+		w->d.lost = 1;
+	return 0;
+}
+
 // Walk `total` bytes an HTTP/2 connection (socket `sock`) moved, in the
 // buffer at ptr (SRC_BUF, SRC_IOV or SRC_MSG), in direction `write`, and
 // hand userspace its items. `preface`: the buffer starts with the
@@ -890,42 +930,20 @@ static __always_inline void h2_walk(__u64 sock, __u32 fd, __u64 start, int write
 		o->raw[H2_HEAD] = T_PREFACE;
 		w->pos = 1;
 	}
-	__u64 iov = ptr;
-	__u64 iovs = 1;
+	w->iov = ptr;
+	w->iovs = 1;
+	w->vec = src != SRC_BUF;
 	if (src == SRC_MSG) {
 		struct user_msghdr m;
 		if (bpf_probe_read_user(&m, sizeof(m), (void *)ptr))
 			return;
-		iov = (__u64)m.msg_iov;
-		iovs = m.msg_iovlen;
-		src = SRC_IOV;
+		w->iov = (__u64)m.msg_iov;
+		w->iovs = m.msg_iovlen;
 	}
-	__u64 skip = preface ? 24 : 0;
-	for (int i = 0; i < H2_IOVS; i++) {
-		if (!total || w->d.lost)
-			break;
-		__u64 base = ptr, n = total;
-		if (src == SRC_IOV) {
-			struct iovec v;
-			if (i >= iovs || bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))))
-				break;
-			base = (__u64)v.iov_base;
-			if (v.iov_len < n)
-				n = v.iov_len;
-		} else if (i) {
-			break;
-		}
-		total -= n;
-		__u64 s = skip < n ? skip : n;
-		skip -= s;
-		w->data = base + s;
-		w->len = n - s;
-		w->off = 0;
-		bpf_loop(H2_STEPS, h2_step, &slot, 0);
-		if (w->off < w->len)
-			w->d.lost = 1;
-	}
-	if (total)
+	w->total = total;
+	w->skip = preface ? 24 : 0;
+	bpf_loop(H2_IOVS, h2_seg, &slot, 0);
+	if (w->total)
 		w->d.lost = 1;
 	if (w->d.lost) {
 		count(STAT_H2_LOST);
