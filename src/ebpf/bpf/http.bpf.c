@@ -97,7 +97,7 @@ struct pending {
 	__u8 src;
 	__u8 write;
 	__u8 active;
-	__u8 pad;
+	__u8 h2; // writes: 0xff HTTP/1.x, else HTTP/2 (3: its preface)
 };
 
 struct http_event {
@@ -344,6 +344,17 @@ struct {
 	__type(value, struct h2_out);
 } h2_out SEC(".maps");
 
+// The syscall path: processes that have had an HTTP/2 connection in
+// cleartext (tgid -> 1). Only their reads and writes that are not HTTP/1
+// cost the walk from the fd to its socket and a look in h2_conns; every
+// other process's cost one look here.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} h2_procs SEC(".maps");
+
 static __always_inline void count(__u32 slot)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &slot);
@@ -390,12 +401,17 @@ static __always_inline int looks_http(__u64 data, __u64 cap)
 	return classify(head);
 }
 
-// Whether they start an HTTP/1.x message (the syscall path's test: HTTP/2
-// is walked on the socket and TLS paths only).
-static __always_inline int looks_h1(__u64 data, __u64 cap)
+static __always_inline int h2_proc(void)
 {
-	int what = looks_http(data, cap);
-	return what == 1 || what == 2;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&h2_procs, &tgid) != 0;
+}
+
+static __always_inline void h2_proc_add(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u8 one = 1;
+	bpf_map_update_elem(&h2_procs, &tgid, &one, BPF_ANY);
 }
 
 // The user address of the first bytes and how many there are at most.
@@ -662,19 +678,24 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 		return 0;
 	__u64 cap = count_arg;
 	__u64 data = first_bytes(ptr, src, &cap);
-	if (!looks_h1(data, cap))
+	int what = looks_http(data, cap);
+	// HTTP/2: its preface, or any write of a process with an h2 connection
+	// (the exit finds out whether this one is)
+	int h2 = what == 3 || (what == 0 && h2_proc());
+	if (what == 0 && !h2)
 		return 0;
 	struct pending *p = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
 						 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!p)
 		return 0;
-	p->ptr = data;
+	p->ptr = h2 ? ptr : data;
 	p->cap = cap;
 	p->ts = bpf_ktime_get_ns();
 	p->fd = fd;
-	p->src = SRC_BUF;
+	p->src = h2 ? src : SRC_BUF;
 	p->write = 1;
 	p->active = 1;
+	p->h2 = h2 ? what : 0xff;
 	return 0;
 }
 
@@ -968,20 +989,33 @@ static __always_inline int do_exit(long ret)
 		return 0;
 	__u64 cap = ret;
 	__u64 data;
+	int h2 = -1; // -1: HTTP/1.x; else HTTP/2, 3 with the preface
 	if (p.write) {
 		// found and classified at entry
 		data = p.ptr;
 		if (p.cap < cap)
 			cap = p.cap;
+		if (p.h2 != 0xff)
+			h2 = p.h2;
 	} else {
 		data = first_bytes(p.ptr, p.src, &cap);
-		if (!looks_h1(data, cap))
+		int what = looks_http(data, cap);
+		if (what == 3 || (what == 0 && h2_proc()))
+			h2 = what;
+		else if (what == 0)
 			return 0;
 	}
 	__u64 sock = sock_id(file_at(p.fd));
 	if (!sock)
 		return 0;
 	__u64 ts = p.write ? p.ts : bpf_ktime_get_ns();
+	if (h2 >= 0) {
+		if (h2 == 3)
+			h2_proc_add();
+		h2_walk(sock, p.fd, proc_start(), p.write, p.ptr, p.src, ret, ts, 0,
+			h2 == 3 && conn_fresh(sock), h2 == 3);
+		return 0;
+	}
 	return report(p.fd, sock, data, cap, ret, ts, p.write, proc_start(), 0);
 }
 
