@@ -942,4 +942,5 @@ fn loading_peaks_little_above_the_attached_agent(mode: Attach) {
     );
 }
 
+mod h2;
 mod tls;

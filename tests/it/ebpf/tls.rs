@@ -19,7 +19,7 @@ use super::{
 use crate::cli::free_port;
 
 /// A throwaway self-signed certificate and its key in `dir`.
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+pub(super) fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let ok = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
@@ -36,7 +36,7 @@ fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// The system's libssl.
-fn system_libssl() -> PathBuf {
+pub(super) fn system_libssl() -> PathBuf {
     let out = Command::new("sh")
         .args(["-c", "ldconfig -p | grep -o '/.*/libssl.so.3$' | head -1"])
         .output()
@@ -57,13 +57,13 @@ fn libssl_copy(dir: &Path) -> (PathBuf, PathBuf) {
     (lib, copy)
 }
 
-fn probed(tracer: &HttpCollector, path: &Path) -> bool {
+pub(super) fn probed(tracer: &HttpCollector, path: &Path) -> bool {
     let p = path.to_string_lossy();
     tracer.tls_files().iter().any(|(_, at)| *at == p)
 }
 
 /// Wait (the tracer's reader thread works meanwhile) until `cond` holds.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+pub(super) fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
@@ -239,7 +239,7 @@ fn assert_both_sides(samples: &[Sample], p: &Pair, want: &[(&str, &str, f64, f64
 }
 
 /// The value of an unlabelled metric in a Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
+pub(super) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
@@ -371,7 +371,7 @@ fn without_tls_https_is_not_counted(mode: Attach) {
 
 /// The Go test program (`tests/ebpf/gotls.go`), built once per test run
 /// with the system's Go (stdlib only, no modules).
-fn gotls() -> PathBuf {
+pub(super) fn gotls() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
