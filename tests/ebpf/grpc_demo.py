@@ -4,7 +4,9 @@ methods of service demo.Greeter.
 
     grpc_demo.py server SLOW_MS     prints its port, serves until killed
     grpc_demo.py client PORT PLAN   PLAN: JSON [[method, n], ...], all on
-                                    one channel (one connection)
+                                    one channel (one connection); method
+                                    "wait" prints "waiting" and reads a line
+                                    from stdin first (the connection stays)
 
 Methods: Ok (OK), Missing (NOT_FOUND), Fail (INTERNAL), Slow (OK after
 SLOW_MS). The client prints each method's status codes.
@@ -49,6 +51,10 @@ def serve(slow_ms):
 def client(port, plan):
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         for method, n in plan:
+            if method == "wait":
+                print("waiting", flush=True)
+                sys.stdin.readline()
+                continue
             call = ch.unary_unary(f"/{SERVICE}/{method}")
             codes = []
             for i in range(n):

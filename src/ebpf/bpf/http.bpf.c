@@ -392,13 +392,70 @@ static __always_inline int classify(const __u8 *h)
 	return 0;
 }
 
-// Whether the 8 bytes at data (of cap valid ones) start an HTTP message.
+// Whether the 9 bytes at h can be the header of an HTTP/2 frame: a frame
+// type of RFC 9113 with its flags, its stream rule (0 or not), its fixed
+// length, and at most 16 KiB (the default SETTINGS_MAX_FRAME_SIZE);
+// CONTINUATION and unknown types never start a chunk here. Its length in
+// *len.
+static __always_inline int h2_frame_ok(const __u8 *h, __u32 *len)
+{
+	if (h[0] != 0 || (h[5] & 0x80))
+		return 0;
+	__u32 n = ((__u32)h[1] << 8) | h[2];
+	__u8 type = h[3], flags = h[4];
+	int s0 = !(h[5] | h[6] | h[7] | h[8]);
+	*len = n;
+	if (n > 16384)
+		return 0;
+	switch (type) {
+	case 0: // DATA
+		return !s0 && !(flags & ~0x09);
+	case 1: // HEADERS
+		return !s0 && !(flags & ~0x2d);
+	case 3: // RST_STREAM
+		return !s0 && !flags && n == 4;
+	case 4: // SETTINGS
+		return s0 && (flags == 0 ? n % 6 == 0 : flags == 1 && n == 0);
+	case 6: // PING
+		return s0 && !(flags & ~1) && n == 8;
+	case 7: // GOAWAY
+		return s0 && !flags && n >= 8;
+	case 8: // WINDOW_UPDATE
+		return !flags && n == 4;
+	}
+	return 0;
+}
+
+// Whether the cap bytes at data are whole HTTP/2 frames: the start of a
+// chunk of a connection whose preface was not seen (opened before the
+// agent). Strict, to keep other binary protocols out: the chunk is one
+// frame, or its first two frames both pass h2_frame_ok and fit.
+static __always_inline int h2_midstream(__u64 data, __u64 cap)
+{
+	__u8 h[9];
+	__u32 n = 0, m = 0;
+	if (cap < 9 || bpf_probe_read_user(h, sizeof(h), (void *)data) || !h2_frame_ok(h, &n))
+		return 0;
+	__u64 end = 9 + (__u64)n;
+	if (end == cap)
+		return 1;
+	if (end + 9 > cap || bpf_probe_read_user(h, sizeof(h), (void *)(data + end)) ||
+	    !h2_frame_ok(h, &m))
+		return 0;
+	return end + 9 + m <= cap;
+}
+
+// Whether the 8 bytes at data (of cap valid ones) start an HTTP message:
+// classify's answer, or 4 for whole HTTP/2 frames (h2_midstream).
 static __always_inline int looks_http(__u64 data, __u64 cap)
 {
 	__u8 head[8] = {};
 	if (!data || cap < 8 || bpf_probe_read_user(head, sizeof(head), (void *)data))
 		return 0;
-	return classify(head);
+	int what = classify(head);
+	if (what || head[0] != 0)
+		return what;
+	return h2_midstream(data, cap) ? 4 : 0;
 }
 
 static __always_inline int h2_proc(void)
@@ -679,6 +736,10 @@ static __always_inline int enter_write(__u32 fd, __u64 ptr, __u8 src, __u64 coun
 	__u64 cap = count_arg;
 	__u64 data = first_bytes(ptr, src, &cap);
 	int what = looks_http(data, cap);
+	// (a connection opened before the agent is recognised on the socket
+	// and TLS paths only)
+	if (what == 4)
+		what = 0;
 	// HTTP/2: its preface, or any write of a process with an h2 connection
 	// (the exit finds out whether this one is)
 	int h2 = what == 3 || (what == 0 && h2_proc());
@@ -735,11 +796,19 @@ static __always_inline int conn_fresh(__u64 sock)
 	return 1;
 }
 
+// h2_walk's `preface` for looks_http's answer
+static __always_inline int h2_start(int what)
+{
+	return what == 3 ? 1 : what == 4 ? 2 : 0;
+}
+
 // --- HTTP/2: walking the frames of a read or write ----------------------
 //
 // A record (EV_H2_READ/EV_H2_WRITE) holds the event's fields and then
 // items, in order (userspace: src/ebpf/h2/wire.rs):
 //   T_PREFACE                the connection's preface went this way
+//   T_MIDSTREAM              a connection whose preface was not seen begins
+//                            here, at a frame boundary (h2_midstream)
 //   T_FRAME + 9 bytes        a frame header, as sent
 //   T_BYTES + u16 n + n      payload bytes of the current HEADERS or
 //                            CONTINUATION frame (a frame may take several)
@@ -750,6 +819,7 @@ static __always_inline int conn_fresh(__u64 sock)
 #define T_BYTES 2
 #define T_LOST 3
 #define T_PREFACE 4
+#define T_MIDSTREAM 5
 #define H2_STEPS 512 // frames (or frame pieces) walked in one buffer, at most
 #define H2_IOVS 256  // iovec entries walked, at most (gRPC's C core writes
 		     // a header block in pieces, one iovec each)
@@ -919,15 +989,19 @@ static long h2_seg(__u32 i, void *arg)
 
 // Walk `total` bytes an HTTP/2 connection (socket `sock`) moved, in the
 // buffer at ptr (SRC_BUF, SRC_IOV or SRC_MSG), in direction `write`, and
-// hand userspace its items. `preface`: the buffer starts with the
-// connection's preface (24 bytes, skipped), which makes it HTTP/2.
+// hand userspace its items. `preface`: 1 when the buffer starts with the
+// connection's preface (24 bytes, skipped), which makes it HTTP/2; 2 when
+// it is whole frames of a connection not known yet (h2_midstream).
 static __always_inline void h2_walk(__u64 sock, __u32 fd, __u64 start, int write, __u64 ptr,
 				    __u8 src, __u64 total, __u64 ts, __u8 flags, int fresh,
 				    int preface)
 {
+	// preface: 1 the connection's preface, 2 whole frames of a connection
+	// whose preface was not seen (a known one just goes on)
 	if (preface) {
 		struct h2_conn z = {};
-		bpf_map_update_elem(&h2_conns, &sock, &z, BPF_ANY);
+		if (bpf_map_update_elem(&h2_conns, &sock, &z, preface == 1 ? BPF_ANY : BPF_NOEXIST))
+			preface = 0;
 	}
 	struct h2_conn *hc = bpf_map_lookup_elem(&h2_conns, &sock);
 	if (!hc)
@@ -948,7 +1022,7 @@ static __always_inline void h2_walk(__u64 sock, __u32 fd, __u64 start, int write
 	w->d = *dp;
 	w->pos = 0;
 	if (preface) {
-		o->raw[H2_HEAD] = T_PREFACE;
+		o->raw[H2_HEAD] = preface == 1 ? T_PREFACE : T_MIDSTREAM;
 		w->pos = 1;
 	}
 	w->iov = ptr;
@@ -962,7 +1036,7 @@ static __always_inline void h2_walk(__u64 sock, __u32 fd, __u64 start, int write
 		w->iovs = m.msg_iovlen;
 	}
 	w->total = total;
-	w->skip = preface ? 24 : 0;
+	w->skip = preface == 1 ? 24 : 0;
 	bpf_loop(H2_IOVS, h2_seg, &slot, 0);
 	if (w->total)
 		w->d.lost = 1;
@@ -1000,6 +1074,8 @@ static __always_inline int do_exit(long ret)
 	} else {
 		data = first_bytes(p.ptr, p.src, &cap);
 		int what = looks_http(data, cap);
+		if (what == 4)
+			what = 0;
 		if (what == 3 || (what == 0 && h2_proc()))
 			h2 = what;
 		else if (what == 0)
@@ -1207,7 +1283,8 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 		return 0;
 	// a socket that never carried HTTP: an 8-byte look first, the only cost
 	// to other protocols; one that did: its bytes are copied at once
-	if (!c && !looks_http(data, cap))
+	int look = c ? 0 : looks_http(data, cap);
+	if (!c && !look)
 		return 0;
 	CUT(2);
 	__u32 fd = regs->di;
@@ -1218,7 +1295,14 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 	if (fresh) {
 		c = sk_conn_new(sk, sock);
 		if (!c)
-			return on_sock_alone(task, tgid, fd, sock, data, cap, ret, write);
+			return look >= 3 ? 0 : on_sock_alone(task, tgid, fd, sock, data, cap, ret, write);
+	}
+	if (look == 4) {
+		// HTTP/2 of a connection opened before the agent
+		c->h2 = 1;
+		h2_walk(sock, fd, task->group_leader->start_boottime, write, regs->si, src, ret,
+			bpf_ktime_get_ns(), 0, fresh, 2);
+		return 0;
 	}
 	CUT(3);
 	// built where it may stay: in the storage's slot when no request is
@@ -1472,7 +1556,7 @@ static __always_inline int tls_exit(struct pt_regs *ctx)
 		return report(t.fd, t.sock, t.buf, n, n, ts, t.write, proc_start(), F_TLS);
 	// HTTP/2 (ALPN h2) from its preface on; anything else goes nowhere
 	h2_walk(t.sock, t.fd, proc_start(), t.write, t.buf, SRC_BUF, n, ts, F_TLS,
-		what == 3 && conn_fresh(t.sock), what == 3);
+		what >= 3 && conn_fresh(t.sock), h2_start(what));
 	return 0;
 }
 
@@ -1584,7 +1668,7 @@ int go_tls_write_up(struct pt_regs *ctx)
 	if (what == 1 || what == 2)
 		return report(fd, sock, buf, n, n, bpf_ktime_get_ns(), 1, proc_start(), F_TLS);
 	h2_walk(sock, fd, proc_start(), 1, buf, SRC_BUF, n, bpf_ktime_get_ns(), F_TLS,
-		what == 3 && conn_fresh(sock), what == 3);
+		what >= 3 && conn_fresh(sock), h2_start(what));
 	return 0;
 }
 
@@ -1656,7 +1740,7 @@ int go_tls_ret_up(struct pt_regs *ctx)
 	}
 	if (what != 1 && what != 2) {
 		h2_walk(sock, fd, proc_start(), 0, c.buf, SRC_BUF, n, bpf_ktime_get_ns(), F_TLS,
-			what == 3 && conn_fresh(sock), what == 3);
+			what >= 3 && conn_fresh(sock), h2_start(what));
 		return 0;
 	}
 	return report_from(fd, sock, c.buf, n, n + (prefix >= 0), bpf_ktime_get_ns(), 0, proc_start(),

@@ -1,16 +1,23 @@
 //! One HTTP/2 connection as the kernel's items tell it (pure): a header
 //! block per direction put together from HEADERS and CONTINUATION frames,
-//! decoded with that direction's HPACK decoder (`loona-hpack`: the static
-//! and dynamic tables), and streams paired by id into [`Exchange`]s.
+//! decoded with that direction's HPACK decoder (`httlib-hpack`: the static
+//! and dynamic tables, table-driven Huffman), and streams paired by id into
+//! [`Exchange`]s. (`loona-hpack`, the maintained fork of `hpack`, builds its
+//! Huffman tree anew for every string: 45 times slower on a block with
+//! Huffman literals, measured in BENCHMARKS.md; it stays the reference the
+//! tests decode against.)
 //!
 //! Nothing is guessed: a connection whose preface was not seen, or whose
 //! frames or HPACK state were lost, decodes nothing more; what waited on it
 //! and every request it carries afterwards counts as
-//! [`Dropped::h2_unknown`].
+//! [`Dropped::h2_unknown`]. Which side is the client of a connection first
+//! seen mid-stream is learnt from its first new stream: the first HEADERS
+//! on a stream above every one seen before is a request (the very first
+//! stream seen may have begun before, and is not counted).
 
 use std::sync::Arc;
 
-use loona_hpack::Decoder;
+use httlib_hpack::Decoder;
 use rustc_hash::FxHashMap;
 
 use super::wire::{
@@ -42,10 +49,8 @@ struct Half {
 
 impl Half {
     fn new() -> Half {
-        let mut dec = Decoder::new();
-        dec.set_max_allowed_table_size(MAX_TABLE);
         Half {
-            dec,
+            dec: Decoder::with_dynamic_size(MAX_TABLE as u32),
             frame: None,
             payload: Vec::new(),
             block: Vec::new(),
@@ -125,7 +130,7 @@ impl H2Conn {
         self.last_ns = ts;
         let mut first = true;
         for item in items(data) {
-            if first && self.role.is_none() && item != Item::Preface {
+            if first && self.role.is_none() && !matches!(item, Item::Preface | Item::Midstream) {
                 // its start was not seen: nothing on it can be decoded
                 self.lose(s.dropped);
             }
@@ -138,6 +143,7 @@ impl H2Conn {
                         Direction::Server
                     });
                 }
+                Item::Midstream => self.lose(s.dropped),
                 Item::Lost => self.lose(s.dropped),
                 Item::Frame(f) => self.frame(write, ts, f, s),
                 Item::Bytes(b) => self.bytes(write, ts, b, s),
@@ -166,11 +172,7 @@ impl H2Conn {
 
     fn frame<F: FnMut(Exchange)>(&mut self, write: bool, ts: u64, f: Frame, s: &mut Sink<'_, F>) {
         if self.lost {
-            // a request on a connection that cannot be decoded: counted
-            if f.kind == HEADERS && self.requests_go(write) && f.stream > self.last_stream {
-                self.last_stream = f.stream;
-                s.dropped.h2_unknown += 1;
-            }
+            self.unknown_request(write, f, s.dropped);
             return;
         }
         let h = &mut self.halves[usize::from(write)];
@@ -205,6 +207,29 @@ impl H2Conn {
                 s.dropped.unanswered += 1;
             }
             _ => {}
+        }
+    }
+
+    /// On a connection that cannot be decoded: a request is counted (its
+    /// side learnt from the first new stream when the start was not seen).
+    fn unknown_request(&mut self, write: bool, f: Frame, dropped: &mut Dropped) {
+        if f.kind != HEADERS || f.stream <= self.last_stream {
+            return;
+        }
+        let first = self.last_stream == 0;
+        self.last_stream = f.stream;
+        if self.role.is_none() {
+            if first {
+                return;
+            }
+            self.role = Some(if write {
+                Direction::Client
+            } else {
+                Direction::Server
+            });
+        }
+        if self.requests_go(write) {
+            dropped.h2_unknown += 1;
         }
     }
 
@@ -243,12 +268,12 @@ impl H2Conn {
             return;
         };
         let mut fields = Fields::default();
-        let ok = h
-            .dec
-            .decode_with_cb(&h.block, |n, v| fields.take(&n, &v))
-            .is_ok();
-        if !ok {
+        let mut decoded = Vec::new();
+        if h.dec.decode(&mut h.block, &mut decoded).is_err() {
             return self.lose(s.dropped);
+        }
+        for (name, value, _) in &decoded {
+            fields.take(name, value);
         }
         self.headers(write, ts, stream, end, fields, s);
     }

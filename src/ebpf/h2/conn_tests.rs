@@ -218,3 +218,82 @@ fn resets_bounds_and_unmatched() {
     assert_eq!(r.dropped.h2_unknown, MAX_STREAMS as u64 - 1);
     assert!(r.out.is_empty());
 }
+
+#[test]
+fn midstream_counts_requests_from_the_first_new_stream_never_decoding() {
+    let mut r = Run::new();
+    let req = literal(&[(":method", "GET"), (":path", "/x")]);
+    // the server side of a connection seen first mid-stream: a response on
+    // stream 7 (begun before), then requests 9 and 11 read, answered
+    r.feed(true, 0, &encode(&[Item::Midstream]));
+    r.feed(true, 1, &headers(7, true, &[0x88]));
+    for id in [9, 11] {
+        r.feed(false, 2, &headers(id, true, &req));
+        r.feed(true, 3, &headers(id, true, &[0x88]));
+    }
+    assert!(r.out.is_empty());
+    assert_eq!(r.dropped.h2_unknown, 2);
+    assert_eq!(r.c.waiting(), 0);
+    // the client side: its first new stream is a write
+    let mut r = Run::new();
+    r.feed(false, 0, &encode(&[Item::Midstream]));
+    r.feed(false, 1, &headers(3, true, &[0x88]));
+    r.feed(true, 2, &headers(5, true, &req));
+    r.feed(false, 3, &headers(5, true, &[0x88]));
+    r.feed(true, 4, &headers(7, true, &req));
+    assert_eq!(r.dropped.h2_unknown, 2);
+    assert!(r.out.is_empty());
+}
+
+/// The decoder in use (`httlib-hpack`) reads every block as the reference
+/// (`loona-hpack`) does: Huffman literals, incremental indexing, dynamic
+/// table hits, a table size update, and blocks made by a real encoder.
+#[test]
+fn hpack_decodes_as_the_reference_crate() {
+    use httlib_hpack::Encoder;
+    let fields: [(&[u8], &[u8]); 6] = [
+        (b":method", b"POST"),
+        (b":path", b"/demo.Greeter/SayHello"),
+        (b":authority", b"127.0.0.1:43211"),
+        (b"content-type", b"application/grpc"),
+        (
+            b"user-agent",
+            b"grpc-python/1.85.3 grpc-c/52.0.0 (linux; chttp2)",
+        ),
+        (b"date", b"Mon, 07 Dec 2026 17:22:01 GMT"),
+    ];
+    let mut enc = Encoder::with_dynamic_size(4096);
+    let mut blocks = Vec::new();
+    for (i, flags) in [
+        Encoder::BEST_FORMAT | Encoder::HUFFMAN_VALUE | Encoder::WITH_INDEXING,
+        Encoder::BEST_FORMAT | Encoder::HUFFMAN_NAME | Encoder::HUFFMAN_VALUE,
+        Encoder::BEST_FORMAT | Encoder::WITH_INDEXING,
+        Encoder::NEVER_INDEXED | Encoder::HUFFMAN_VALUE,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // the first block opens with a table size update (to 4096)
+        let mut b = if i == 0 {
+            vec![0x3f, 0xe1, 0x1f]
+        } else {
+            Vec::new()
+        };
+        for (n, v) in fields.iter().skip(i % 2) {
+            enc.encode((n.to_vec(), v.to_vec(), flags), &mut b).unwrap();
+        }
+        blocks.push(b);
+    }
+    let mut ours = Decoder::with_dynamic_size(MAX_TABLE as u32);
+    let mut reference = loona_hpack::Decoder::new();
+    for b in &blocks {
+        let mut want = Vec::new();
+        reference
+            .decode_with_cb(b, |n, v| want.push((n.into_owned(), v.into_owned())))
+            .unwrap();
+        let mut got = Vec::new();
+        ours.decode(&mut b.clone(), &mut got).unwrap();
+        let got: Vec<_> = got.into_iter().map(|(n, v, _)| (n, v)).collect();
+        assert_eq!(got, want, "block {b:02x?}");
+    }
+}

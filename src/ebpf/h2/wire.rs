@@ -18,6 +18,7 @@ const T_FRAME: u8 = 1;
 const T_BYTES: u8 = 2;
 const T_LOST: u8 = 3;
 const T_PREFACE: u8 = 4;
+const T_MIDSTREAM: u8 = 5;
 
 /// A frame header (RFC 9113 §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,10 @@ impl Frame {
 pub enum Item<'a> {
     /// The connection's preface went this way (its start).
     Preface,
+    /// A connection whose preface was not seen (opened before the agent)
+    /// begins here, at a frame boundary: its frames can be followed, its
+    /// header blocks not decoded.
+    Midstream,
     Frame(Frame),
     /// Payload bytes of the current HEADERS or CONTINUATION frame.
     Bytes(&'a [u8]),
@@ -82,6 +87,7 @@ impl<'a> Iterator for Items<'a> {
         let (&tag, rest) = self.b.split_first()?;
         let (item, rest) = match tag {
             T_PREFACE => (Item::Preface, rest),
+            T_MIDSTREAM => (Item::Midstream, rest),
             T_FRAME => match rest.split_first_chunk::<9>() {
                 Some((h, rest)) => (Item::Frame(Frame::parse(h)), rest),
                 None => (Item::Lost, &[][..]),
@@ -113,6 +119,7 @@ pub fn encode(items: &[Item<'_>]) -> Vec<u8> {
     for i in items {
         match i {
             Item::Preface => out.push(T_PREFACE),
+            Item::Midstream => out.push(T_MIDSTREAM),
             Item::Frame(f) => {
                 out.push(T_FRAME);
                 out.extend_from_slice(&f.bytes());

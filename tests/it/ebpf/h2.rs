@@ -344,8 +344,80 @@ fn go_h2_over_tls_counted_exactly(mode: Attach) {
     assert!(metric(&m, "cased_agent_ebpf_tls_events_total") > 0.0, "{m}");
 }
 
+/// A gRPC connection opened before the tracer (its preface unseen):
+/// nothing on it is decoded or given a method or path; on the socket path
+/// it is recognised by its whole frames and each request after the first
+/// new stream counts as `h2_unknown` (the syscall path does not recognise
+/// it at all).
+fn grpc_connection_opened_before_the_tracer_is_unknown(mode: Attach) {
+    if !need_bpf("eBPF gRPC mid-stream") {
+        return;
+    }
+    let py = grpc_python();
+    let script = scripts().join("grpc_demo.py");
+    let mut p = pair("ebpf-grpc-mid", 0x74, mode);
+    let port = server_port(
+        &mut p,
+        &[
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+            "server",
+            "10",
+        ],
+    );
+    let plan = r#"[["Ok", 2], ["wait", 0], ["Ok", 6], ["Fail", 2]]"#;
+    let mut client = spawn_in(
+        &p.tree,
+        &p.client,
+        &[
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+            "client",
+            &port.to_string(),
+            plan,
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("grpc client");
+    let mut out = std::io::BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("waiting") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "the client ended before waiting");
+    }
+    let (mut tracer, telemetry) = start_tracer(mode);
+    collect(&mut tracer);
+    let before = dropped(&telemetry.encode(), "h2_unknown");
+    std::io::Write::write_all(client.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(client.wait().unwrap().success(), "{rest}");
+    assert!(rest.contains("Fail ['INTERNAL', 'INTERNAL']"), "{rest}");
+    let samples = collect(&mut tracer);
+    for id in [&p.server_id, &p.client_id] {
+        assert!(h2_series(&samples, id).is_empty(), "nothing guessed");
+    }
+    let unknown = dropped(&telemetry.encode(), "h2_unknown") - before;
+    if mode == Attach::Sock {
+        // 8 calls after the wait, on each side but its first stream seen
+        assert!(unknown >= 14.0, "h2_unknown {unknown}");
+    }
+}
+
+/// `cased_agent_http_dropped_total{reason}`, 0 when absent.
+fn dropped(text: &str, reason: &str) -> f64 {
+    let l = format!("cased_agent_http_dropped_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|x| x.strip_prefix(&l)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 in_both_modes!(
     nghttpd_h2c_and_tls_under_h2load_and_nghttp,
     grpc_over_h2c_ok_and_non_ok_statuses,
     go_h2_over_tls_counted_exactly,
+    grpc_connection_opened_before_the_tracer_is_unknown,
 );

@@ -526,18 +526,25 @@ fn https_traced_as_deployed() {
             }
         }
     });
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log_w = log.clone();
     let err_lines = std::thread::spawn(move || {
-        std::io::BufRead::lines(std::io::BufReader::new(stderr))
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
+        for l in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            log_w.lock().unwrap().push(l);
+        }
     });
     let first = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("agent output");
     assert!(first.contains("metric_name"), "{first}");
     let port = python_tls_server(&mut p, 10, &cert, Some(&libdir));
-    // found when it listens: give the agent a moment (it reports no files)
-    std::thread::sleep(Duration::from_millis(500));
+    // found when it listens: the agent says so on stderr
+    let attached = format!("TLS uprobes attached to {}", copy.display());
+    wait_for(
+        "the deployed agent probes the copy",
+        Duration::from_secs(15),
+        || log.lock().unwrap().iter().any(|l| l.contains(&attached)),
+    );
     let plan = serde_json::json!([
         ["keepalive", "GET", "/ok/{i}", 12],
         ["oneshot", "GET", "/missing", 3],
@@ -562,6 +569,8 @@ fn https_traced_as_deployed() {
             .iter()
             .all(|d| get(d, "/ok/{id}") >= Some(12.0) && get(d, "/missing") >= Some(3.0))
     };
+    // every request count seen, of any container (for a failure's message)
+    let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while !want(&counts) && Instant::now() < deadline {
         let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) else {
@@ -569,6 +578,9 @@ fn https_traced_as_deployed() {
         };
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
         let t = &v["tags"];
+        if v["metric_name"] == "http.request_count" {
+            seen.push(format!("{} {}", t, v["value"]));
+        }
         let (dir, id) = match t["direction"].as_str() {
             Some("server") => ("server", &p.server_id),
             Some("client") => ("client", &p.client_id),
@@ -582,7 +594,8 @@ fn https_traced_as_deployed() {
     }
     super::super::cli::unsafe_kill(a.id(), libc::SIGTERM);
     let _ = a.wait();
-    let err = err_lines.join().unwrap().join("\n");
+    err_lines.join().unwrap();
+    let err = log.lock().unwrap().join("\n");
     assert!(
         err.contains("TLS uprobes attached to") && err.contains(copy.to_str().unwrap()),
         "{err}"
@@ -590,7 +603,11 @@ fn https_traced_as_deployed() {
     for d in ["server", "client"] {
         for (path, n) in [("/ok/{id}", 12.0), ("/missing", 3.0)] {
             let got = counts.get(&(d.to_string(), path.to_string())).copied();
-            assert_eq!(got, Some(n), "{d} {path}: {counts:?}\n{err}");
+            assert_eq!(
+                got,
+                Some(n),
+                "{d} {path}: {counts:?}\nall request counts: {seen:#?}\n{err}"
+            );
         }
     }
     assert!(!err.contains("TLS: attaching"), "{err}");
