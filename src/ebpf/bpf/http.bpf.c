@@ -173,7 +173,8 @@ struct sk_conn {
 	__u64 sock;
 	__u32 held; // 1 when `req` is a request waiting for the next message
 	__u16 tls;  // 1: a TLS connection, its bytes are ciphertext (TLS path)
-	__u16 h2;   // 1: an HTTP/2 connection in cleartext (h2c): walked (h2_walk)
+	__u16 h2;   // an HTTP/2 connection in cleartext (h2c), walked (h2_walk): 1
+		    // from its preface, 2 first seen mid-stream
 	struct http_event req;
 };
 
@@ -1273,8 +1274,18 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 			return 0;
 	}
 	if (c && c->h2) {
+		// one first seen mid-stream may yet show its preface (a server
+		// writes its SETTINGS before it reads the client's): it starts then
+		int preface = 0;
+		if (c->h2 == 2) {
+			__u64 n = ret;
+			if (looks_http(first_bytes(regs->si, src, &n), n) == 3) {
+				c->h2 = 1;
+				preface = 1;
+			}
+		}
 		h2_walk(c->sock, regs->di, task->group_leader->start_boottime, write, regs->si, src,
-			ret, bpf_ktime_get_ns(), 0, 0, 0);
+			ret, bpf_ktime_get_ns(), 0, 0, preface);
 		return 0;
 	}
 	__u64 cap = ret;
@@ -1298,8 +1309,9 @@ static __always_inline int on_sock(struct sock *sk, int ret, int flags, int writ
 			return look >= 3 ? 0 : on_sock_alone(task, tgid, fd, sock, data, cap, ret, write);
 	}
 	if (look == 4) {
-		// HTTP/2 of a connection opened before the agent
-		c->h2 = 1;
+		// HTTP/2 of a connection opened before the agent (or whose server
+		// speaks first)
+		c->h2 = 2;
 		h2_walk(sock, fd, task->group_leader->start_boottime, write, regs->si, src, ret,
 			bpf_ktime_get_ns(), 0, fresh, 2);
 		return 0;

@@ -137,6 +137,10 @@ impl H2Conn {
             first = false;
             match item {
                 Item::Preface => {
+                    // the connection starts (again: a server may write its
+                    // SETTINGS before it reads the client's preface, which
+                    // then looked like a connection seen mid-stream)
+                    *self = H2Conn::new(ts);
                     self.role = Some(if write {
                         Direction::Client
                     } else {

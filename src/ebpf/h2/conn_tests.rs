@@ -297,3 +297,23 @@ fn hpack_decodes_as_the_reference_crate() {
         assert_eq!(got, want, "block {b:02x?}");
     }
 }
+
+#[test]
+fn a_preface_after_frames_starts_the_connection_afresh() {
+    // a server writes its SETTINGS first (whole frames: seen as mid-stream
+    // by the kernel), then reads the client's preface
+    let mut r = Run::new();
+    r.feed(true, 0, &encode(&[Item::Midstream]));
+    r.feed(false, 1, &encode(&[Item::Preface]));
+    r.feed(
+        false,
+        2,
+        &headers(1, true, &literal(&[(":method", "GET"), (":path", "/a")])),
+    );
+    r.feed(true, 3, &headers(1, true, &[0x88]));
+    assert_eq!(r.out.len(), 1);
+    assert_eq!(
+        (r.out[0].direction, r.dropped.h2_unknown),
+        (Direction::Server, 0)
+    );
+}
