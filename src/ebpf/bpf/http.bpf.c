@@ -997,6 +997,10 @@ static __always_inline void h2_walk(__u64 sock, __u32 fd, __u64 start, int write
 				    __u8 src, __u64 total, __u64 ts, __u8 flags, int fresh,
 				    int preface)
 {
+	// bpf_loop is Linux 5.17+: before, no HTTP/2 (the load's relocation
+	// makes this a constant, and the verifier drops what follows)
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop))
+		return;
 	// preface: 1 the connection's preface, 2 whole frames of a connection
 	// whose preface was not seen (a known one just goes on)
 	if (preface) {
