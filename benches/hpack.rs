@@ -20,7 +20,10 @@ fn blocks() -> Vec<Vec<u8>> {
         (b":authority", b"127.0.0.1:43211"),
         (b"content-type", b"application/grpc"),
         (b"te", b"trailers"),
-        (b"user-agent", b"grpc-python/1.85.3 grpc-c/52.0.0 (linux; chttp2)"),
+        (
+            b"user-agent",
+            b"grpc-python/1.85.3 grpc-c/52.0.0 (linux; chttp2)",
+        ),
     ];
     let response: [Field; 3] = [
         (b":status", b"200"),

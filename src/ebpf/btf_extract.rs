@@ -44,6 +44,7 @@ const ENUM64: u32 = 19;
 /// name (flavors such as `file___f_count` stripped); a test holds it to
 /// the relocations of the committed `bpf/http.bpf.o`.
 pub(crate) const CORE_ROOTS: &[&str] = &[
+    "bpf_func_id",
     "cgroup",
     "cgroup_subsys_id",
     "cgroup_subsys_state",

@@ -126,23 +126,29 @@ fn pair(tag: &str, salt: u32, mode: Attach) -> Pair {
     }
 }
 
-/// The Python server in the server container; its port.
-fn python_server(p: &mut Pair, slow_ms: u32) -> u16 {
-    let script = scripts().join("server.py");
-    let mut child = spawn_in(
-        &p.tree,
-        &p.server,
-        &["python3", script.to_str().unwrap(), &slow_ms.to_string()],
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("python3");
+/// Start `cmd` (a server, in `p`'s server container) that prints its port
+/// as its first line; the port. The server stays with `p`.
+fn server_port(p: &mut Pair, mut cmd: Command) -> u16 {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("server");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     p.tree.children.push(child);
-    line.trim().parse().expect("server port")
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("server port: {line:?}"))
+}
+
+/// The Python server in the server container; its port.
+fn python_server(p: &mut Pair, slow_ms: u32) -> u16 {
+    let script = scripts().join("server.py");
+    let cmd = spawn_in(
+        &p.tree,
+        &p.server,
+        &["python3", script.to_str().unwrap(), &slow_ms.to_string()],
+    );
+    server_port(p, cmd)
 }
 
 /// `tests/ebpf/client.py`'s steps (`plan`) against `port`, in the client

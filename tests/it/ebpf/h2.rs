@@ -89,23 +89,10 @@ fn assert_clean(telemetry_text: &str) {
     assert!(m.contains("cased_agent_ebpf_events_lost_total 0"), "{m}");
 }
 
-/// A server process in the server container whose first stdout line is
-/// its port.
+/// A server in the server container that prints its port first.
 fn server_port(p: &mut Pair, cmd: &[&str]) -> u16 {
-    let mut child = spawn_in(&p.tree, &p.server, cmd)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("server");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    p.tree.children.push(child);
-    line.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("port: {line:?}"))
+    let c = spawn_in(&p.tree, &p.server, cmd);
+    super::server_port(p, c)
 }
 
 fn wait_listening(port: u16) {

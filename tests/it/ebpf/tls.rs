@@ -94,15 +94,7 @@ fn python_tls_server(
     if let Some(dir) = libdir {
         cmd.env("LD_LIBRARY_PATH", dir);
     }
-    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    p.tree.children.push(child);
-    line.trim().parse().expect("server port")
+    super::server_port(p, cmd)
 }
 
 /// Run `cmd` in the client container with `env`; its stdout.
@@ -411,7 +403,7 @@ fn go_server_and_client_over_https_counted_exactly(mode: Attach) {
     let (mut tracer, telemetry) = start_tracer(mode);
     collect(&mut tracer);
     let slow_ms = 150;
-    let mut child = spawn_in(
+    let cmd = spawn_in(
         &p.tree,
         &p.server,
         &[
@@ -421,18 +413,8 @@ fn go_server_and_client_over_https_counted_exactly(mode: Attach) {
             cert.1.to_str().unwrap(),
             &slow_ms.to_string(),
         ],
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("gotls server");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    p.tree.children.push(child);
-    let port = line.trim().to_string();
+    );
+    let port = super::server_port(&mut p, cmd).to_string();
     wait_for("the Go binary probed", Duration::from_secs(3), || {
         probed(&tracer, &bin)
     });
