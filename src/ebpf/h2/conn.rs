@@ -273,7 +273,9 @@ impl H2Conn {
         };
         let mut fields = Fields::default();
         let mut decoded = Vec::new();
-        if h.dec.decode(&mut h.block, &mut decoded).is_err() {
+        // (httlib-hpack indexes past the end of a block cut inside an
+        // integer or a string: such a block never reaches it)
+        if !well_formed(&h.block) || h.dec.decode(&mut h.block, &mut decoded).is_err() {
             return self.lose(s.dropped);
         }
         for (name, value, _) in &decoded {
@@ -390,6 +392,60 @@ fn fragment<'a>(f: &Frame, p: &'a [u8]) -> Option<&'a [u8]> {
         p
     };
     p.get(..p.len().checked_sub(pad)?)
+}
+
+/// Whether every representation of header block `b` is whole (RFC 7541
+/// §5, §6): its integers end inside the block within 5 bytes, its strings
+/// fit. What the fields mean is the decoder's business.
+pub fn well_formed(mut b: &[u8]) -> bool {
+    while let Some(&first) = b.first() {
+        let (prefix, strings) = match first {
+            0x80.. => (7, 0), // indexed
+            0x40.. => (6, 1), // literal, incremental indexing
+            0x20.. => (5, 0), // dynamic table size update
+            _ => (4, 1),      // literal, without or never indexed
+        };
+        let Some((index, rest)) = integer(b, prefix) else {
+            return false;
+        };
+        b = rest;
+        // a literal's name is a string when its index is 0, then its value
+        let n = if strings == 1 && index == 0 {
+            2
+        } else {
+            strings
+        };
+        for _ in 0..n {
+            let Some((len, rest)) = integer(b, 7) else {
+                return false;
+            };
+            let Some(rest) = rest.get(len as usize..) else {
+                return false;
+            };
+            b = rest;
+        }
+    }
+    true
+}
+
+/// An HPACK integer with an N-bit prefix at the start of `b` (at most 5
+/// bytes, as the decoder takes), and what follows it.
+fn integer(b: &[u8], prefix: u32) -> Option<(u64, &[u8])> {
+    let mask = (1u64 << prefix) - 1;
+    let (&first, mut rest) = b.split_first()?;
+    let mut v = u64::from(first) & mask;
+    if v < mask {
+        return Some((v, rest));
+    }
+    for shift in [0, 7, 14, 21] {
+        let (&c, r) = rest.split_first()?;
+        rest = r;
+        v += u64::from(c & 0x7f) << shift;
+        if c & 0x80 == 0 {
+            return Some((v, rest));
+        }
+    }
+    None
 }
 
 /// A gRPC method (`/pkg.Service/Method`) as its path: kept whole (the path

@@ -317,3 +317,37 @@ fn a_preface_after_frames_starts_the_connection_afresh() {
         (Direction::Server, 0)
     );
 }
+
+/// A block cut anywhere inside a representation is refused before the
+/// decoder (which would index past its end); whole ones pass, and a cut
+/// block never panics the connection.
+#[test]
+fn cut_blocks_are_refused_before_the_decoder() {
+    use httlib_hpack::Encoder;
+    let mut enc = Encoder::with_dynamic_size(4096);
+    let mut block = vec![0x3f, 0xe1, 0x1f];
+    let mut ends = vec![3];
+    for (n, v) in [
+        (&b"x-long"[..], vec![b'v'; 200]),
+        (b":path", b"/a".to_vec()),
+    ] {
+        let flags = Encoder::HUFFMAN_VALUE | Encoder::WITH_INDEXING;
+        enc.encode((n.to_vec(), v, flags), &mut block).unwrap();
+        ends.push(block.len());
+    }
+    block.push(0x82);
+    ends.push(block.len());
+    assert!(well_formed(&block));
+    for cut in 0..block.len() {
+        assert_eq!(
+            well_formed(&block[..cut]),
+            cut == 0 || ends.contains(&cut),
+            "{cut}"
+        );
+        let mut r = Run::new();
+        r.feed(false, 0, &encode(&[Item::Preface]));
+        r.feed(false, 1, &headers(1, true, &block[..cut]));
+    }
+    // an integer longer than 5 bytes
+    assert!(!well_formed(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]));
+}
