@@ -3,7 +3,7 @@
 //! decoded with that direction's HPACK decoder (`httlib-hpack`: the static
 //! and dynamic tables, table-driven Huffman), and streams paired by id into
 //! [`Exchange`]s. (`loona-hpack`, the maintained fork of `hpack`, builds its
-//! Huffman tree anew for every string: 45 times slower on a block with
+//! Huffman tree anew for every string: 41 times slower on a block with
 //! Huffman literals, measured in BENCHMARKS.md; it stays the reference the
 //! tests decode against.)
 //!

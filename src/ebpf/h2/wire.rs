@@ -1,6 +1,6 @@
 //! The kernel's HTTP/2 records (`EV_H2_READ`/`EV_H2_WRITE` of
 //! `bpf/http.bpf.c`, `h2_walk`): a list of items, parsed here (pure; fuzzed
-//! by `fuzz/fuzz_targets/h2_items.rs`).
+//! by `fuzz/fuzz_targets/h2_conn.rs`, through the connection).
 
 /// Frame types the kernel passes on (RFC 9113 §6).
 pub const DATA: u8 = 0;
