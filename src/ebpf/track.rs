@@ -132,21 +132,31 @@ struct Pending {
 struct Conn {
     pending: VecDeque<Pending>,
     last_ns: u64,
-    /// The last request target and its normalized path: a keep-alive
-    /// connection mostly asks for the same few, so most requests cost no
-    /// normalization and no allocation.
-    last_path: Option<(Box<[u8]>, Arc<str>)>,
+    last_path: LastPath,
 }
 
 impl Conn {
     fn path(&mut self, target: &[u8]) -> Arc<str> {
-        if let Some((t, p)) = &self.last_path
+        self.last_path.get(target, normalize_path)
+    }
+}
+
+/// The last request target and the path made of it: a keep-alive
+/// connection mostly asks for the same few, so most requests cost no
+/// normalization and no allocation (HTTP/1.x connections; HTTP/2 ones, one
+/// per kind of path).
+#[derive(Debug, Default)]
+pub(super) struct LastPath(Option<(Box<[u8]>, Arc<str>)>);
+
+impl LastPath {
+    pub(super) fn get(&mut self, target: &[u8], make: fn(&[u8]) -> String) -> Arc<str> {
+        if let Some((t, p)) = &self.0
             && **t == *target
         {
             return p.clone();
         }
-        let p: Arc<str> = Arc::from(normalize_path(target));
-        self.last_path = Some((target.into(), p.clone()));
+        let p: Arc<str> = Arc::from(make(target));
+        self.0 = Some((target.into(), p.clone()));
         p
     }
 }

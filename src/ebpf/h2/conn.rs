@@ -25,7 +25,7 @@ use super::wire::{
     RST_STREAM, items,
 };
 use crate::ebpf::http::{MAX_PATH, METHOD_OTHER, METHODS, normalize_path};
-use crate::ebpf::track::{Direction, Dropped, Exchange, Protocol};
+use crate::ebpf::track::{Direction, Dropped, Exchange, LastPath, Protocol};
 
 /// Streams waiting for their response on one connection, at most.
 pub const MAX_STREAMS: usize = 128;
@@ -92,6 +92,8 @@ pub struct H2Conn {
     /// Highest request stream seen, so a lost connection counts each of
     /// its later requests once.
     last_stream: u32,
+    /// [URL paths, gRPC methods]
+    paths: [LastPath; 2],
     pub last_ns: u64,
 }
 
@@ -110,6 +112,7 @@ impl H2Conn {
             streams: FxHashMap::default(),
             lost: false,
             last_stream: 0,
+            paths: Default::default(),
             last_ns: now_ns,
         }
     }
@@ -278,8 +281,8 @@ impl H2Conn {
         if !well_formed(&h.block) || h.dec.decode(&mut h.block, &mut decoded).is_err() {
             return self.lose(s.dropped);
         }
-        for (name, value, _) in &decoded {
-            fields.take(name, value);
+        for (name, value, _) in decoded {
+            fields.take(&name, value);
         }
         self.headers(write, ts, stream, end, fields, s);
     }
@@ -306,17 +309,14 @@ impl H2Conn {
                 s.dropped.pending_limit += 1;
                 return;
             }
-            let path = if f.grpc {
-                grpc_method(&path)
-            } else {
-                normalize_path(&path)
-            };
+            let make = if f.grpc { grpc_method } else { normalize_path };
+            let path = self.paths[usize::from(f.grpc)].get(&path, make);
             self.streams.insert(
                 stream,
                 Stream {
                     req_ns: ts,
                     method,
-                    path: Arc::from(path),
+                    path,
                     grpc: f.grpc,
                     status: 0,
                     resp_ns: 0,
@@ -463,13 +463,14 @@ fn grpc_method(p: &[u8]) -> String {
 }
 
 impl Fields {
-    fn take(&mut self, name: &[u8], v: &[u8]) {
+    fn take(&mut self, name: &[u8], value: Vec<u8>) {
+        let v = &value[..];
         match name {
             b":method" => {
                 let i = METHODS.iter().position(|m| m.as_bytes() == v);
                 self.method = Some(i.map_or(METHOD_OTHER, |i| i as u8));
             }
-            b":path" => self.path = Some(v.to_vec()),
+            b":path" => self.path = Some(value),
             b":status" => self.status = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
             b"content-type" => self.grpc = v.starts_with(b"application/grpc"),
             b"grpc-status" => {
