@@ -74,6 +74,9 @@ fi
 echo "== cargo test"
 # one test thread per core; root tests create cgroups and namespaces of their own
 cargo test --lib --bins --tests -- --test-threads=2
+# bounds on the node's record count hold only with no other test's traffic
+cargo test --test it -- --ignored --exact --test-threads=1 \
+  ebpf::past_the_socket_state_cap_messages_go_alone_and_count_exactly
 
 if [ -x tests/deploy/run.sh ]; then
   echo "== deployment checks"

@@ -297,7 +297,13 @@ in_both_modes!(
 /// The socket path keeps kernel state for at most `max_sock_state`
 /// sockets (memory charged to the agent); past it a connection's messages
 /// go one record each, and every exchange is still counted exactly.
+///
+/// The tracer counts the records of every socket on the node, and the
+/// cap is node-wide: another test's connections would take and free slots
+/// and pair their own messages. So it runs alone, after the suite
+/// (`scripts/test.sh`).
 #[test]
+#[ignore = "counts the whole node's records: scripts/test.sh runs it alone"]
 fn past_the_socket_state_cap_messages_go_alone_and_count_exactly() {
     if !need_bpf("eBPF socket-state cap") || !need_sock_path("eBPF socket-state cap") {
         return;
