@@ -1,14 +1,16 @@
 //! HPACK decoding, the userspace cost of an HTTP/2 header block: the
-//! decoder in use (`httlib-hpack`) against the maintained fork of `hpack`
-//! (`loona-hpack`, the tests' reference), on blocks as real peers send
+//! agent's own decoder (`src/ebpf/h2/hpack.rs`) against the two crates its
+//! tests take as references, `httlib-hpack` and the maintained fork of
+//! `hpack` (`loona-hpack`), on blocks as real peers send
 //! them: a connection's first request with Huffman literals (indexed),
 //! then a steady-state request (dynamic-table hits) and response (a
 //! Huffman `date` each time, as nghttpd and Go send). One iteration is one
 //! connection: a fresh decoder and the three blocks. Run:
 //! `cargo bench --bench hpack`.
 
+use cased_agent::ebpf::h2::hpack::Decoder;
 use criterion::{Criterion, Throughput};
-use httlib_hpack::{Decoder, Encoder};
+use httlib_hpack::Encoder;
 
 type Field = (&'static [u8], &'static [u8]);
 
@@ -52,9 +54,19 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group("hpack_connection");
     g.throughput(Throughput::Elements(blocks.len() as u64));
+    g.bench_function("cased_agent", |b| {
+        b.iter(|| {
+            let mut d = Decoder::new(16 * 1024, |_| 0);
+            let mut n = 0;
+            for block in &blocks {
+                d.decode(block, |_, _, v| n += v.len()).unwrap();
+            }
+            n
+        })
+    });
     g.bench_function("httlib_hpack", |b| {
         b.iter(|| {
-            let mut d = Decoder::with_dynamic_size(16 * 1024);
+            let mut d = httlib_hpack::Decoder::with_dynamic_size(16 * 1024);
             let mut n = 0;
             for block in &blocks {
                 let mut out = Vec::new();

@@ -1,11 +1,8 @@
 //! One HTTP/2 connection as the kernel's items tell it (pure): a header
 //! block per direction put together from HEADERS and CONTINUATION frames,
-//! decoded with that direction's HPACK decoder (`httlib-hpack`: the static
-//! and dynamic tables, table-driven Huffman), and streams paired by id into
-//! [`Exchange`]s. (`loona-hpack`, the maintained fork of `hpack`, builds its
-//! Huffman tree anew for every string: 41 times slower on a block with
-//! Huffman literals, measured in BENCHMARKS.md; it stays the reference the
-//! tests decode against.)
+//! decoded with that direction's HPACK decoder ([`super::hpack`], which
+//! lends each field rather than allocating it), and streams paired by id
+//! into [`Exchange`]s.
 //!
 //! Nothing is guessed: a connection whose preface was not seen, or whose
 //! frames or HPACK state were lost, decodes nothing more; what waited on it
@@ -17,9 +14,9 @@
 
 use std::sync::Arc;
 
-use httlib_hpack::Decoder;
 use rustc_hash::FxHashMap;
 
+use super::hpack::Decoder;
 use super::wire::{
     CONTINUATION, DATA, END_HEADERS, END_STREAM, Frame, HEADERS, Item, PADDED, PRIORITY,
     RST_STREAM, items,
@@ -36,12 +33,14 @@ pub const MAX_TABLE: usize = 16 * 1024;
 
 /// One direction: its decoder and the frame and block being gathered.
 struct Half {
-    dec: Decoder<'static>,
+    dec: Decoder,
     /// The HEADERS or CONTINUATION frame whose payload is arriving.
     frame: Option<Frame>,
     payload: Vec<u8>,
     /// The header block so far (fragments without padding or priority).
     block: Vec<u8>,
+    /// The last request's `:path`, its buffer kept for the next.
+    path: Vec<u8>,
     /// The block's stream and whether its HEADERS ended the stream; `None`
     /// when no block is open.
     open: Option<(u32, bool)>,
@@ -50,10 +49,11 @@ struct Half {
 impl Half {
     fn new() -> Half {
         Half {
-            dec: Decoder::with_dynamic_size(MAX_TABLE as u32),
+            dec: Decoder::new(MAX_TABLE, tag),
             frame: None,
             payload: Vec::new(),
             block: Vec::new(),
+            path: Vec::new(),
             open: None,
         }
     }
@@ -75,7 +75,9 @@ struct Stream {
 #[derive(Debug, Default)]
 struct Fields {
     method: Option<u8>,
-    path: Option<Vec<u8>>,
+    /// `:path`, when `has_path`.
+    path: Vec<u8>,
+    has_path: bool,
     status: Option<u16>,
     grpc: bool,
     grpc_status: Option<u32>,
@@ -268,23 +270,26 @@ impl H2Conn {
             return self.lose(s.dropped);
         }
         h.block.extend_from_slice(fragment);
+        super::empty(&mut h.payload);
         if f.flags & END_HEADERS == 0 {
             return;
         }
         let Some((stream, end)) = h.open.take() else {
             return;
         };
-        let mut fields = Fields::default();
-        let mut decoded = Vec::new();
-        // (httlib-hpack indexes past the end of a block cut inside an
-        // integer or a string: such a block never reaches it)
-        if !well_formed(&h.block) || h.dec.decode(&mut h.block, &mut decoded).is_err() {
+        // (the path's buffer is lent to the fields and comes back)
+        let mut fields = Fields {
+            path: std::mem::take(&mut h.path),
+            ..Fields::default()
+        };
+        let decoded = h.dec.decode(&h.block, |t, _, v| fields.take(t, v));
+        super::empty(&mut h.block);
+        if decoded.is_err() {
+            h.path = fields.path;
             return self.lose(s.dropped);
         }
-        for (name, value, _) in decoded {
-            fields.take(&name, value);
-        }
-        self.headers(write, ts, stream, end, fields, s);
+        self.headers(write, ts, stream, end, &fields, s);
+        self.halves[usize::from(write)].path = fields.path;
     }
 
     fn headers<F: FnMut(Exchange)>(
@@ -293,7 +298,7 @@ impl H2Conn {
         ts: u64,
         stream: u32,
         end: bool,
-        f: Fields,
+        f: &Fields,
         s: &mut Sink<'_, F>,
     ) {
         if self.requests_go(write) {
@@ -302,7 +307,7 @@ impl H2Conn {
             if self.streams.contains_key(&stream) {
                 return;
             }
-            let (Some(method), Some(path)) = (f.method, f.path) else {
+            let (Some(method), true) = (f.method, f.has_path) else {
                 return;
             };
             if self.streams.len() >= MAX_STREAMS {
@@ -310,7 +315,7 @@ impl H2Conn {
                 return;
             }
             let make = if f.grpc { grpc_method } else { normalize_path };
-            let path = self.paths[usize::from(f.grpc)].get(&path, make);
+            let path = self.paths[usize::from(f.grpc)].get(&f.path, make);
             self.streams.insert(
                 stream,
                 Stream {
@@ -394,60 +399,6 @@ fn fragment<'a>(f: &Frame, p: &'a [u8]) -> Option<&'a [u8]> {
     p.get(..p.len().checked_sub(pad)?)
 }
 
-/// Whether every representation of header block `b` is whole (RFC 7541
-/// §5, §6): its integers end inside the block within 5 bytes, its strings
-/// fit. What the fields mean is the decoder's business.
-pub fn well_formed(mut b: &[u8]) -> bool {
-    while let Some(&first) = b.first() {
-        let (prefix, strings) = match first {
-            0x80.. => (7, 0), // indexed
-            0x40.. => (6, 1), // literal, incremental indexing
-            0x20.. => (5, 0), // dynamic table size update
-            _ => (4, 1),      // literal, without or never indexed
-        };
-        let Some((index, rest)) = integer(b, prefix) else {
-            return false;
-        };
-        b = rest;
-        // a literal's name is a string when its index is 0, then its value
-        let n = if strings == 1 && index == 0 {
-            2
-        } else {
-            strings
-        };
-        for _ in 0..n {
-            let Some((len, rest)) = integer(b, 7) else {
-                return false;
-            };
-            let Some(rest) = rest.get(len as usize..) else {
-                return false;
-            };
-            b = rest;
-        }
-    }
-    true
-}
-
-/// An HPACK integer with an N-bit prefix at the start of `b` (at most 5
-/// bytes, as the decoder takes), and what follows it.
-fn integer(b: &[u8], prefix: u32) -> Option<(u64, &[u8])> {
-    let mask = (1u64 << prefix) - 1;
-    let (&first, mut rest) = b.split_first()?;
-    let mut v = u64::from(first) & mask;
-    if v < mask {
-        return Some((v, rest));
-    }
-    for shift in [0, 7, 14, 21] {
-        let (&c, r) = rest.split_first()?;
-        rest = r;
-        v += u64::from(c & 0x7f) << shift;
-        if c & 0x80 == 0 {
-            return Some((v, rest));
-        }
-    }
-    None
-}
-
 /// A gRPC method (`/pkg.Service/Method`) as its path: kept whole (the path
 /// rules are for URLs), cut at [`MAX_PATH`] bytes like any path.
 fn grpc_method(p: &[u8]) -> String {
@@ -462,18 +413,39 @@ fn grpc_method(p: &[u8]) -> String {
     format!("{}…", &s[..end])
 }
 
+/// The fields this tracer keeps, as the HPACK decoder tags them.
+const METHOD: u8 = 1;
+const PATH: u8 = 2;
+const STATUS: u8 = 3;
+const CONTENT_TYPE: u8 = 4;
+const GRPC_STATUS: u8 = 5;
+
+fn tag(name: &[u8]) -> u8 {
+    match name {
+        b":method" => METHOD,
+        b":path" => PATH,
+        b":status" => STATUS,
+        b"content-type" => CONTENT_TYPE,
+        b"grpc-status" => GRPC_STATUS,
+        _ => 0,
+    }
+}
+
 impl Fields {
-    fn take(&mut self, name: &[u8], value: Vec<u8>) {
-        let v = &value[..];
-        match name {
-            b":method" => {
+    fn take(&mut self, tag: u8, v: &[u8]) {
+        match tag {
+            METHOD => {
                 let i = METHODS.iter().position(|m| m.as_bytes() == v);
                 self.method = Some(i.map_or(METHOD_OTHER, |i| i as u8));
             }
-            b":path" => self.path = Some(value),
-            b":status" => self.status = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
-            b"content-type" => self.grpc = v.starts_with(b"application/grpc"),
-            b"grpc-status" => {
+            PATH => {
+                self.path.clear();
+                self.path.extend_from_slice(v);
+                self.has_path = true;
+            }
+            STATUS => self.status = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
+            CONTENT_TYPE => self.grpc = v.starts_with(b"application/grpc"),
+            GRPC_STATUS => {
                 self.grpc_status = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
             }
             _ => {}
