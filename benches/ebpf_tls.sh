@@ -211,9 +211,12 @@ start_agent() { # tag
 }
 
 wait_cycle_after() { # unix seconds: until a collection cycle has ended after it
-    for _ in $(seq 600); do
+    # once a second: each look is a curl process that connects, and the
+    # agent reads the maps of every process that connects (TLS discovery,
+    # ~0.8 ms): at 10 looks a second that was most of the "idle" agent
+    for _ in $(seq 60); do
         [ "$(metric cased_agent_last_cycle_timestamp_seconds)" -gt "$1" ] && return 0
-        sleep 0.1
+        sleep 1
     done
     die "no collection cycle after $1"
 }
