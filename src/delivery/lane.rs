@@ -36,8 +36,8 @@ pub(super) struct Tally {
 
 pub(super) struct LaneState {
     pub queue: Box<dyn BatchQueue>,
-    /// Submission number of the batch being sent.
-    in_flight: Option<u64>,
+    /// Submission number and body bytes of the batch being sent.
+    in_flight: Option<(u64, u64)>,
     /// Next submission number of this lane.
     next_seq: u64,
     tally: Tally,
@@ -50,7 +50,7 @@ pub(super) struct LaneState {
 impl LaneState {
     /// Smallest submission number not yet delivered or dropped.
     fn oldest_unresolved(&self) -> u64 {
-        match (self.in_flight, self.queue.oldest_seq()) {
+        match (self.in_flight.map(|f| f.0), self.queue.oldest_seq()) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => self.next_seq,
@@ -117,9 +117,15 @@ impl Lane {
         evicted(self.kind, st, ev, t);
     }
 
-    /// Bring the shared gauges up to date with this lane's queue.
+    /// Bring the shared gauges up to date with this lane's queue. The
+    /// batch in flight counts: it is not delivered yet, and leaving it out
+    /// would make the depth flicker by one at every attempt of an outage.
     pub fn show(&self, st: &mut LaneState, t: &Telemetry) {
-        let now = (st.queue.bytes() as i64, st.queue.batches() as i64);
+        let (fb, fn_) = st.in_flight.map_or((0, 0), |f| (f.1, 1));
+        let now = (
+            (st.queue.bytes() + fb) as i64,
+            (st.queue.batches() + fn_) as i64,
+        );
         t.delivery.queue_bytes.inc_by(now.0 - st.shown.0);
         t.delivery.queue_batches.inc_by(now.1 - st.shown.1);
         st.shown = now;
@@ -206,7 +212,7 @@ impl Sender {
                 let lane = self.lane();
                 let mut st = lane.lock();
                 let b = st.queue.pop_front();
-                st.in_flight = b.as_ref().map(|b| b.seq);
+                st.in_flight = b.as_ref().map(|b| (b.seq, b.batch.size()));
                 lane.show(&mut st, &self.sh.telemetry);
                 b
             };
@@ -454,6 +460,33 @@ mod tests {
                 pending_batches: 3,
             }
         );
+    }
+
+    /// The queue gauges count the batch being sent: through an outage the
+    /// depth reads the same during an attempt as between attempts.
+    #[tokio::test(start_paused = true)]
+    async fn the_gauges_count_the_batch_in_flight() {
+        let sink = ScriptedSink::default();
+        let slow = Answer::Slow(Duration::from_secs(3), Box::new(Answer::Transient(None)));
+        sink.always(M, slow);
+        let (d, t) = start(&sink, Lanes::memory(1 << 20, false));
+        d.submit_metrics(metrics(30));
+        let (bytes, batches) = (t.delivery.queue_bytes.get(), t.delivery.queue_batches.get());
+        assert_eq!(batches, 3);
+        assert!(bytes > 0);
+        // sample every 100 ms through several attempts and waits
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(t.delivery.queue_batches.get(), 3);
+            assert_eq!(t.delivery.queue_bytes.get(), bytes);
+        }
+        assert!(sink.attempts_of(M).len() >= 3);
+        // delivered: nothing left to show
+        sink.always(M, Answer::Ok);
+        let r = d.flush(Duration::from_secs(60)).await;
+        assert_eq!(r.pending_batches, 0);
+        assert_eq!(t.delivery.queue_batches.get(), 0);
+        assert_eq!(t.delivery.queue_bytes.get(), 0);
     }
 
     /// A wait after a transient failure lasts what `Retry-After` said;

@@ -15,6 +15,8 @@ pub enum Answer {
     /// Transient, with this `Retry-After`.
     Transient(Option<std::time::Duration>),
     Permanent,
+    /// This answer, after this long (a request in flight).
+    Slow(std::time::Duration, Box<Answer>),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,8 +65,15 @@ impl ScriptedSink {
             next.or_else(|| i.always.get(&b.kind).cloned())
                 .unwrap_or(Answer::Ok)
         };
+        let answer = match answer {
+            Answer::Slow(d, a) => {
+                tokio::time::sleep(d).await;
+                *a
+            }
+            a => a,
+        };
         match answer {
-            Answer::Ok => Ok(()),
+            Answer::Ok | Answer::Slow(..) => Ok(()),
             Answer::Transient(retry_after) => Err(SendError::Transient {
                 reason: "scripted".into(),
                 retry_after,

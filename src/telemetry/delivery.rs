@@ -120,12 +120,12 @@ impl DeliveryTelemetry {
         );
         r.register(
             "queue_bytes",
-            "Bytes waiting in the delivery queue",
+            "Bytes not yet delivered: queued or being sent",
             t.queue_bytes.clone(),
         );
         r.register(
             "queue_batches",
-            "Batches waiting in the delivery queue",
+            "Batches not yet delivered: queued or being sent",
             t.queue_batches.clone(),
         );
         r.register(
