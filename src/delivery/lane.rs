@@ -69,9 +69,18 @@ impl LaneState {
 
     pub fn tally(&self) -> Tally {
         Tally {
-            pending: self.queue.batches() as u64 + u64::from(self.in_flight.is_some()),
+            pending: self.undelivered().1,
             ..self.tally
         }
+    }
+
+    /// Bytes and batches not yet delivered: queued, or being sent.
+    fn undelivered(&self) -> (u64, u64) {
+        let (bytes, batches) = self.in_flight.map_or((0, 0), |(_, bytes)| (bytes, 1));
+        (
+            self.queue.bytes() + bytes,
+            self.queue.batches() as u64 + batches,
+        )
     }
 
     pub fn stopped(&self) -> bool {
@@ -121,11 +130,8 @@ impl Lane {
     /// batch in flight counts: it is not delivered yet, and leaving it out
     /// would make the depth flicker by one at every attempt of an outage.
     pub fn show(&self, st: &mut LaneState, t: &Telemetry) {
-        let (fb, fn_) = st.in_flight.map_or((0, 0), |f| (f.1, 1));
-        let now = (
-            (st.queue.bytes() + fb) as i64,
-            (st.queue.batches() + fn_) as i64,
-        );
+        let (bytes, batches) = st.undelivered();
+        let now = (bytes as i64, batches as i64);
         t.delivery.queue_bytes.inc_by(now.0 - st.shown.0);
         t.delivery.queue_batches.inc_by(now.1 - st.shown.1);
         st.shown = now;
