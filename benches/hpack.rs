@@ -8,6 +8,7 @@
 //! connection: a fresh decoder and the three blocks. Run:
 //! `cargo bench --bench hpack`.
 
+use cased_agent::ebpf::h2::conn::TAGS;
 use cased_agent::ebpf::h2::hpack::Decoder;
 use criterion::{Criterion, Throughput};
 use httlib_hpack::Encoder;
@@ -56,7 +57,7 @@ fn main() {
     g.throughput(Throughput::Elements(blocks.len() as u64));
     g.bench_function("cased_agent", |b| {
         b.iter(|| {
-            let mut d = Decoder::new(16 * 1024, |_| 0);
+            let mut d = Decoder::new(16 * 1024, &TAGS);
             let mut n = 0;
             for block in &blocks {
                 d.decode(block, |_, _, v| n += v.len()).unwrap();

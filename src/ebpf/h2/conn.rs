@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::hpack::Decoder;
+use super::hpack::{Decoder, Tags};
 use super::wire::{
     CONTINUATION, DATA, END_HEADERS, END_STREAM, Frame, HEADERS, Item, PADDED, PRIORITY,
     RST_STREAM, items,
@@ -49,7 +49,7 @@ struct Half {
 impl Half {
     fn new() -> Half {
         Half {
-            dec: Decoder::new(MAX_TABLE, tag),
+            dec: Decoder::new(MAX_TABLE, &TAGS),
             frame: None,
             payload: Vec::new(),
             block: Vec::new(),
@@ -289,6 +289,8 @@ impl H2Conn {
             return self.lose(s.dropped);
         }
         self.headers(write, ts, stream, end, &fields, s);
+        // (its contents are in the path cache by now)
+        super::empty(&mut fields.path);
         self.halves[usize::from(write)].path = fields.path;
     }
 
@@ -419,6 +421,9 @@ const PATH: u8 = 2;
 const STATUS: u8 = 3;
 const CONTENT_TYPE: u8 = 4;
 const GRPC_STATUS: u8 = 5;
+
+/// The tracer's tags, for every connection's decoders.
+pub static TAGS: Tags = Tags::new(tag);
 
 fn tag(name: &[u8]) -> u8 {
     match name {

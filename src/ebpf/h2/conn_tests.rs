@@ -282,3 +282,29 @@ fn cut_blocks_lose_the_connection() {
         assert_eq!(r.c.lost, lost, "{cut}");
     }
 }
+
+/// A 2,000-byte `:path` is counted cut to `MAX_PATH`, and the buffers it
+/// grew (the block's, the decoder's, the path's) are given back: an idle
+/// connection keeps at most `KEEP` bytes in each.
+#[test]
+fn a_long_path_leaves_no_large_buffer_behind() {
+    let mut block = literal(&[(":method", "GET")]);
+    // `:path` as a raw string, its length 2,000 as a 7-bit-prefix integer
+    block.extend([0x00, 5]);
+    block.extend(b":path");
+    block.extend([0x7f, 0xd1, 0x0e]);
+    block.extend(b"/ab".repeat(666));
+    block.extend(b"/x");
+    let mut r = Run::new();
+    r.feed(false, 0, &encode(&[Item::Preface]));
+    r.feed(false, 1, &headers(1, true, &block));
+    r.feed(true, 2, &headers(1, true, &[0x88]));
+    assert_eq!(r.out.len(), 1);
+    let path = &r.out[0].path;
+    assert_eq!(path.len(), MAX_PATH + '…'.len_utf8(), "{path}");
+    for h in &r.c.halves {
+        for buf in [&h.payload, &h.block, &h.path] {
+            assert!(buf.capacity() <= super::super::KEEP, "{}", buf.capacity());
+        }
+    }
+}

@@ -38,9 +38,30 @@ pub enum Error {
 const ENTRY_OVERHEAD: usize = 32;
 
 /// Sorts a field name into what the decoder's user keeps of it (0:
-/// nothing): once per static-table entry when the decoder is made, once
-/// per field when it enters the dynamic table, and for each literal name.
+/// nothing): once per static-table entry for all decoders, once per field
+/// when it enters the dynamic table, and for each literal name.
 pub type Classify = fn(&[u8]) -> u8;
+
+/// A [`Classify`] and the static table's tags by it, sorted on first use
+/// and shared by every decoder (a `static`: not once per connection).
+pub struct Tags {
+    classify: Classify,
+    statics: OnceLock<[u8; STATIC_LEN]>,
+}
+
+impl Tags {
+    pub const fn new(classify: Classify) -> Tags {
+        Tags {
+            classify,
+            statics: OnceLock::new(),
+        }
+    }
+
+    fn statics(&self) -> &[u8; STATIC_LEN] {
+        self.statics
+            .get_or_init(|| STATIC_NAMES.map(|n| (self.classify)(n.as_bytes())))
+    }
+}
 
 /// One direction's decoder: its dynamic table and scratch for Huffman
 /// strings.
@@ -56,7 +77,7 @@ pub struct Decoder {
     name: Vec<u8>,
     value: Vec<u8>,
     classify: Classify,
-    static_tags: [u8; STATIC_LEN],
+    static_tags: &'static [u8; STATIC_LEN],
 }
 
 /// A dynamic-table entry: its name and value in one buffer, and its tag.
@@ -78,8 +99,8 @@ impl Entry {
 impl Decoder {
     /// A decoder whose table starts at `limit` bytes and never grows past
     /// it (a peer's size update above it is an error), its names tagged by
-    /// `classify`.
-    pub fn new(limit: usize, classify: Classify) -> Decoder {
+    /// `tags`.
+    pub fn new(limit: usize, tags: &'static Tags) -> Decoder {
         Decoder {
             entries: VecDeque::new(),
             size: 0,
@@ -87,8 +108,8 @@ impl Decoder {
             limit,
             name: Vec::new(),
             value: Vec::new(),
-            classify,
-            static_tags: STATIC_NAMES.map(|n| classify(n.as_bytes())),
+            classify: tags.classify,
+            static_tags: tags.statics(),
         }
     }
 

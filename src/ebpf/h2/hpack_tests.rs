@@ -10,8 +10,10 @@ fn by_length(name: &[u8]) -> u8 {
     name.len() as u8
 }
 
+static BY_LENGTH: Tags = Tags::new(by_length);
+
 fn new(limit: usize) -> Decoder {
-    Decoder::new(limit, by_length)
+    Decoder::new(limit, &BY_LENGTH)
 }
 
 fn ours(d: &mut Decoder, block: &[u8]) -> Result<Fields, Error> {
@@ -283,4 +285,13 @@ fn scratch_grown_by_a_long_string_is_given_back() {
     // a short one keeps its buffer
     ours(&mut d, &[0x00, 0x01, b'n', 0x01, b'v']).unwrap();
     assert!(d.value.capacity() > 0 && d.value.capacity() <= super::super::KEEP);
+}
+
+/// The static table's tags are sorted once for every decoder of a
+/// [`Tags`], not once per connection.
+#[test]
+fn decoders_share_their_static_tags() {
+    let (a, b) = (new(4096), new(100));
+    assert!(std::ptr::eq(a.static_tags, b.static_tags));
+    assert_eq!(a.static_tags[1], by_length(b":method"));
 }
